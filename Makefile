@@ -1,0 +1,39 @@
+# Everything runs from a local virtual environment that these targets create.
+# torch is installed first, pinned: `pip install torch==2.13.0` takes the CPU wheel (an unpinned torch
+# pulls a multi-GB CUDA build).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test test-fast bench bench-distill clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+## Main job on the embedded default: fine-tune the MiniLM teacher, convert, distill, evaluate.
+demo: install
+	$(BIN)/compress run recipes/quickstart.yaml
+
+## The whole test suite (unit tests on tiny random models + integration tests on the embedded default).
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not integration"
+
+bench: bench-distill
+
+bench-distill: install
+	$(BIN)/python bench/distill.py
+
+clean:
+	rm -rf $(VENV) results/cache .pytest_cache

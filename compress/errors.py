@@ -1,0 +1,9 @@
+"""Errors a user can fix.
+
+Anything raised as `CompressError` is printed by the CLI as one line (exit code 2) with no traceback
+unless `--debug` is given. The message must say what is wrong *and* what to do about it.
+"""
+
+
+class CompressError(Exception):
+    """A problem with the user's input (recipe, data, model, cache) rather than a bug in compress."""

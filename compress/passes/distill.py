@@ -1,0 +1,134 @@
+"""Knowledge distillation of each student from the teacher.
+
+loss = alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels)
+       + hidden_weight * mean MSE(proj(s_hidden[i]), t_hidden[j])   over the hidden-state layer map
+       + attention_weight * mean KL(t_attn[j] || s_attn[i])         over the attention layer map
+
+Teacher outputs come from the on-disk cache (`teacher_cache`), so the teacher runs once per training
+set, not once per student per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, PositiveInt
+
+from compress.encoding import tokenizer_fingerprint
+from compress.errors import CompressError
+from compress.models import load_student, load_tokenizer
+from compress.registry import Pass, PassConfig
+from compress.state import RunState
+from compress.teacher_cache import TeacherOutputs, load_or_compute
+from compress.train import Schedule, fit
+
+log = logging.getLogger(__name__)
+
+
+class Distill(Pass):
+    """Distill every student (or the named ones) from the teacher: KD + CE, optional hidden/attention losses."""
+
+    name = "distill"
+
+    class Config(PassConfig):
+        students: list[str] | None = Field(None, description="students to train; default: all in the run")
+        student_path: str | None = Field(None, description="also load a saved student folder (named by its folder)")
+        temperature: float = Field(2.0, gt=0)
+        alpha: float = Field(0.5, ge=0, le=1, description="weight of the KD term; 1 - alpha weighs cross-entropy")
+        hidden_weight: float = Field(0.0, ge=0)
+        hidden_map: list[tuple[int, int]] | None = Field(None, description="[student, teacher] hidden-state indices (0 = embeddings); default: the converted layers")
+        attention_weight: float = Field(0.0, ge=0)
+        attention_map: list[tuple[int, int]] | None = Field(None, description="[student, teacher] layer indices; default: the converted layers")
+        epochs: PositiveInt = 3
+        lr: float = Field(1e-4, gt=0, lt=1)
+        batch_size: PositiveInt = 32
+        warmup_ratio: float = Field(0.1, ge=0, lt=1)
+        weight_decay: float = Field(0.01, ge=0)
+        cache_teacher: bool = Field(True, description="cache teacher outputs on disk (off: run the teacher every step)")
+
+    def run(self, state: RunState, config: Config) -> RunState:
+        if state.teacher is None:
+            raise CompressError("distill needs a teacher; add a teacher: section to the recipe")
+        if config.student_path:
+            self._load_external(state, config.student_path)
+        names = config.students or list(state.students)
+        missing = [n for n in names if n not in state.students]
+        if not names or missing:
+            raise CompressError(f"distill: no student {missing or ''} in this run (have {list(state.students)}); add a convert pass before distill")
+        results = state.metrics.setdefault(self.name, {})
+        for name in names:
+            results[name] = self._distill(state, config, name)
+        return state
+
+    def _load_external(self, state: RunState, path: str) -> None:
+        student = load_student(path)
+        theirs, ours = tokenizer_fingerprint(load_tokenizer(path)), tokenizer_fingerprint(state.tokenizer)
+        if theirs != ours or student.config.vocab_size != state.teacher.config.vocab_size:
+            raise CompressError(f"student {path} uses a different tokenizer than the teacher; distillation needs identical token ids - convert the student from this teacher")
+        state.students[path.rstrip("/").split("/")[-1]] = student
+
+    def _distill(self, state: RunState, config: Config, name: str) -> dict:
+        student, teacher = state.students[name], state.teacher
+        layers = state.metrics.get("convert", {}).get(name, {}).get("layers", list(range(student.config.num_hidden_layers)))
+        hidden_map = _check_map(config.hidden_map, [(i + 1, t + 1) for i, t in enumerate(layers)], student, teacher, "hidden_map", offset=1) if config.hidden_weight else []
+        attn_map = _check_map(config.attention_map, list(enumerate(layers)), student, teacher, "attention_map", offset=0) if config.attention_weight else []
+        train = state.encoded("train")
+        t_hidden, t_attn = sorted({t for _, t in hidden_map}), sorted({t for _, t in attn_map})
+        t0 = time.perf_counter()
+        cached: TeacherOutputs | None = None
+        cache_status = "off"
+        if config.cache_teacher:
+            cached, cache_status = load_or_compute(teacher, train, state.device, state.cache_dir, t_hidden, t_attn)
+        cache_seconds = time.perf_counter() - t0
+        proj = torch.nn.ModuleDict()
+        if hidden_map and student.config.hidden_size != teacher.config.hidden_size:
+            for s, _ in hidden_map:  # learned projection to the teacher's width
+                proj[str(s)] = torch.nn.Linear(student.config.hidden_size, teacher.config.hidden_size).to(state.device)
+        teacher.eval().to(state.device)
+        T, a = config.temperature, config.alpha
+
+        def loss_fn(model, batch):
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+            out = model(**inputs, output_hidden_states=bool(hidden_map), output_attentions=bool(attn_map))
+            if cached is not None:
+                t = cached.batch(batch["index"], batch["input_ids"].shape[1])
+                t = {"logits": t["logits"].to(out.logits.device), "hidden": {k: v.to(out.logits.device) for k, v in t["hidden"].items()},
+                     "attention": {k: v.to(out.logits.device) for k, v in t["attention"].items()}}
+            else:
+                with torch.no_grad():
+                    o = teacher(**inputs, output_hidden_states=bool(hidden_map), output_attentions=bool(attn_map))
+                t = {"logits": o.logits, "hidden": {h: o.hidden_states[h] for h in t_hidden}, "attention": {x: o.attentions[x] for x in t_attn}}
+            kd = F.kl_div(F.log_softmax(out.logits / T, -1), F.log_softmax(t["logits"] / T, -1), log_target=True, reduction="batchmean") * T * T
+            loss = a * kd + (1 - a) * F.cross_entropy(out.logits, batch["labels"]) if a < 1 else kd
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            for s, tl in hidden_map:
+                sh = out.hidden_states[s]
+                sh = proj[str(s)](sh) if str(s) in proj else sh
+                loss = loss + config.hidden_weight / len(hidden_map) * (((sh - t["hidden"][tl]) ** 2) * mask).sum() / (mask.sum() * sh.shape[-1])
+            for s, tl in attn_map:
+                # SqueezeBERT returns pre-softmax scores (mask already added); BERT returns probabilities.
+                s_log = F.log_softmax(out.attentions[s], -1)
+                kl = (t["attention"][tl] * (torch.log(t["attention"][tl].clamp_min(1e-8)) - s_log)).sum(-1)  # [B, heads, L]
+                qmask = batch["attention_mask"][:, None, :].float()
+                loss = loss + config.attention_weight / len(attn_map) * (kl * qmask).sum() / (qmask.sum() * kl.shape[1])
+            return loss
+
+        schedule = Schedule(config.epochs, config.lr, config.batch_size, config.warmup_ratio, config.weight_decay)
+        history = fit(student, loss_fn, train, state.encoded("validation"), schedule, device=state.device, seed=state.seed,
+                      desc=f"distill {name}", extra_params=list(proj.parameters()))
+        return {"history": history, "best_val_accuracy": max(h["val_accuracy"] for h in history),
+                "teacher_cache": cache_status, "teacher_cache_seconds": cache_seconds,
+                "seconds_per_epoch": sum(h["train_seconds"] for h in history) / len(history)}
+
+
+def _check_map(given, default, student, teacher, what: str, offset: int) -> list[tuple[int, int]]:
+    """Validate a [student, teacher] layer map: every index must exist in its model."""
+    pairs = [tuple(p) for p in (given if given is not None else default)]
+    s_max, t_max = student.config.num_hidden_layers - 1 + offset, teacher.config.num_hidden_layers - 1 + offset
+    for s, t in pairs:
+        if not (0 <= s <= s_max and 0 <= t <= t_max):
+            raise CompressError(f"distill.{what} pair [{s}, {t}] names a layer that does not exist: student has 0..{s_max}, teacher 0..{t_max}")
+    return pairs

@@ -1,0 +1,71 @@
+"""Fine-tune the teacher on the task, reusing a cached result for the same inputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import torch.nn.functional as F
+from pydantic import Field, PositiveInt
+
+from compress.errors import CompressError
+from compress.io import atomic_dir, state_dict_hash, stable_hash
+from compress.models import load_student
+from compress.registry import Pass, PassConfig
+from compress.state import RunState
+from compress.train import Schedule, fit
+
+log = logging.getLogger(__name__)
+
+
+class FinetuneTeacher(Pass):
+    """Fine-tune the teacher (AdamW, warm-up + linear decay, best epoch kept); cached by content hash."""
+
+    name = "finetune_teacher"
+
+    class Config(PassConfig):
+        epochs: PositiveInt = 2
+        lr: float = Field(5e-5, gt=0, lt=1)
+        batch_size: PositiveInt = 32
+        warmup_ratio: float = Field(0.1, ge=0, lt=1)
+        weight_decay: float = Field(0.01, ge=0)
+        cache: bool = Field(True, description="reuse a teacher fine-tuned on the same weights/data/options/seed")
+
+    def run(self, state: RunState, config: Config) -> RunState:
+        train, val = state.encoded("train"), state.encoded("validation")
+        # The key is everything that changes the result: starting weights, tokens, options, seed, device type.
+        key = stable_hash(
+            {
+                "weights": state_dict_hash(state.teacher),
+                "train": train.key,
+                "validation": val.key,
+                "options": config.model_dump(exclude={"cache"}),
+                "seed": state.seed,
+                "device": state.device.type,
+            }
+        )
+        folder = state.cache_dir / "teachers" / key
+        if config.cache and folder.is_dir():
+            try:
+                state.teacher = load_student(folder)
+                state.teacher_source = str(folder)
+                state.metrics[self.name] = json.loads((folder / "finetune.json").read_text()) | {"cached": True}
+                log.info("fine-tuned teacher reused from cache %s", folder)
+                return state
+            except (CompressError, OSError, json.JSONDecodeError) as e:
+                log.warning("cached teacher %s unusable (%s); fine-tuning again", folder, e)
+
+        def loss_fn(model, batch):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]).logits
+            return F.cross_entropy(logits, batch["labels"])
+
+        schedule = Schedule(config.epochs, config.lr, config.batch_size, config.warmup_ratio, config.weight_decay)
+        history = fit(state.teacher, loss_fn, train, val, schedule, device=state.device, seed=state.seed, desc="teacher")
+        info = {"history": history, "best_val_accuracy": max(h["val_accuracy"] for h in history), "key": key}
+        with atomic_dir(folder) as tmp:
+            state.teacher.save_pretrained(tmp)
+            state.tokenizer.save_pretrained(tmp)
+            (tmp / "finetune.json").write_text(json.dumps(info, indent=2))
+        state.teacher_source = str(folder)
+        state.metrics[self.name] = info | {"cached": False}
+        return state

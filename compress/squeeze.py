@@ -1,0 +1,332 @@
+"""BERT -> SqueezeBERT: the weight mapping and the grouped initialization.
+
+A SqueezeBERT layer is a BERT layer whose position-wise dense layers are 1x1 convolutions. With one
+group the conversion is exact (Linear [out, in] -> Conv1d [out, in, 1]). With g groups a conv is a
+block-diagonal matrix: only g blocks of each dense matrix survive. Which blocks survive depends on how
+channels are ordered, and BERT has a lot of ordering freedom that does not change its function:
+
+- one permutation of the hidden channels, applied to the whole residual stream (embeddings, every
+  LayerNorm, every matrix that reads or writes the stream, the pooler's input);
+- per layer, a permutation of the attention heads (shared by Q, K, V and the post-attention input);
+- per layer, a permutation of the FFN channels (intermediate output = output-conv input).
+
+`permuted` init picks these to maximize the weight energy (sum of squares) inside the kept blocks:
+alternating maximization where each step is an exact balanced assignment (scipy's linear_sum_assignment)
+given the others, so the retained energy never decreases and starts from the identity ordering.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
+
+from compress.errors import CompressError
+
+MATRICES = ("q", "k", "v", "post_attention", "intermediate", "output")
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Group counts of the six 1x1 convolutions of every layer (SqueezeBERT paper: 4,4,4,1,4,4)."""
+
+    q: int = 1
+    k: int = 1
+    v: int = 1
+    post_attention: int = 1
+    intermediate: int = 1
+    output: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Groups:
+        parts = [p for p in text.replace(" ", "").split(",") if p]
+        if len(parts) != 6 or not all(p.isdigit() for p in parts):
+            raise CompressError(f"groups {text!r}: expected six integers q,k,v,post_attention,intermediate,output (e.g. 4,4,4,1,4,4)")
+        return cls(*map(int, parts))
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def channels(hidden: int, ffn: int) -> dict[str, tuple[int, int]]:
+    """(in, out) channels of each matrix."""
+    h = (hidden, hidden)
+    return {"q": h, "k": h, "v": h, "post_attention": h, "intermediate": (hidden, ffn), "output": (ffn, hidden)}
+
+
+def valid_groups(cin: int, cout: int) -> list[int]:
+    return [g for g in range(1, math.gcd(cin, cout) + 1) if cin % g == 0 and cout % g == 0]
+
+
+def check_groups(groups: Groups, hidden: int, ffn: int) -> None:
+    for name, (cin, cout) in channels(hidden, ffn).items():
+        g = getattr(groups, name)
+        if g < 1 or cin % g or cout % g:
+            raise CompressError(
+                f"groups.{name}={g} must divide its {cin} input and {cout} output channels; "
+                f"valid: {', '.join(map(str, valid_groups(cin, cout)))}"
+            )
+
+
+def select_layers(num_layers: int, layers: int | list[int] | None) -> list[int]:
+    """Teacher layers to keep. A count keeps evenly spaced layers ending with the last one."""
+    if layers is None:
+        return list(range(num_layers))
+    if isinstance(layers, int):
+        if not 1 <= layers <= num_layers:
+            raise CompressError(f"layers={layers}: keep between 1 and {num_layers} layers (the teacher has {num_layers})")
+        return [round((i + 1) * num_layers / layers) - 1 for i in range(layers)]
+    bad = [i for i in layers if not 0 <= i < num_layers]
+    if not layers or bad or len(set(layers)) != len(layers):
+        raise CompressError(f"layers={layers}: give distinct indices in 0..{num_layers - 1} (the teacher has {num_layers} layers)")
+    return sorted(layers)
+
+
+def dense_layers(teacher, keep: list[int]) -> list[dict[str, torch.Tensor]]:
+    """The kept BERT layers as plain tensors, named by SqueezeBERT's six matrices."""
+    out = []
+    for i in keep:
+        L = teacher.bert.encoder.layer[i]
+        a = L.attention
+        out.append({
+            "q": a.self.query.weight, "q_b": a.self.query.bias,
+            "k": a.self.key.weight, "k_b": a.self.key.bias,
+            "v": a.self.value.weight, "v_b": a.self.value.bias,
+            "post_attention": a.output.dense.weight, "post_attention_b": a.output.dense.bias,
+            "ln1_w": a.output.LayerNorm.weight, "ln1_b": a.output.LayerNorm.bias,
+            "intermediate": L.intermediate.dense.weight, "intermediate_b": L.intermediate.dense.bias,
+            "output": L.output.dense.weight, "output_b": L.output.dense.bias,
+            "ln2_w": L.output.LayerNorm.weight, "ln2_b": L.output.LayerNorm.bias,
+        })
+    return [{k: v.detach().clone().float() for k, v in d.items()} for d in out]
+
+
+def shrink_ffn(layer: dict[str, torch.Tensor], size: int) -> None:
+    """Keep the `size` FFN channels with the largest |w_in| * |w_out| (in place, original order)."""
+    score = layer["intermediate"].norm(dim=1) * layer["output"].norm(dim=0)
+    idx = torch.sort(torch.topk(score, size).indices).values
+    layer["intermediate"], layer["intermediate_b"] = layer["intermediate"][idx], layer["intermediate_b"][idx]
+    layer["output"] = layer["output"][:, idx]
+
+
+# --- permutation search -------------------------------------------------------------------------
+
+
+def _chunks(groups: list[int], size: int) -> int:
+    """Finest chunking compatible with every group count > 1 (their lcm), or 1 if it does not divide size."""
+    fine = math.lcm(*[g for g in groups if g > 1] or [1])
+    return fine if size % fine == 0 else 1
+
+
+def _assign(score: np.ndarray) -> np.ndarray:
+    """Balanced assignment: score[item, chunk] -> chunk of each item, each chunk getting n/chunks items."""
+    n, c = score.shape
+    cols = np.repeat(score, n // c, axis=1)
+    rows, picked = linear_sum_assignment(cols, maximize=True)
+    chunk = np.empty(n, dtype=np.int64)
+    chunk[rows] = picked // (n // c)
+    return chunk
+
+
+def _order(chunk: np.ndarray) -> np.ndarray:
+    return np.argsort(chunk, kind="stable")
+
+
+def _block_energy(w: np.ndarray, rows: np.ndarray, cols: np.ndarray, g: int) -> float:
+    """Energy fraction inside the g diagonal blocks when rows/cols are placed in that order."""
+    w = w[np.ix_(rows, cols)]
+    ro, co = w.shape[0] // g, w.shape[1] // g
+    kept = sum(float((w[j * ro:(j + 1) * ro, j * co:(j + 1) * co] ** 2).sum()) for j in range(g))
+    return kept / max(float((w ** 2).sum()), 1e-30)
+
+
+@dataclass
+class Perms:
+    hidden: np.ndarray  # new position -> old hidden channel
+    heads: list[np.ndarray]  # per layer: slot -> old head
+    ffn: list[np.ndarray]  # per layer: new position -> old FFN channel
+
+
+def identity_perms(hidden: int, heads: int, ffn: int, n_layers: int) -> Perms:
+    return Perms(np.arange(hidden), [np.arange(heads)] * n_layers, [np.arange(ffn)] * n_layers)
+
+
+def _head_rows(heads_order: np.ndarray, d: int) -> np.ndarray:
+    return (heads_order[:, None] * d + np.arange(d)[None, :]).reshape(-1)
+
+
+def retained_energy(layers: list[dict], perms: Perms, groups: Groups, heads: int) -> list[dict[str, float]]:
+    """Per layer and matrix: fraction of the dense weight energy kept by the grouped blocks."""
+    out = []
+    for i, L in enumerate(layers):
+        d = L["q"].shape[0] // heads
+        hr, hid, ffn = _head_rows(perms.heads[i], d), perms.hidden, perms.ffn[i]
+        order = {"q": (hr, hid), "k": (hr, hid), "v": (hr, hid), "post_attention": (hid, hr), "intermediate": (ffn, hid), "output": (hid, ffn)}
+        out.append({m: _block_energy(L[m].numpy(), *order[m], getattr(groups, m)) for m in MATRICES})
+    return out
+
+
+def search_perms(layers: list[dict], groups: Groups, heads: int, iterations: int = 4) -> Perms:
+    """Alternating exact assignments of heads/FFN channels (given hidden) and hidden (given the rest)."""
+    H, F = layers[0]["q"].shape[1], layers[0]["intermediate"].shape[0]
+    d = H // heads
+    g = groups.as_dict()
+    # Energies normalized per matrix so every matrix of every layer counts the same.
+    E = [{m: (L[m].numpy() ** 2) / max(float((L[m] ** 2).sum()), 1e-30) for m in MATRICES} for L in layers]
+    hc = _chunks(list(g.values()), H)
+    head_ok = all(heads % g[m] == 0 for m in ("q", "k", "v", "post_attention"))
+    fc = _chunks([g["intermediate"], g["output"]], F)
+    perms = identity_perms(H, heads, F, len(layers))
+    if hc == 1 and fc == 1 and not head_ok:
+        return perms
+
+    def group_of(chunk_count: int, gm: int) -> np.ndarray:  # fine chunk -> group index of matrix
+        return np.arange(chunk_count) // (chunk_count // gm)
+
+    for _ in range(iterations):
+        hid_chunk = np.empty(H, dtype=np.int64)
+        hid_chunk[perms.hidden] = np.arange(H) // (H // hc)
+        for i, e in enumerate(E):
+            if head_ok:  # heads: score[head, slot]
+                slot_score = np.zeros((heads, heads))
+                for m in ("q", "k", "v", "post_attention"):
+                    if g[m] == 1:
+                        continue
+                    per_head = e[m].reshape(heads, d, H).sum(1) if m != "post_attention" else e[m].reshape(H, heads, d).sum(2).T
+                    hg = np.zeros((heads, g[m]))  # energy of head h against each hidden group of m
+                    for j in range(g[m]):
+                        hg[:, j] = per_head[:, group_of(hc, g[m])[hid_chunk] == j].sum(1)
+                    slot_score += hg[:, np.arange(heads) // (heads // g[m])]
+                perms.heads[i] = _order(_assign(slot_score))
+            if fc > 1:  # FFN channels: score[channel, chunk]
+                score = np.zeros((F, fc))
+                for m, gm in (("intermediate", g["intermediate"]), ("output", g["output"])):
+                    if gm == 1:
+                        continue
+                    per_ch = e[m] if m == "intermediate" else e[m].T  # [F, H]
+                    cg = np.stack([per_ch[:, group_of(hc, gm)[hid_chunk] == j].sum(1) for j in range(gm)], 1)
+                    score += cg[:, group_of(fc, gm)]
+                perms.ffn[i] = _order(_assign(score))
+        if hc > 1:  # hidden channels: score[channel, chunk], summed over layers
+            score = np.zeros((H, hc))
+            for i, e in enumerate(E):
+                slot_of_row = np.empty(H, dtype=np.int64)
+                slot_of_row[_head_rows(perms.heads[i], d)] = np.arange(H)
+                ffn_pos = np.empty(F, dtype=np.int64)
+                ffn_pos[perms.ffn[i]] = np.arange(F)
+                for m in MATRICES:
+                    gm = g[m]
+                    if gm == 1:
+                        continue
+                    if m in ("q", "k", "v"):
+                        w, pos, n = e[m].T, slot_of_row, H  # rows of w: hidden channels; cols: other side
+                    elif m == "post_attention":
+                        w, pos, n = e[m], slot_of_row, H
+                    elif m == "intermediate":
+                        w, pos, n = e[m].T, ffn_pos, F
+                    else:
+                        w, pos, n = e[m], ffn_pos, F
+                    other_group = pos // (n // gm)
+                    cg = np.stack([w[:, other_group == j].sum(1) for j in range(gm)], 1)
+                    score += cg[:, group_of(hc, gm)]
+            perms.hidden = _order(_assign(score))
+    return perms
+
+
+# --- building the student -----------------------------------------------------------------------
+
+
+def _grouped(w: torch.Tensor, g: int) -> torch.Tensor:
+    """Diagonal blocks of a dense [out, in] matrix as a Conv1d weight [out, in/g, 1]."""
+    o, i = w.shape[0] // g, w.shape[1] // g
+    return torch.cat([w[j * o:(j + 1) * o, j * i:(j + 1) * i] for j in range(g)], 0).unsqueeze(-1).contiguous()
+
+
+def student_config(teacher_config, n_layers: int, groups: Groups, ffn: int) -> SqueezeBertConfig:
+    c = teacher_config
+    return SqueezeBertConfig(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size, embedding_size=c.hidden_size,
+        num_hidden_layers=n_layers, num_attention_heads=c.num_attention_heads, intermediate_size=ffn,
+        hidden_act=c.hidden_act, hidden_dropout_prob=c.hidden_dropout_prob,
+        attention_probs_dropout_prob=c.attention_probs_dropout_prob, max_position_embeddings=c.max_position_embeddings,
+        type_vocab_size=c.type_vocab_size, initializer_range=c.initializer_range, layer_norm_eps=c.layer_norm_eps,
+        pad_token_id=c.pad_token_id, num_labels=c.num_labels, id2label=c.id2label, label2id=c.label2id,
+        q_groups=groups.q, k_groups=groups.k, v_groups=groups.v, post_attention_groups=groups.post_attention,
+        intermediate_groups=groups.intermediate, output_groups=groups.output,
+    )
+
+
+@torch.no_grad()
+def build_student(teacher, layers: list[dict], perms: Perms, groups: Groups) -> SqueezeBertForSequenceClassification:
+    """A SqueezeBERT whose weights are the teacher's, reordered by `perms`, cut to the grouped blocks."""
+    tc = teacher.config
+    student = SqueezeBertForSequenceClassification(student_config(tc, len(layers), groups, layers[0]["intermediate"].shape[0]))
+    hid = torch.from_numpy(perms.hidden)
+    te, se = teacher.bert.embeddings, student.transformer.embeddings
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        getattr(se, name).weight.copy_(getattr(te, name).weight[:, hid])
+    se.LayerNorm.weight.copy_(te.LayerNorm.weight[hid])
+    se.LayerNorm.bias.copy_(te.LayerNorm.bias[hid])
+    d = tc.hidden_size // tc.num_attention_heads
+    for i, (L, S) in enumerate(zip(layers, student.transformer.encoder.layers)):
+        hr, ffn = torch.from_numpy(_head_rows(perms.heads[i], d)), torch.from_numpy(perms.ffn[i])
+        rows = {"q": (hr, hid), "k": (hr, hid), "v": (hr, hid), "post_attention": (hid, hr), "intermediate": (ffn, hid), "output": (hid, ffn)}
+        convs = {"q": S.attention.query, "k": S.attention.key, "v": S.attention.value, "post_attention": S.post_attention.conv1d,
+                 "intermediate": S.intermediate.conv1d, "output": S.output.conv1d}
+        for m, (r, c) in rows.items():
+            convs[m].weight.copy_(_grouped(L[m][r][:, c], getattr(groups, m)))
+            convs[m].bias.copy_(L[f"{m}_b"][r])
+        for ln, key in ((S.post_attention.layernorm, "ln1"), (S.output.layernorm, "ln2")):
+            ln.weight.copy_(L[f"{key}_w"][hid])
+            ln.bias.copy_(L[f"{key}_b"][hid])
+    student.transformer.pooler.dense.weight.copy_(teacher.bert.pooler.dense.weight[:, hid])
+    student.transformer.pooler.dense.bias.copy_(teacher.bert.pooler.dense.bias)
+    student.classifier.load_state_dict(teacher.classifier.state_dict())
+    return student.eval()
+
+
+def convert(
+    teacher,
+    layers: int | list[int] | None = None,
+    groups: Groups = Groups(),
+    intermediate_size: int | None = None,
+    init: str = "permuted",
+    iterations: int = 4,
+) -> tuple[SqueezeBertForSequenceClassification, dict]:
+    """BERT sequence classifier -> SqueezeBERT student, plus a report (layers, energy kept per layer)."""
+    tc = teacher.config
+    if tc.model_type != "bert":
+        raise CompressError(f"convert needs a BERT teacher, got model_type {tc.model_type!r}")
+    keep = select_layers(tc.num_hidden_layers, layers)
+    ffn = intermediate_size or tc.intermediate_size
+    if not 1 <= ffn <= tc.intermediate_size:
+        raise CompressError(f"intermediate_size={ffn}: must be between 1 and the teacher's {tc.intermediate_size}")
+    check_groups(groups, tc.hidden_size, ffn)
+    if init not in ("permuted", "identity", "random"):
+        raise CompressError(f"init={init!r}: use permuted, identity or random")
+    if init == "random":
+        student = SqueezeBertForSequenceClassification(student_config(tc, len(keep), groups, ffn)).eval()
+        return student, {"layers": keep, "groups": groups.as_dict(), "intermediate_size": ffn, "init": init}
+    dense = dense_layers(teacher, keep)
+    if ffn < tc.intermediate_size:
+        for L in dense:
+            shrink_ffn(L, ffn)
+    ident = identity_perms(tc.hidden_size, tc.num_attention_heads, ffn, len(keep))
+    perms = search_perms(dense, groups, tc.num_attention_heads, iterations) if init == "permuted" else ident
+    kept = retained_energy(dense, perms, groups, tc.num_attention_heads)
+    base = retained_energy(dense, ident, groups, tc.num_attention_heads) if init == "permuted" else kept
+    mean = lambda rows: [float(np.mean([r[m] for m in MATRICES if getattr(groups, m) > 1] or [1.0])) for r in rows]  # noqa: E731
+    report = {
+        "layers": keep,
+        "groups": groups.as_dict(),
+        "intermediate_size": ffn,
+        "init": init,
+        "energy_kept_per_layer": mean(kept),
+        "energy_kept_identity_per_layer": mean(base),
+        "energy_kept_per_matrix": kept,
+    }
+    return build_student(teacher, dense, perms, groups), report

@@ -1,0 +1,50 @@
+"""The run state: the one object that flows through a recipe's passes.
+
+Passes read what earlier passes left here and add what they produce. Nothing else is shared: a pass
+never reaches into the CLI or the search, and the search never reaches into a pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from compress.data import TaskData
+from compress.encoding import Encoded, encode
+from compress.recipe import Recipe
+
+
+@dataclass
+class RunState:
+    recipe: Recipe
+    out_dir: Path  # this run's folder (written as <name>.partial, renamed when the run completes)
+    cache_dir: Path  # content-hash caches shared between runs
+    device: torch.device
+    task: TaskData
+    tokenizer: Any  # a fast Hugging Face tokenizer
+    teacher: PreTrainedModel | None = None
+    teacher_source: str = ""  # where the current teacher weights came from (a folder)
+    students: dict[str, PreTrainedModel] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # pass name -> what it measured
+    artifacts: dict[str, str] = field(default_factory=dict)  # model name -> saved folder
+    _encoded: dict[str, Encoded] = field(default_factory=dict, repr=False)
+
+    @property
+    def seed(self) -> int:
+        return self.recipe.seed
+
+    def encoded(self, split: str) -> Encoded:
+        """Tokenized split (cached on disk by content, and in memory for this run)."""
+        if split not in self._encoded:
+            df = self.task.splits[split]
+            self._encoded[split] = encode(df, self.tokenizer, self.recipe.task.max_length, self.cache_dir)
+        return self._encoded[split]
+
+    def models(self) -> dict[str, PreTrainedModel]:
+        """Teacher first, then students, by name."""
+        out = {"teacher": self.teacher} if self.teacher is not None else {}
+        return out | self.students

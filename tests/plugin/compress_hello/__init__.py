@@ -1,0 +1,16 @@
+"""A minimal third-party pass: counts the run's models and records a greeting."""
+
+from compress.registry import Pass, PassConfig
+
+
+class Hello(Pass):
+    """Record a greeting and how many models the run holds."""
+
+    name = "hello"
+
+    class Config(PassConfig):
+        greeting: str = "hello"
+
+    def run(self, state, config):
+        state.metrics[self.name] = {"greeting": config.greeting, "models": sorted(state.models())}
+        return state

@@ -1,0 +1,101 @@
+"""BERT -> SqueezeBERT conversion: exactness, permutation invariance, energy, validation, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import SqueezeBertForSequenceClassification
+
+from compress.errors import CompressError
+from compress.squeeze import Groups, build_student, check_groups, convert, dense_layers, identity_perms, retained_energy, search_perms, select_layers
+from conftest import tiny_bert
+
+PAPER = Groups(4, 4, 4, 1, 4, 4)
+
+
+def _inputs(tokenizer):
+    return tokenizer(["the movie was great fun", "awful service, slow food", "ok"], padding=True, return_tensors="pt")
+
+
+@torch.no_grad()
+def test_groups_one_is_exact(tokenizer):
+    teacher = tiny_bert(layers=3)
+    student, report = convert(teacher, init="identity")
+    x = _inputs(tokenizer)
+    assert (student(**x).logits - teacher(**x).logits).abs().max() < 1e-5
+    assert isinstance(student, SqueezeBertForSequenceClassification) and report["layers"] == [0, 1, 2]
+
+
+@torch.no_grad()
+def test_permutations_preserve_the_function(tokenizer):
+    """Reordering heads, FFN channels and the residual stream is exact before blocks are cut."""
+    teacher = tiny_bert(layers=2)
+    dense = dense_layers(teacher, [0, 1])
+    perms = search_perms(dense, PAPER, heads=4)
+    assert not np.array_equal(perms.hidden, np.arange(32)) and not all(np.array_equal(p, np.arange(64)) for p in perms.ffn)
+    student = build_student(teacher, dense, perms, Groups())
+    x = _inputs(tokenizer)
+    assert (student(**x).logits - teacher(**x).logits).abs().max() < 1e-5
+
+
+def test_permuted_blocks_keep_more_energy_than_identity():
+    teacher = tiny_bert(layers=2)
+    dense = dense_layers(teacher, [0, 1])
+    perms = search_perms(dense, PAPER, heads=4)
+    found = retained_energy(dense, perms, PAPER, 4)
+    base = retained_energy(dense, identity_perms(32, 4, 64, 2), PAPER, 4)
+    for f, b in zip(found, base):
+        assert sum(f.values()) > sum(b.values())
+        assert f["post_attention"] == pytest.approx(1.0)  # one group keeps everything
+    assert all(abs(v - 0.25) < 0.05 for v in base[0].values() if v < 1)  # identity keeps ~1/g of random weights
+
+
+@torch.no_grad()
+def test_grouped_student_runs_saves_and_loads(tmp_path, tokenizer):
+    teacher = tiny_bert(layers=3)
+    student, report = convert(teacher, layers=2, groups=PAPER, intermediate_size=32)
+    assert report["layers"] == [1, 2] and student.config.q_groups == 4 and student.config.intermediate_size == 32
+    assert len(report["energy_kept_per_layer"]) == 2
+    assert all(a >= b for a, b in zip(report["energy_kept_per_layer"], report["energy_kept_identity_per_layer"]))
+    student.save_pretrained(tmp_path)
+    again = SqueezeBertForSequenceClassification.from_pretrained(tmp_path).eval()
+    x = _inputs(tokenizer)
+    assert torch.equal(again(**x).logits, student(**x).logits)
+    conv = again.transformer.encoder.layers[0].intermediate.conv1d
+    assert conv.groups == 4 and tuple(conv.weight.shape) == (32, 8, 1)
+
+
+def test_group_counts_must_divide_channels():
+    with pytest.raises(CompressError, match=r"groups.intermediate=5 must divide its 384 input and 1536 output channels; valid: 1, 2, 3, 4, 6, 8, 12, 16"):
+        check_groups(Groups(1, 1, 1, 1, 5, 1), 384, 1536)
+    with pytest.raises(CompressError, match="expected six integers"):
+        Groups.parse("4,4,4")
+
+
+def test_layer_selection():
+    assert select_layers(6, 3) == [1, 3, 5] and select_layers(6, None) == list(range(6)) and select_layers(6, [4, 0]) == [0, 4]
+    for bad in (0, 7):
+        with pytest.raises(CompressError, match="keep between 1 and 6 layers"):
+            select_layers(6, bad)
+    with pytest.raises(CompressError, match="distinct indices in 0..5"):
+        select_layers(6, [1, 6])
+
+
+def test_random_init_and_bad_options():
+    teacher = tiny_bert(layers=2)
+    student, report = convert(teacher, groups=PAPER, init="random")
+    assert report["init"] == "random" and student.config.num_hidden_layers == 2
+    with pytest.raises(CompressError, match="intermediate_size=128: must be between 1 and the teacher's 64"):
+        convert(teacher, intermediate_size=128)
+
+
+@pytest.mark.integration
+@torch.no_grad()
+def test_embedded_teacher_converts_exactly(tokenizer):
+    from compress.models import TeacherSpec, load_teacher
+
+    teacher = load_teacher(TeacherSpec(), ["negative", "neutral", "positive"]).eval()
+    student, _ = convert(teacher, init="identity")
+    x = _inputs(tokenizer)
+    assert (student(**x).logits - teacher(**x).logits).abs().max() <= 1e-4
