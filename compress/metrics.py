@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -10,16 +12,25 @@ from compress.encoding import Encoded, batches, by_length
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, enc: Encoded, device: torch.device, batch_size: int = 64) -> np.ndarray:
-    """Logits [n, num_labels] in the split's order (batched longest-first to waste little on padding)."""
+    """Logits [n, num_labels] of a Hugging Face classifier, in the split's order."""
     model.eval().to(device)
-    out = np.zeros((len(enc), model.config.num_labels), dtype=np.float32)
+
+    def run(b: dict[str, torch.Tensor]) -> np.ndarray:
+        inputs = {k: b[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        return model(**inputs).logits.float().cpu().numpy()
+
+    return predict_with(run, enc, batch_size)
+
+
+@torch.no_grad()
+def predict_with(run: Callable[[dict[str, torch.Tensor]], np.ndarray], enc: Encoded, batch_size: int = 64) -> np.ndarray:
+    """Logits from any runner (torch, ONNX Runtime, quantized), batched longest-first to save padding."""
+    out = None
     for b in batches(enc, batch_size, by_length(enc)):
-        logits = model(
-            input_ids=b["input_ids"].to(device),
-            attention_mask=b["attention_mask"].to(device),
-            token_type_ids=b["token_type_ids"].to(device),
-        ).logits
-        out[b["index"].numpy()] = logits.float().cpu().numpy()
+        logits = run(b)
+        if out is None:
+            out = np.zeros((len(enc), logits.shape[1]), dtype=np.float32)
+        out[b["index"].numpy()] = logits
     return out
 
 

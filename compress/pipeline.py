@@ -89,12 +89,45 @@ def _initial_state(recipe: Recipe, out_dir: Path) -> RunState:
 
 
 def _save_models(state: RunState) -> None:
-    """Every model of the run as a plain `save_pretrained` folder (safetensors + config + tokenizer)."""
+    """Every model of the run as a plain `save_pretrained` folder (safetensors + config + tokenizer),
+    beside its ONNX files, with a short model card."""
     for name, model in state.models().items():
-        folder = state.out_dir / "models" / name
+        folder = state.model_dir(name)
         model.save_pretrained(folder)
         state.tokenizer.save_pretrained(folder)
+        atomic_write_text(folder / "README.md", model_card(state, name))
         state.artifacts[name] = str(Path(state.recipe.output_dir) / state.recipe.name / "models" / name)
+
+
+def model_card(state: RunState, name: str) -> str:
+    """What the model is, where it came from, how good and fast it measured, and how to load it."""
+    model = state.models()[name]
+    ev = state.metrics.get("evaluate", {})
+    lines = [f"# {name}", "", f"{model.config.model_type} sequence classifier from compress run `{state.recipe.name}` "
+             f"(teacher `{state.recipe.teacher.model}`, task `{state.recipe.task.dataset}`, labels {state.task.labels}).", ""]
+    conv = state.metrics.get("convert", {}).get(name)
+    if conv:
+        lines += [f"Converted from the teacher: layers {conv['layers']}, groups {conv['groups']}, init {conv['init']}.", ""]
+    rows = [(k, v) for k, v in ev.items() if k == name or (k in state.variants and state.variants[k].model == name)]
+    if rows:
+        lines += ["| form | test accuracy | macro-F1 | latency ms (batch 1) |", "|---|---|---|---|"]
+        for key, r in rows:
+            t = r.get("test", {})
+            lat = r.get("latency", {})
+            acc = f"{t['accuracy']:.4f} [{t['accuracy_ci95'][0]:.3f}, {t['accuracy_ci95'][1]:.3f}]" if t else "-"
+            f1 = f"{t['macro_f1']:.4f}" if t else "-"
+            ms = f"{lat['median_ms']:.1f} (seq {lat['seq']}, {lat['threads']} threads)" if lat else "-"
+            lines.append(f"| {key} | {acc} | {f1} | {ms} |")
+        lines.append("")
+    onnx_files = sorted(p.name for p in state.model_dir(name).glob("*.onnx"))
+    cls = "SqueezeBertForSequenceClassification" if model.config.model_type == "squeezebert" else "BertForSequenceClassification"
+    lines += ["## Load it", "", "```python", f"from transformers import AutoTokenizer, {cls}",
+              f'model = {cls}.from_pretrained("{name}")', f'tokenizer = AutoTokenizer.from_pretrained("{name}")', "```", ""]
+    if onnx_files:
+        lines += [f"ONNX ({', '.join(onnx_files)}): inputs input_ids, attention_mask, token_type_ids (int64, [batch, seq]); output logits.",
+                  "", "```python", "import onnxruntime as ort", f'session = ort.InferenceSession("{name}/{onnx_files[-1]}")',
+                  'logits = session.run(["logits"], dict(tokenizer(["some text"], return_tensors="np")))[0]', "```", ""]
+    return "\n".join(lines)
 
 
 def _write_metrics(folder: Path, summary: dict, state: RunState) -> None:

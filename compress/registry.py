@@ -31,6 +31,8 @@ _BUILTIN = {
     "finetune_teacher": "compress.passes.finetune:FinetuneTeacher",
     "convert": "compress.passes.convert:Convert",
     "distill": "compress.passes.distill:Distill",
+    "export": "compress.passes.export:Export",
+    "quantize": "compress.passes.quantize:Quantize",
     "evaluate": "compress.passes.evaluate:Evaluate",
 }
 

@@ -1,18 +1,9 @@
-"""BERT -> SqueezeBERT: the weight mapping and the grouped initialization.
+"""BERT -> SqueezeBERT: the weight mapping and building the student.
 
 A SqueezeBERT layer is a BERT layer whose position-wise dense layers are 1x1 convolutions. With one
-group the conversion is exact (Linear [out, in] -> Conv1d [out, in, 1]). With g groups a conv is a
-block-diagonal matrix: only g blocks of each dense matrix survive. Which blocks survive depends on how
-channels are ordered, and BERT has a lot of ordering freedom that does not change its function:
-
-- one permutation of the hidden channels, applied to the whole residual stream (embeddings, every
-  LayerNorm, every matrix that reads or writes the stream, the pooler's input);
-- per layer, a permutation of the attention heads (shared by Q, K, V and the post-attention input);
-- per layer, a permutation of the FFN channels (intermediate output = output-conv input).
-
-`permuted` init picks these to maximize the weight energy (sum of squares) inside the kept blocks:
-alternating maximization where each step is an exact balanced assignment (scipy's linear_sum_assignment)
-given the others, so the retained energy never decreases and starts from the identity ordering.
+group the conversion is exact (Linear [out, in] -> Conv1d [out, in, 1]; key renames). With g groups a
+conv is a block-diagonal matrix: only g blocks of each dense matrix survive; `compress/grouping.py`
+decides which (permutation search) and how to fill them (least-squares fit on activation statistics).
 """
 
 from __future__ import annotations
@@ -22,12 +13,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
 from compress.errors import CompressError
-
-MATRICES = ("q", "k", "v", "post_attention", "intermediate", "output")
+from compress.grouping import MATRICES, Perms, head_rows, collect_moments, fit_blocks, identity_perms, moment_for, permute_moment, retained_energy, search_perms
 
 
 @dataclass(frozen=True)
@@ -105,136 +94,14 @@ def dense_layers(teacher, keep: list[int]) -> list[dict[str, torch.Tensor]]:
     return [{k: v.detach().clone().float() for k, v in d.items()} for d in out]
 
 
-def shrink_ffn(layer: dict[str, torch.Tensor], size: int) -> None:
+def shrink_ffn(layer: dict[str, torch.Tensor], size: int, moments: dict | None = None) -> None:
     """Keep the `size` FFN channels with the largest |w_in| * |w_out| (in place, original order)."""
     score = layer["intermediate"].norm(dim=1) * layer["output"].norm(dim=0)
     idx = torch.sort(torch.topk(score, size).indices).values
     layer["intermediate"], layer["intermediate_b"] = layer["intermediate"][idx], layer["intermediate_b"][idx]
     layer["output"] = layer["output"][:, idx]
-
-
-# --- permutation search -------------------------------------------------------------------------
-
-
-def _chunks(groups: list[int], size: int) -> int:
-    """Finest chunking compatible with every group count > 1 (their lcm), or 1 if it does not divide size."""
-    fine = math.lcm(*[g for g in groups if g > 1] or [1])
-    return fine if size % fine == 0 else 1
-
-
-def _assign(score: np.ndarray) -> np.ndarray:
-    """Balanced assignment: score[item, chunk] -> chunk of each item, each chunk getting n/chunks items."""
-    n, c = score.shape
-    cols = np.repeat(score, n // c, axis=1)
-    rows, picked = linear_sum_assignment(cols, maximize=True)
-    chunk = np.empty(n, dtype=np.int64)
-    chunk[rows] = picked // (n // c)
-    return chunk
-
-
-def _order(chunk: np.ndarray) -> np.ndarray:
-    return np.argsort(chunk, kind="stable")
-
-
-def _block_energy(w: np.ndarray, rows: np.ndarray, cols: np.ndarray, g: int) -> float:
-    """Energy fraction inside the g diagonal blocks when rows/cols are placed in that order."""
-    w = w[np.ix_(rows, cols)]
-    ro, co = w.shape[0] // g, w.shape[1] // g
-    kept = sum(float((w[j * ro:(j + 1) * ro, j * co:(j + 1) * co] ** 2).sum()) for j in range(g))
-    return kept / max(float((w ** 2).sum()), 1e-30)
-
-
-@dataclass
-class Perms:
-    hidden: np.ndarray  # new position -> old hidden channel
-    heads: list[np.ndarray]  # per layer: slot -> old head
-    ffn: list[np.ndarray]  # per layer: new position -> old FFN channel
-
-
-def identity_perms(hidden: int, heads: int, ffn: int, n_layers: int) -> Perms:
-    return Perms(np.arange(hidden), [np.arange(heads)] * n_layers, [np.arange(ffn)] * n_layers)
-
-
-def _head_rows(heads_order: np.ndarray, d: int) -> np.ndarray:
-    return (heads_order[:, None] * d + np.arange(d)[None, :]).reshape(-1)
-
-
-def retained_energy(layers: list[dict], perms: Perms, groups: Groups, heads: int) -> list[dict[str, float]]:
-    """Per layer and matrix: fraction of the dense weight energy kept by the grouped blocks."""
-    out = []
-    for i, L in enumerate(layers):
-        d = L["q"].shape[0] // heads
-        hr, hid, ffn = _head_rows(perms.heads[i], d), perms.hidden, perms.ffn[i]
-        order = {"q": (hr, hid), "k": (hr, hid), "v": (hr, hid), "post_attention": (hid, hr), "intermediate": (ffn, hid), "output": (hid, ffn)}
-        out.append({m: _block_energy(L[m].numpy(), *order[m], getattr(groups, m)) for m in MATRICES})
-    return out
-
-
-def search_perms(layers: list[dict], groups: Groups, heads: int, iterations: int = 4) -> Perms:
-    """Alternating exact assignments of heads/FFN channels (given hidden) and hidden (given the rest)."""
-    H, F = layers[0]["q"].shape[1], layers[0]["intermediate"].shape[0]
-    d = H // heads
-    g = groups.as_dict()
-    # Energies normalized per matrix so every matrix of every layer counts the same.
-    E = [{m: (L[m].numpy() ** 2) / max(float((L[m] ** 2).sum()), 1e-30) for m in MATRICES} for L in layers]
-    hc = _chunks(list(g.values()), H)
-    head_ok = all(heads % g[m] == 0 for m in ("q", "k", "v", "post_attention"))
-    fc = _chunks([g["intermediate"], g["output"]], F)
-    perms = identity_perms(H, heads, F, len(layers))
-    if hc == 1 and fc == 1 and not head_ok:
-        return perms
-
-    def group_of(chunk_count: int, gm: int) -> np.ndarray:  # fine chunk -> group index of matrix
-        return np.arange(chunk_count) // (chunk_count // gm)
-
-    for _ in range(iterations):
-        hid_chunk = np.empty(H, dtype=np.int64)
-        hid_chunk[perms.hidden] = np.arange(H) // (H // hc)
-        for i, e in enumerate(E):
-            if head_ok:  # heads: score[head, slot]
-                slot_score = np.zeros((heads, heads))
-                for m in ("q", "k", "v", "post_attention"):
-                    if g[m] == 1:
-                        continue
-                    per_head = e[m].reshape(heads, d, H).sum(1) if m != "post_attention" else e[m].reshape(H, heads, d).sum(2).T
-                    hg = np.zeros((heads, g[m]))  # energy of head h against each hidden group of m
-                    for j in range(g[m]):
-                        hg[:, j] = per_head[:, group_of(hc, g[m])[hid_chunk] == j].sum(1)
-                    slot_score += hg[:, np.arange(heads) // (heads // g[m])]
-                perms.heads[i] = _order(_assign(slot_score))
-            if fc > 1:  # FFN channels: score[channel, chunk]
-                score = np.zeros((F, fc))
-                for m, gm in (("intermediate", g["intermediate"]), ("output", g["output"])):
-                    if gm == 1:
-                        continue
-                    per_ch = e[m] if m == "intermediate" else e[m].T  # [F, H]
-                    cg = np.stack([per_ch[:, group_of(hc, gm)[hid_chunk] == j].sum(1) for j in range(gm)], 1)
-                    score += cg[:, group_of(fc, gm)]
-                perms.ffn[i] = _order(_assign(score))
-        if hc > 1:  # hidden channels: score[channel, chunk], summed over layers
-            score = np.zeros((H, hc))
-            for i, e in enumerate(E):
-                slot_of_row = np.empty(H, dtype=np.int64)
-                slot_of_row[_head_rows(perms.heads[i], d)] = np.arange(H)
-                ffn_pos = np.empty(F, dtype=np.int64)
-                ffn_pos[perms.ffn[i]] = np.arange(F)
-                for m in MATRICES:
-                    gm = g[m]
-                    if gm == 1:
-                        continue
-                    if m in ("q", "k", "v"):
-                        w, pos, n = e[m].T, slot_of_row, H  # rows of w: hidden channels; cols: other side
-                    elif m == "post_attention":
-                        w, pos, n = e[m], slot_of_row, H
-                    elif m == "intermediate":
-                        w, pos, n = e[m].T, ffn_pos, F
-                    else:
-                        w, pos, n = e[m], ffn_pos, F
-                    other_group = pos // (n // gm)
-                    cg = np.stack([w[:, other_group == j].sum(1) for j in range(gm)], 1)
-                    score += cg[:, group_of(hc, gm)]
-            perms.hidden = _order(_assign(score))
-    return perms
+    if moments is not None and "ffn" in moments:
+        moments["ffn"] = permute_moment(moments["ffn"], idx.numpy())
 
 
 # --- building the student -----------------------------------------------------------------------
@@ -261,8 +128,11 @@ def student_config(teacher_config, n_layers: int, groups: Groups, ffn: int) -> S
 
 
 @torch.no_grad()
-def build_student(teacher, layers: list[dict], perms: Perms, groups: Groups) -> SqueezeBertForSequenceClassification:
-    """A SqueezeBERT whose weights are the teacher's, reordered by `perms`, cut to the grouped blocks."""
+def build_student(
+    teacher, layers: list[dict], perms: Perms, groups: Groups, moments: list[dict] | None = None
+) -> SqueezeBertForSequenceClassification:
+    """A SqueezeBERT whose weights are the teacher's, reordered by `perms`, cut to the grouped blocks
+    (least-squares fitted to the dense layer's output when activation `moments` are given)."""
     tc = teacher.config
     student = SqueezeBertForSequenceClassification(student_config(tc, len(layers), groups, layers[0]["intermediate"].shape[0]))
     hid = torch.from_numpy(perms.hidden)
@@ -273,13 +143,18 @@ def build_student(teacher, layers: list[dict], perms: Perms, groups: Groups) -> 
     se.LayerNorm.bias.copy_(te.LayerNorm.bias[hid])
     d = tc.hidden_size // tc.num_attention_heads
     for i, (L, S) in enumerate(zip(layers, student.transformer.encoder.layers)):
-        hr, ffn = torch.from_numpy(_head_rows(perms.heads[i], d)), torch.from_numpy(perms.ffn[i])
+        hr, ffn = torch.from_numpy(head_rows(perms.heads[i], d)), torch.from_numpy(perms.ffn[i])
         rows = {"q": (hr, hid), "k": (hr, hid), "v": (hr, hid), "post_attention": (hid, hr), "intermediate": (ffn, hid), "output": (hid, ffn)}
         convs = {"q": S.attention.query, "k": S.attention.key, "v": S.attention.value, "post_attention": S.post_attention.conv1d,
                  "intermediate": S.intermediate.conv1d, "output": S.output.conv1d}
         for m, (r, c) in rows.items():
-            convs[m].weight.copy_(_grouped(L[m][r][:, c], getattr(groups, m)))
-            convs[m].bias.copy_(L[f"{m}_b"][r])
+            g, w, b = getattr(groups, m), L[m][r][:, c], L[f"{m}_b"][r]
+            if g > 1 and moments is not None:
+                w, b = fit_blocks(w, b, permute_moment(moments[i][moment_for(m)], c.numpy()), g)
+                convs[m].weight.copy_(w)
+            else:
+                convs[m].weight.copy_(_grouped(w, g))
+            convs[m].bias.copy_(b)
         for ln, key in ((S.post_attention.layernorm, "ln1"), (S.output.layernorm, "ln2")):
             ln.weight.copy_(L[f"{key}_w"][hid])
             ln.bias.copy_(L[f"{key}_b"][hid])
@@ -295,9 +170,13 @@ def convert(
     groups: Groups = Groups(),
     intermediate_size: int | None = None,
     init: str = "permuted",
-    iterations: int = 4,
+    iterations: int = 3,
+    calib_batches=None,
 ) -> tuple[SqueezeBertForSequenceClassification, dict]:
-    """BERT sequence classifier -> SqueezeBERT student, plus a report (layers, energy kept per layer)."""
+    """BERT sequence classifier -> SqueezeBERT student, plus a report (layers, energy kept per layer).
+
+    `calib_batches` (padded task batches) switch on the least-squares block fit for `permuted` init.
+    """
     tc = teacher.config
     if tc.model_type != "bert":
         raise CompressError(f"convert needs a BERT teacher, got model_type {tc.model_type!r}")
@@ -312,9 +191,11 @@ def convert(
         student = SqueezeBertForSequenceClassification(student_config(tc, len(keep), groups, ffn)).eval()
         return student, {"layers": keep, "groups": groups.as_dict(), "intermediate_size": ffn, "init": init}
     dense = dense_layers(teacher, keep)
+    grouped = any(g > 1 for g in groups.as_dict().values())
+    moments = collect_moments(teacher, keep, calib_batches) if init == "permuted" and grouped and calib_batches is not None else None
     if ffn < tc.intermediate_size:
-        for L in dense:
-            shrink_ffn(L, ffn)
+        for i, L in enumerate(dense):
+            shrink_ffn(L, ffn, moments[i] if moments else None)
     ident = identity_perms(tc.hidden_size, tc.num_attention_heads, ffn, len(keep))
     perms = search_perms(dense, groups, tc.num_attention_heads, iterations) if init == "permuted" else ident
     kept = retained_energy(dense, perms, groups, tc.num_attention_heads)
@@ -325,8 +206,9 @@ def convert(
         "groups": groups.as_dict(),
         "intermediate_size": ffn,
         "init": init,
+        "least_squares_fit": moments is not None,
         "energy_kept_per_layer": mean(kept),
         "energy_kept_identity_per_layer": mean(base),
         "energy_kept_per_matrix": kept,
     }
-    return build_student(teacher, dense, perms, groups), report
+    return build_student(teacher, dense, perms, groups, moments), report

@@ -19,6 +19,27 @@ from compress.recipe import Recipe
 
 
 @dataclass
+class Variant:
+    """A deployable form of a model: an ONNX file (ONNX Runtime) or a torch module (e.g. int8 dynamic)."""
+
+    model: str  # the run's model it derives from
+    backend: str  # "onnxruntime" | "torch"
+    precision: str  # "fp32" | "int8"
+    path: Path | None = None
+    module: torch.nn.Module | None = None
+
+    def runner(self, threads: int | None = 2):
+        """A callable: batch of tensors (input_ids, attention_mask, token_type_ids) -> logits ndarray."""
+        if self.backend == "onnxruntime":
+            from compress.runtime import INPUTS, session
+
+            sess = session(self.path, threads)
+            return lambda b: sess.run(["logits"], {k: b[k].numpy() for k in INPUTS})[0]
+        module = self.module
+        return lambda b: module(b["input_ids"], b["attention_mask"], b["token_type_ids"]).detach().numpy()
+
+
+@dataclass
 class RunState:
     recipe: Recipe
     out_dir: Path  # this run's folder (written as <name>.partial, renamed when the run completes)
@@ -31,6 +52,7 @@ class RunState:
     students: dict[str, PreTrainedModel] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)  # pass name -> what it measured
     artifacts: dict[str, str] = field(default_factory=dict)  # model name -> saved folder
+    variants: dict[str, Variant] = field(default_factory=dict)  # deployable forms: "student.onnx", "student.int8", ...
     _encoded: dict[str, Encoded] = field(default_factory=dict, repr=False)
 
     @property
@@ -43,6 +65,10 @@ class RunState:
             df = self.task.splits[split]
             self._encoded[split] = encode(df, self.tokenizer, self.recipe.task.max_length, self.cache_dir)
         return self._encoded[split]
+
+    def model_dir(self, name: str) -> Path:
+        """Where model `name` is saved in this run (HF weights, ONNX files, model card)."""
+        return self.out_dir / "models" / name
 
     def models(self) -> dict[str, PreTrainedModel]:
         """Teacher first, then students, by name."""

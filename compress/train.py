@@ -84,7 +84,8 @@ def fit(
     best_acc, best_state, history = -1.0, None, []
     with progress() as bar:
         for epoch in range(1, schedule.epochs + 1):
-            task = bar.add_task(f"{desc} epoch {epoch}/{schedule.epochs}", total=num_batches(train, schedule.batch_size), info="")
+            total = num_batches(train, schedule.batch_size)
+            task = bar.add_task(f"{desc} epoch {epoch}/{schedule.epochs}", total=total, info="")
             model.train()
             t0, losses = time.perf_counter(), []
             for batch in batches(train, schedule.batch_size, shuffled(train, seed + epoch, schedule.batch_size)):
@@ -97,6 +98,8 @@ def fit(
                 sched.step()
                 losses.append(loss.item())
                 bar.update(task, advance=1, info=f"loss {np.mean(losses[-50:]):.4f}")
+                if not bar.console.is_terminal and len(losses) % max(1, total // 10) == 0:  # logs get progress too
+                    log.info("%s epoch %d: %d/%d batches, loss %.4f", desc, epoch, len(losses), total, np.mean(losses[-50:]))
             train_s = time.perf_counter() - t0
             val_acc = accuracy(validation.labels, predict(model, validation, device).argmax(1))
             bar.update(task, info=f"loss {np.mean(losses):.4f} val acc {val_acc:.4f}")

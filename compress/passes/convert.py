@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveInt, model_validator
 
+from compress.encoding import batches
 from compress.errors import CompressError
 from compress.metrics import accuracy, predict
 from compress.registry import Pass, PassConfig
@@ -51,29 +52,44 @@ class Convert(Pass):
         intermediate_size: PositiveInt | None = Field(None, description="smaller FFN width (keeps the strongest channels)")
         init: Literal["permuted", "identity", "random"] = "permuted"
         iterations: PositiveInt = Field(3, description="alternating permutation-search rounds")
-        compare_inits: bool = Field(False, description="also measure identity and random init before training")
+        fit_samples: int = Field(256, ge=0, description="train examples whose activations fit the kept blocks (permuted init; 0 = no fit)")
+        compare_inits: bool = Field(False, description="also measure identity, random and no-fit init before training")
 
     def run(self, state: RunState, config: Config) -> RunState:
         if state.teacher is None:
             raise CompressError("convert needs a teacher; add a teacher: section to the recipe")
         groups = Groups(**config.groups.model_dump())
-        student, report = convert(state.teacher, config.layers, groups, config.intermediate_size, config.init, config.iterations)
+        build = lambda init, fit=True: convert(  # noqa: E731
+            state.teacher, config.layers, groups, config.intermediate_size, init, config.iterations,
+            calib_batches=self._calibration(state, config.fit_samples) if fit and config.fit_samples else None,
+        )
+        student, report = build(config.init)
         if config.init != "random":
             log.info(
-                "%s: layers %s, groups %s, energy kept per layer %s (identity order: %s)",
-                config.student, report["layers"], groups.as_dict(),
-                np.round(report["energy_kept_per_layer"], 3).tolist(), np.round(report["energy_kept_identity_per_layer"], 3).tolist(),
+                "%s: layers %s, groups %s, energy kept per layer %s (identity order: %s), least-squares fit: %s",
+                config.student, report["layers"], groups.as_dict(), np.round(report["energy_kept_per_layer"], 3).tolist(),
+                np.round(report["energy_kept_identity_per_layer"], 3).tolist(), report["least_squares_fit"],
             )
         if config.compare_inits:
             report["init_comparison"] = {
-                init: start_quality(state, student if init == config.init else convert(state.teacher, config.layers, groups, config.intermediate_size, init, config.iterations)[0])
-                for init in ("permuted", "identity", "random")
+                "permuted": start_quality(state, student if config.init == "permuted" else build("permuted")[0]),
+                "permuted_without_fit": start_quality(state, build("permuted", fit=False)[0]),
+                "identity": start_quality(state, student if config.init == "identity" else build("identity")[0]),
+                "random": start_quality(state, student if config.init == "random" else build("random")[0]),
             }
             for init, q in report["init_comparison"].items():
                 log.info("%s init=%s before training: val acc %.4f, KL to teacher %.4f", config.student, init, q["val_accuracy"], q["kl_to_teacher"])
         state.students[config.student] = student
         state.metrics.setdefault(self.name, {})[config.student] = report
         return state
+
+
+    @staticmethod
+    def _calibration(state: RunState, samples: int) -> list[dict[str, torch.Tensor]]:
+        """The first `samples` training examples, as padded batches on the CPU."""
+        train = state.encoded("train")
+        idx = np.arange(min(samples, len(train)))
+        return list(batches(train, 32, idx))
 
 
 @torch.no_grad()

@@ -1,16 +1,19 @@
-"""Measure accuracy and macro-F1 of every model in the run, with bootstrap intervals."""
+"""Measure accuracy and macro-F1 of every model and deployable variant, and optionally their latency."""
 
 from __future__ import annotations
 
 import logging
 from typing import Literal
 
+import numpy as np
+import torch
 from pydantic import Field, PositiveInt
 from rich.console import Console
 from rich.table import Table
 
 from compress.errors import CompressError
-from compress.metrics import classification_report, predict
+from compress.latency import flops_per_sequence, interleaved, params, real_inputs
+from compress.metrics import classification_report, predict_with
 from compress.registry import Pass, PassConfig
 from compress.state import RunState
 
@@ -18,43 +21,85 @@ log = logging.getLogger(__name__)
 
 
 class Evaluate(Pass):
-    """Accuracy and macro-F1 (95% bootstrap interval) of the teacher and each student on validation and test."""
+    """Accuracy and macro-F1 (95% bootstrap interval) of the teacher, students and their ONNX/int8 variants."""
 
     name = "evaluate"
 
     class Config(PassConfig):
         splits: list[Literal["validation", "test"]] = ["validation", "test"]
-        models: list[str] | None = Field(None, description="names to evaluate; default: teacher and all students")
+        models: list[str] | None = Field(None, description="models/variants to evaluate; default: all")
         batch_size: PositiveInt = 64
+        latency: bool = Field(False, description="also time each one (interleaved, median of latency_runs)")
+        latency_batch: PositiveInt = 1
+        latency_seq: int = Field(128, ge=8, le=512)
+        latency_runs: int = Field(30, ge=5)
 
     def run(self, state: RunState, config: Config) -> RunState:
-        models = state.models()
-        names = config.models or list(models)
-        unknown = [n for n in names if n not in models]
+        runners = {name: _torch_runner(model, state.device) for name, model in state.models().items()}
+        runners |= {name: v.runner(state.recipe.threads) for name, v in state.variants.items()}
+        names = config.models or list(runners)
+        unknown = [n for n in names if n not in runners]
         if unknown:
-            raise CompressError(f"evaluate.models names {unknown}, but this run has {list(models)}")
+            raise CompressError(f"evaluate.models names {unknown}, but this run has {list(runners)}")
         results = state.metrics.setdefault(self.name, {})
         for name in names:
             results[name] = {
-                split: classification_report(
-                    predict(models[name], state.encoded(split), state.device, config.batch_size),
-                    state.encoded(split).labels,
-                    len(state.task.labels),
-                    seed=state.seed,
-                )
+                split: classification_report(predict_with(runners[name], state.encoded(split), config.batch_size),
+                                             state.encoded(split).labels, len(state.task.labels), seed=state.seed)
                 for split in config.splits
             }
-        table = Table(title="evaluation")
-        table.add_column("model")
-        for split in config.splits:
-            table.add_column(f"{split} acc [95% CI]", justify="right")
-            table.add_column(f"{split} macro-F1", justify="right")
-        for name in names:
-            cells = []
-            for split in config.splits:
-                r = results[name][split]
-                lo, hi = r["accuracy_ci95"]
-                cells += [f"{r['accuracy']:.4f} [{lo:.3f}, {hi:.3f}]", f"{r['macro_f1']:.4f}"]
-            table.add_row(name, *cells)
-        Console(stderr=True).print(table)
+        if config.latency:
+            self._latency(state, config, {n: runners[n] for n in names}, results)
+        _print(results, config.splits, names)
         return state
+
+    def _latency(self, state: RunState, config: Config, runners: dict, results: dict) -> None:
+        feeds = real_inputs(state.tokenizer, config.latency_batch, config.latency_seq, state.seed)
+        batch = {k: torch.from_numpy(v) for k, v in feeds.items()}
+        with torch.no_grad():
+            timings = interleaved({n: (lambda r=r: r(batch)) for n, r in runners.items()}, runs=config.latency_runs)
+        models = state.models()
+        base = timings.get("teacher")
+        for name, t in timings.items():
+            origin = models[state.variants[name].model] if name in state.variants else models[name]
+            gflops = flops_per_sequence(origin.config, config.latency_seq) * config.latency_batch / 1e9
+            results[name]["latency"] = t.as_dict() | {
+                "batch": config.latency_batch, "seq": config.latency_seq, "threads": state.recipe.threads or torch.get_num_threads(),
+                "gflops": gflops, "gflops_per_s": gflops / (t.median_ms / 1000), "params": params(origin),
+                "speedup_vs_teacher": (base.median_ms / t.median_ms) if base else None,
+            }
+
+
+def _torch_runner(model: torch.nn.Module, device: torch.device):
+    model.eval().to(device)
+
+    @torch.no_grad()
+    def run(b: dict[str, torch.Tensor]) -> np.ndarray:
+        return model(**{k: b[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")}).logits.float().cpu().numpy()
+
+    return run
+
+
+def _print(results: dict, splits: list[str], names: list[str]) -> None:
+    table = Table(title="evaluation")
+    table.add_column("model")
+    for split in splits:
+        table.add_column(f"{split} acc [95% CI]", justify="right")
+        table.add_column(f"{split} macro-F1", justify="right")
+    timed = any("latency" in results[n] for n in names)
+    if timed:
+        table.add_column("latency ms (p90)", justify="right")
+        table.add_column("x teacher", justify="right")
+    for name in names:
+        cells = []
+        for split in splits:
+            r = results[name][split]
+            lo, hi = r["accuracy_ci95"]
+            cells += [f"{r['accuracy']:.4f} [{lo:.3f}, {hi:.3f}]", f"{r['macro_f1']:.4f}"]
+        if timed:
+            lat = results[name].get("latency", {})
+            cells += [f"{lat.get('median_ms', float('nan')):.1f} ({lat.get('p90_ms', float('nan')):.1f})",
+                      f"{lat['speedup_vs_teacher']:.2f}" if lat.get("speedup_vs_teacher") else "-"]
+        table.add_row(name, *cells)
+    Console(stderr=True, width=max(140, Console(stderr=True).width)).print(table)
+

