@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast bench bench-distill clean
+.PHONY: install demo test test-fast bench bench-distill bench-speed clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,14 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not integration"
 
-bench: bench-distill
+## Benchmarks: tables on stdout, JSON in results/bench/ (distill first: speed uses its student).
+bench: bench-distill bench-speed
 
 bench-distill: install
 	$(BIN)/python bench/distill.py
+
+bench-speed: install
+	$(BIN)/python bench/speed.py
 
 clean:
 	rm -rf $(VENV) results/cache .pytest_cache

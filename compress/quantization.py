@@ -6,6 +6,7 @@ SqueezeBERT: grouped Conv1d would become ConvInteger (slower than fp32) or be sk
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
 import tempfile
@@ -26,8 +27,7 @@ def onnxruntime_int8(
     src: Path, dst: Path, *, static: bool, per_channel: bool, calibration: str = "minmax", calib: Encoded | None = None, samples: int = 128
 ) -> dict:
     """Quantize `src` (fp32 ONNX) into `dst` with optimum's ORTQuantizer; returns what was chosen."""
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
+    AutoQuantizationConfig = _require("optimum.onnxruntime.configuration", "optimum-onnx[onnxruntime]").AutoQuantizationConfig
     if is_int8(src):
         raise CompressError(f"{src} is already quantized (int8 operators found); quantize the fp32 model.onnx instead")
     # avx512_vnni: symmetric int8 weights; on CPUs without VNNI, ORT still runs it through the u8s8 path.
@@ -40,6 +40,14 @@ def onnxruntime_int8(
         return _quantize(src, dst, qconfig, static, per_channel, calibration, calib, samples)
     finally:
         root.setLevel(level)
+
+
+def _require(module: str, package: str):
+    """Import an optional backend, or say exactly what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise CompressError(f"this quantization backend needs {package}, which is not installed: pip install '{package}'") from e
 
 
 def _quantize(src: Path, dst: Path, qconfig, static: bool, per_channel: bool, calibration: str, calib: Encoded | None, samples: int) -> dict:

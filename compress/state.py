@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedModel
 
 from compress.data import TaskData
+from compress.errors import CompressError
 from compress.encoding import Encoded, encode
 from compress.recipe import Recipe
 
@@ -69,6 +70,14 @@ class RunState:
     def model_dir(self, name: str) -> Path:
         """Where model `name` is saved in this run (HF weights, ONNX files, model card)."""
         return self.out_dir / "models" / name
+
+    def pick(self, names: list[str] | None, available: dict, option: str) -> list[str]:
+        """`names` (default: all of `available`), refusing any this run does not have."""
+        chosen = names or list(available)
+        unknown = [n for n in chosen if n not in available]
+        if unknown or not chosen:
+            raise CompressError(f"{option} names {unknown or 'nothing'}, but this run has {list(available)}; fix {option} or add a convert pass")
+        return chosen
 
     def models(self) -> dict[str, PreTrainedModel]:
         """Teacher first, then students, by name."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from transformers import BertConfig, SqueezeBertConfig, SqueezeBertForSequenceClassification
+from transformers import BertConfig, SqueezeBertConfig
 
 from compress.errors import CompressError
 from compress.inference import EncoderForInference, GroupedLinear
@@ -141,3 +141,13 @@ def test_quantize_option_errors():
 
     with pytest.raises(ValidationError, match="backend"):
         Quantize.Config(backend="tensorrt")
+
+
+def test_missing_backend_names_the_package(tmp_path, monkeypatch):
+    import sys
+
+    path = tmp_path / "model.onnx"
+    export(tiny_squeeze(), path)
+    monkeypatch.setitem(sys.modules, "optimum.onnxruntime.configuration", None)  # as if not installed
+    with pytest.raises(CompressError, match=r"needs optimum-onnx\[onnxruntime\], which is not installed: pip install 'optimum-onnx\[onnxruntime\]'"):
+        onnxruntime_int8(path, tmp_path / "q.onnx", static=False, per_channel=False)

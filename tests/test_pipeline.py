@@ -88,7 +88,9 @@ def _bad_inputs(tmp_path: Path, csv: Path, teacher: Path) -> dict[str, tuple[dic
         "hub id offline": (base(teacher={"model": "google-bert/bert-base-uncased"}), "hub is offline"),
         "empty after filter": (base(task={"dataset": str(csv), "label_column": "sentiment", "filters": [{"column": "confidence", "op": "<", "value": -1}]}), "no training rows left"),
         "bad groups": (tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"groups": "3,1,1,1,1,1"}}]), "groups.q=3 must divide"),
-        "zero layers": (tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"layers": [5]}}]), "distinct indices in 0..1"),
+        "missing layer": (tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"layers": [5]}}]), "distinct indices in 0..1"),
+        "zero layers": (tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"layers": 0}}]), "keep between 1 and 2 layers"),
+        "too many layers": (tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"layers": 3}}]), "keep between 1 and 2 layers"),
     }
 
 

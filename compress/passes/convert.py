@@ -47,7 +47,7 @@ class Convert(Pass):
 
     class Config(PassConfig):
         student: str = Field("student", pattern=r"^[A-Za-z0-9_.-]+$", description="name of the student in this run")
-        layers: PositiveInt | list[int] | None = Field(None, description="count (evenly spaced) or indices; default all")
+        layers: int | list[int] | None = Field(None, description="count (evenly spaced) or indices; default all")
         groups: GroupsConfig = GroupsConfig()
         intermediate_size: PositiveInt | None = Field(None, description="smaller FFN width (keeps the strongest channels)")
         init: Literal["permuted", "identity", "random"] = "permuted"

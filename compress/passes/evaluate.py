@@ -11,7 +11,6 @@ from pydantic import Field, PositiveInt
 from rich.console import Console
 from rich.table import Table
 
-from compress.errors import CompressError
 from compress.latency import flops_per_sequence, interleaved, params, real_inputs
 from compress.metrics import classification_report, predict_with
 from compress.registry import Pass, PassConfig
@@ -37,10 +36,7 @@ class Evaluate(Pass):
     def run(self, state: RunState, config: Config) -> RunState:
         runners = {name: _torch_runner(model, state.device) for name, model in state.models().items()}
         runners |= {name: v.runner(state.recipe.threads) for name, v in state.variants.items()}
-        names = config.models or list(runners)
-        unknown = [n for n in names if n not in runners]
-        if unknown:
-            raise CompressError(f"evaluate.models names {unknown}, but this run has {list(runners)}")
+        names = state.pick(config.models, runners, "evaluate.models")
         results = state.metrics.setdefault(self.name, {})
         for name in names:
             results[name] = {

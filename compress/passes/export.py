@@ -33,10 +33,7 @@ class Export(Pass):
         # optimum's exporter would emit SqueezeBERT's grouped Conv1d, whose int8 form (ConvInteger) is slower
         # than fp32; we export our own inference form (compress/inference.py) for teacher and students alike.
         models = state.models()
-        names = config.models or list(models)
-        unknown = [n for n in names if n not in models]
-        if unknown:
-            raise CompressError(f"export.models names {unknown}, but this run has {list(models)}")
+        names = state.pick(config.models, models, "export.models")
         results = state.metrics.setdefault(self.name, {})
         for name in names:
             path = state.model_dir(name) / "model.onnx"

@@ -36,10 +36,8 @@ class Quantize(Pass):
         eval_batch_size: PositiveInt = 64
 
     def run(self, state: RunState, config: Config) -> RunState:
-        names = config.models or list(state.students)
         models = state.models()
-        if not names or any(n not in models for n in names):
-            raise CompressError(f"quantize: models {names} not all in this run ({list(models)}); add a convert pass or fix quantize.models")
+        names = state.pick(config.models or list(state.students), models, "quantize.models")
         if config.suffix == "onnx":
             raise CompressError("quantize.suffix 'onnx' is reserved for the fp32 export; use e.g. int8")
         val = state.encoded("validation")
