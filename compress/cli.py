@@ -17,7 +17,7 @@ from rich.table import Table
 from compress.errors import CompressError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
-err = Console(stderr=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)  # logs in files/CI: no 80-column wrap
 _debug = False
 
 

@@ -10,7 +10,6 @@ after every pass, with `status: running|complete|failed`, so a partial run still
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import yaml
 
 from compress import __version__
 from compress.data import load_task
-from compress.io import atomic_write_json, atomic_write_text
+from compress.io import atomic_write_json, atomic_write_text, replace_dir
 from compress.models import count_parameters, load_teacher, load_tokenizer, resolve_model, select_device
 from compress.recipe import Recipe
 from compress.state import RunState
@@ -39,6 +38,7 @@ def run_recipe(recipe: Recipe, source: str = "recipe") -> Path:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     summary = {"name": recipe.name, "status": "running", "compress_version": __version__, "passes": []}
+    state = None
     try:
         atomic_write_text(partial / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
         transformers.set_seed(recipe.seed)
@@ -55,16 +55,15 @@ def run_recipe(recipe: Recipe, source: str = "recipe") -> Path:
     except BaseException as e:
         summary["status"] = "failed"
         summary["error"] = f"{type(e).__name__}: {e}"
-        atomic_write_json(partial / "metrics.json", summary)
+        if state is not None:  # keep what the finished passes measured
+            _write_metrics(partial, summary, state)
+        else:
+            atomic_write_json(partial / "metrics.json", summary)
         raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(partial, final)
+    replace_dir(partial, final)
     log.info("run complete: %s", final)
     return final
 

@@ -71,6 +71,7 @@ def test_failed_run_leaves_no_complete_looking_result(tmp_path, tiny_csv, tiny_t
     assert (tmp_path / "results" / "tiny" / "metrics.json").read_text() == before  # the last complete run is intact
     partial = json.loads((tmp_path / "results" / "tiny.partial" / "metrics.json").read_text())
     assert partial["status"] == "failed" and [p["name"] for p in partial["passes"]] == ["evaluate"]
+    assert partial["metrics"]["evaluate"]["teacher"]["test"]["accuracy"] >= 0  # what finished is kept
 
 
 def _bad_inputs(tmp_path: Path, csv: Path, teacher: Path) -> dict[str, tuple[dict | None, str]]:

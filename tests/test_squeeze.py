@@ -99,3 +99,18 @@ def test_embedded_teacher_converts_exactly(tokenizer):
     student, _ = convert(teacher, init="identity")
     x = _inputs(tokenizer)
     assert (student(**x).logits - teacher(**x).logits).abs().max() <= 1e-4
+
+
+@torch.no_grad()
+def test_least_squares_fit_brings_the_student_closer(tokenizer):
+    """On the calibration data, the fitted blocks reproduce the teacher better than the plain cut."""
+    from conftest import make_rows
+
+    teacher = tiny_bert(layers=2, seed=1)
+    texts = make_rows(64)["text"].tolist()
+    calib = [dict(tokenizer(texts[i:i + 16], padding=True, return_tensors="pt")) for i in range(0, 64, 16)]
+    fitted, report = convert(teacher, groups=PAPER, calib_batches=calib)
+    plain, _ = convert(teacher, groups=PAPER)
+    assert report["least_squares_fit"]
+    err = lambda s: sum(float(((s(**b).logits - teacher(**b).logits) ** 2).mean()) for b in calib)  # noqa: E731
+    assert err(fitted) < err(plain)

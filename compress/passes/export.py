@@ -22,7 +22,9 @@ class Export(Pass):
 
     class Config(PassConfig):
         models: list[str] | None = Field(None, description="default: teacher and all students")
-        mode: Literal["split", "batched"] = Field("batched", description="grouped 1x1 conv as one batched MatMul or per-group MatMuls")
+        # Defaults are the measured-fastest forms (bench/speed.py): per-group MatMuls for fp32, while the int8
+        # graph (quantize.mode_onnx) is fastest as one batched MatMul.
+        mode: Literal["split", "batched"] = Field("split", description="grouped 1x1 conv as per-group MatMuls or one batched MatMul")
         opset: int = Field(17, ge=14, le=21)
         # Measured (bench/speed.py): ORT's session-level optimizations already make the plain graph faster than
         # the transformer optimizer's fused one, and int8 quantization needs the plain graph; so off by default.
