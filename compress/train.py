@@ -16,10 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from pydantic import Field, PositiveInt
 from transformers import get_linear_schedule_with_warmup
 
 from compress.encoding import Encoded, batches, num_batches, shuffled
 from compress.metrics import accuracy, predict
+from compress.registry import PassConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,19 @@ class Schedule:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+
+
+class TrainOptions(PassConfig):
+    """Recipe options shared by every pass that trains (fine-tuning, distillation)."""
+
+    epochs: PositiveInt = 3
+    lr: float = Field(1e-4, gt=0, lt=1)
+    batch_size: PositiveInt = 32
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+
+    def schedule(self) -> Schedule:
+        return Schedule(self.epochs, self.lr, self.batch_size, self.warmup_ratio, self.weight_decay)
 
 
 def progress() -> Progress:

@@ -15,15 +15,15 @@ import time
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
 from compress.encoding import tokenizer_fingerprint
 from compress.errors import CompressError
 from compress.models import load_student, load_tokenizer
-from compress.registry import Pass, PassConfig
+from compress.registry import Pass
 from compress.state import RunState
 from compress.teacher_cache import TeacherOutputs, load_or_compute
-from compress.train import Schedule, fit
+from compress.train import TrainOptions, fit
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Distill(Pass):
 
     name = "distill"
 
-    class Config(PassConfig):
+    class Config(TrainOptions):
         students: list[str] | None = Field(None, description="students to train; default: all in the run")
         student_path: str | None = Field(None, description="also load a saved student folder (named by its folder)")
         temperature: float = Field(2.0, gt=0)
@@ -42,11 +42,6 @@ class Distill(Pass):
         hidden_map: list[tuple[int, int]] | None = Field(None, description="[student, teacher] hidden-state indices (0 = embeddings); default: the converted layers")
         attention_weight: float = Field(0.0, ge=0)
         attention_map: list[tuple[int, int]] | None = Field(None, description="[student, teacher] layer indices; default: the converted layers")
-        epochs: PositiveInt = 3
-        lr: float = Field(1e-4, gt=0, lt=1)
-        batch_size: PositiveInt = 32
-        warmup_ratio: float = Field(0.1, ge=0, lt=1)
-        weight_decay: float = Field(0.01, ge=0)
         cache_teacher: bool = Field(True, description="cache teacher outputs on disk (off: run the teacher every step)")
 
     def run(self, state: RunState, config: Config) -> RunState:
@@ -116,8 +111,7 @@ class Distill(Pass):
                 loss = loss + config.attention_weight / len(attn_map) * (kl * qmask).sum() / (qmask.sum() * kl.shape[1])
             return loss
 
-        schedule = Schedule(config.epochs, config.lr, config.batch_size, config.warmup_ratio, config.weight_decay)
-        history = fit(student, loss_fn, train, state.encoded("validation"), schedule, device=state.device, seed=state.seed,
+        history = fit(student, loss_fn, train, state.encoded("validation"), config.schedule(), device=state.device, seed=state.seed,
                       desc=f"distill {name}", extra_params=list(proj.parameters()))
         return {"history": history, "best_val_accuracy": max(h["val_accuracy"] for h in history),
                 "teacher_cache": cache_status, "teacher_cache_seconds": cache_seconds,

@@ -11,9 +11,9 @@ from pydantic import Field, PositiveInt
 from compress.errors import CompressError
 from compress.io import atomic_dir, state_dict_hash, stable_hash
 from compress.models import load_student
-from compress.registry import Pass, PassConfig
+from compress.registry import Pass
 from compress.state import RunState
-from compress.train import Schedule, fit
+from compress.train import TrainOptions, fit
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +23,9 @@ class FinetuneTeacher(Pass):
 
     name = "finetune_teacher"
 
-    class Config(PassConfig):
+    class Config(TrainOptions):
         epochs: PositiveInt = 2
         lr: float = Field(5e-5, gt=0, lt=1)
-        batch_size: PositiveInt = 32
-        warmup_ratio: float = Field(0.1, ge=0, lt=1)
-        weight_decay: float = Field(0.01, ge=0)
         cache: bool = Field(True, description="reuse a teacher fine-tuned on the same weights/data/options/seed")
 
     def run(self, state: RunState, config: Config) -> RunState:
@@ -59,8 +56,7 @@ class FinetuneTeacher(Pass):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]).logits
             return F.cross_entropy(logits, batch["labels"])
 
-        schedule = Schedule(config.epochs, config.lr, config.batch_size, config.warmup_ratio, config.weight_decay)
-        history = fit(state.teacher, loss_fn, train, val, schedule, device=state.device, seed=state.seed, desc="teacher")
+        history = fit(state.teacher, loss_fn, train, val, config.schedule(), device=state.device, seed=state.seed, desc="teacher")
         info = {"history": history, "best_val_accuracy": max(h["val_accuracy"] for h in history), "key": key}
         with atomic_dir(folder) as tmp:
             state.teacher.save_pretrained(tmp)
