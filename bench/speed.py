@@ -8,7 +8,7 @@ is the median of the repeat medians, and `cv_of_medians` says how stable that is
 Part 2 (the distilled 4/4/4/1/4/4 student from bench/distill.py, when present): test accuracy and latency
 of fp32 ONNX Runtime vs int8 dynamic vs int8 static.
 
-    python bench/speed.py [--runs 30] [--repeats 5] [--student results/bench/runs/bench-distill/models/paper]
+    python bench/speed.py [--runs 50] [--repeats 5] [--student results/bench/runs/bench-distill/models/paper]
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def student(args, work: Path) -> dict | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
