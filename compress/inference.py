@@ -96,6 +96,29 @@ class FusedQKV(nn.Module):
         return y[0], y[1], y[2]
 
 
+class FusedFFN(nn.Module):
+    """Intermediate -> GELU -> output with the same group count g, staying in [B, g, L, C/g] throughout.
+
+    Group j of the intermediate output is exactly group j of the output conv's input, so the FFN needs
+    one layout change in and one out instead of two each.
+    """
+
+    def __init__(self, inter: GroupedLinear, out: GroupedLinear):
+        super().__init__()
+        g = inter.groups
+        self.groups, self.cin = g, inter.in_per_group
+        self.w_in = nn.Parameter(FusedQKV._blocks(inter), requires_grad=False)  # [g, C/g, F/g]
+        self.b_in = nn.Parameter(FusedQKV._bias(inter).reshape(g, 1, -1), requires_grad=False)
+        self.w_out = nn.Parameter(FusedQKV._blocks(out), requires_grad=False)  # [g, F/g, C/g]
+        self.b_out = nn.Parameter(FusedQKV._bias(out).reshape(g, 1, -1), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, l, c = x.shape
+        h = F.gelu(torch.matmul(x.reshape(b, l, self.groups, self.cin).transpose(1, 2), self.w_in) + self.b_in)
+        y = torch.matmul(h, self.w_out) + self.b_out  # [B, g, L, C/g]
+        return y.transpose(1, 2).reshape(b, l, c)
+
+
 class Layer(nn.Module):
     def __init__(self, mats: dict[str, GroupedLinear], ln1: nn.LayerNorm, ln2: nn.LayerNorm, heads: int):
         super().__init__()
@@ -105,7 +128,12 @@ class Layer(nn.Module):
         self.qkv = FusedQKV(q, k, v, heads) if fusable else None
         if not fusable:
             self.q, self.k, self.v = q, k, v
-        self.post, self.inter, self.out = mats["post_attention"], mats["intermediate"], mats["output"]
+        inter, out = mats["intermediate"], mats["output"]
+        ffn_fusable = inter.mode == "batched" and inter.groups == out.groups > 1
+        self.ffn = FusedFFN(inter, out) if ffn_fusable else None
+        if not ffn_fusable:
+            self.inter, self.out = inter, out
+        self.post = mats["post_attention"]
         self.ln1, self.ln2, self.heads = ln1, ln2, heads
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -119,7 +147,7 @@ class Layer(nn.Module):
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d) + mask
         ctx = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(b, l, h)
         x = self.ln1(self.post(ctx) + x)
-        return self.ln2(self.out(F.gelu(self.inter(x))) + x)
+        return self.ln2((self.ffn(x) if self.ffn is not None else self.out(F.gelu(self.inter(x)))) + x)
 
 
 class EncoderForInference(nn.Module):
