@@ -81,3 +81,11 @@ def test_shipped_recipes_validate():
     assert recipes
     for path in recipes:
         load_recipe(path)
+
+
+def test_short_group_syntax_errors_name_the_key():
+    bad = {"name": "r", "passes": [{"name": "convert", "options": {"groups": "4,4,4"}}]}
+    with pytest.raises(CompressError, match=r"r.yaml: passes\[0\] \(convert\)\.options\.groups: Value error, groups '4,4,4': expected six integers"):
+        parse_recipe(bad, "r.yaml")
+    ok = parse_recipe({"name": "r", "passes": [{"name": "convert", "options": {"groups": [4, 4, 4, 1, 4, 4]}}]})
+    assert ok.resolved_passes()[0][1].groups.intermediate == 4

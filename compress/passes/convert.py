@@ -33,10 +33,13 @@ class GroupsConfig(PassConfig):
     @model_validator(mode="before")
     @classmethod
     def _from_short(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return Groups.parse(value).as_dict()
-        if isinstance(value, (list, tuple)):
-            return Groups.parse(",".join(map(str, value))).as_dict()
+        try:
+            if isinstance(value, str):
+                return Groups.parse(value).as_dict()
+            if isinstance(value, (list, tuple)):
+                return Groups.parse(",".join(map(str, value))).as_dict()
+        except CompressError as e:
+            raise ValueError(str(e)) from None  # pydantic then reports it with the recipe key path
         return value
 
 
@@ -58,6 +61,8 @@ class Convert(Pass):
     def run(self, state: RunState, config: Config) -> RunState:
         if state.teacher is None:
             raise CompressError("convert needs a teacher; add a teacher: section to the recipe")
+        if config.student == "teacher":
+            raise CompressError("convert.student cannot be named 'teacher'; pick another name")
         groups = Groups(**config.groups.model_dump())
         build = lambda init, fit=True: convert(  # noqa: E731
             state.teacher, config.layers, groups, config.intermediate_size, init, config.iterations,
