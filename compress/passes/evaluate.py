@@ -34,9 +34,10 @@ class Evaluate(Pass):
         latency_runs: int = Field(30, ge=5)
 
     def run(self, state: RunState, config: Config) -> RunState:
-        runners = {name: _torch_runner(model, state.device) for name, model in state.models().items()}
-        runners |= {name: v.runner(state.recipe.threads) for name, v in state.variants.items()}
-        names = state.pick(config.models, runners, "evaluate.models")
+        models = state.models()
+        names = state.pick(config.models, {**models, **state.variants}, "evaluate.models")
+        # Build runners only for what is evaluated (each ONNX variant opens a session).
+        runners = {n: _torch_runner(models[n], state.device) if n in models else state.variants[n].runner(state.recipe.threads) for n in names}
         results = state.metrics.setdefault(self.name, {})
         for name in names:
             results[name] = {
@@ -45,7 +46,7 @@ class Evaluate(Pass):
                 for split in config.splits
             }
         if config.latency:
-            self._latency(state, config, {n: runners[n] for n in names}, results)
+            self._latency(state, config, runners, results)
         _print(results, config.splits, names)
         return state
 
