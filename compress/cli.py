@@ -147,9 +147,6 @@ def main() -> None:
             raise
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/]: partial results stay in <output_dir>/<name>.partial/")
-        sys.exit(130)
 
 
 if __name__ == "__main__":

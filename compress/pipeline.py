@@ -19,6 +19,7 @@ import yaml
 
 from compress import __version__
 from compress.data import load_task
+from compress.errors import CompressError
 from compress.io import atomic_write_json, atomic_write_text, replace_dir
 from compress.models import count_parameters, load_teacher, load_tokenizer, resolve_model, select_device
 from compress.recipe import Recipe
@@ -59,6 +60,11 @@ def run_recipe(recipe: Recipe, source: str = "recipe") -> Path:
             _write_metrics(partial, summary, state)
         else:
             atomic_write_json(partial / "metrics.json", summary)
+        if isinstance(e, KeyboardInterrupt):
+            raise CompressError(
+                f"run interrupted; what finished is in {partial}/metrics.json (status: failed) and {final} is untouched - "
+                "run the recipe again to start over (fine-tuned teachers and teacher outputs stay cached)"
+            ) from None
         raise
     finally:
         logging.getLogger().removeHandler(handler)

@@ -128,3 +128,18 @@ def test_convert_command(tmp_path, tiny_teacher_dir, cli):
     assert json.loads((out / "conversion.json").read_text())["layers"] == [1]
     code, _, err = cli("convert", tiny_teacher_dir, tmp_path / "bad", "--groups", "5,1,1,1,1,1")
     assert code == 2 and "valid: 1, 2, 4, 8, 16, 32" in err and not (tmp_path / "bad").exists()
+
+
+def test_interrupted_run_is_one_line_and_leaves_no_result(tmp_path, tiny_csv, tiny_teacher_dir, cli, monkeypatch):
+    from compress.passes.evaluate import Evaluate
+
+    def interrupt(self, state, config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Evaluate, "run", interrupt)
+    path = _write(tmp_path, tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "convert"}, {"name": "evaluate"}]))
+    code, _, err = cli("run", path)
+    assert code == 2 and "run interrupted;" in err and "run the recipe again" in err
+    assert not (tmp_path / "results" / "tiny").exists()
+    partial = json.loads((tmp_path / "results" / "tiny.partial" / "metrics.json").read_text())
+    assert partial["status"] == "failed" and [p["name"] for p in partial["passes"]] == ["convert"]
