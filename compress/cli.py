@@ -92,7 +92,11 @@ def convert_cmd(
     init: Annotated[str, typer.Option(help="permuted | identity | random")] = "permuted",
     intermediate_size: Annotated[int | None, typer.Option(help="smaller FFN width")] = None,
 ) -> None:
-    """Convert a BERT into a SqueezeBERT student, no recipe needed."""
+    """Convert a BERT into a SqueezeBERT student, no recipe needed.
+
+    `permuted` here reorders channels only; the least-squares block fit needs task data, so it runs in
+    the recipe's `convert` pass (option fit_samples).
+    """
     import json
 
     from compress.io import atomic_dir
