@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +37,10 @@ def test_passes_command_lists_options(cli):
 
 def test_plugin_package_runs_from_a_recipe(tmp_path, tiny_csv, tiny_teacher_dir):
     """Install tests/plugin as a real package (into a private folder) and run its pass from a recipe."""
-    site = tmp_path / "site"
+    site, source = tmp_path / "site", tmp_path / "plugin"
+    shutil.copytree(PLUGIN, source)  # build from a copy: setuptools leaves build/ beside the sources
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(PLUGIN)],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(source)],
         check=True, capture_output=True,
     )
     from conftest import tiny_recipe
