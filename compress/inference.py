@@ -46,6 +46,18 @@ class GroupedLinear(nn.Module):
         else:
             raise ValueError(f"mode {mode!r}: use split or batched")
 
+    def blocks(self) -> torch.Tensor:
+        """The weight as [g, C/g, O/g] blocks, whichever mode holds it (for the fused modules)."""
+        if self.mode == "batched" and self.groups > 1:
+            return self.weight.detach()
+        return torch.stack([p.weight.detach().T for p in self.parts])
+
+    def full_bias(self) -> torch.Tensor:
+        """The bias over all O output channels."""
+        if self.mode == "batched" and self.groups > 1:
+            return self.bias.detach()
+        return torch.cat([p.bias.detach() for p in self.parts])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.groups == 1:
             return self.parts[0](x)
@@ -69,20 +81,10 @@ class FusedQKV(nn.Module):
         super().__init__()
         g = q.groups
         self.groups, self.heads, self.cin = g, heads, q.in_per_group
-        w = [self._blocks(m) for m in (q, k, v)]  # each [g, C/g, O/g]
+        w = [m.blocks() for m in (q, k, v)]  # each [g, C/g, O/g]
         self.weight = nn.Parameter(torch.cat(w, dim=2).squeeze(0) if g == 1 else torch.cat(w, dim=2), requires_grad=False)
-        b = torch.stack([self._bias(m).reshape(g, -1) for m in (q, k, v)], dim=1)  # [g, 3, O/g]
+        b = torch.stack([m.full_bias().reshape(g, -1) for m in (q, k, v)], dim=1)  # [g, 3, O/g]
         self.bias = nn.Parameter(b.reshape(g, 1, -1) if g > 1 else b.reshape(-1), requires_grad=False)
-
-    @staticmethod
-    def _blocks(m: GroupedLinear) -> torch.Tensor:
-        if hasattr(m, "weight"):
-            return m.weight.detach()
-        return torch.stack([p.weight.detach().T for p in m.parts])
-
-    @staticmethod
-    def _bias(m: GroupedLinear) -> torch.Tensor:
-        return m.bias.detach() if hasattr(m, "bias") and isinstance(m.bias, torch.Tensor) else torch.cat([p.bias.detach() for p in m.parts])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, l, c = x.shape
@@ -107,10 +109,10 @@ class FusedFFN(nn.Module):
         super().__init__()
         g = inter.groups
         self.groups, self.cin = g, inter.in_per_group
-        self.w_in = nn.Parameter(FusedQKV._blocks(inter), requires_grad=False)  # [g, C/g, F/g]
-        self.b_in = nn.Parameter(FusedQKV._bias(inter).reshape(g, 1, -1), requires_grad=False)
-        self.w_out = nn.Parameter(FusedQKV._blocks(out), requires_grad=False)  # [g, F/g, C/g]
-        self.b_out = nn.Parameter(FusedQKV._bias(out).reshape(g, 1, -1), requires_grad=False)
+        self.w_in = nn.Parameter(inter.blocks(), requires_grad=False)  # [g, C/g, F/g]
+        self.b_in = nn.Parameter(inter.full_bias().reshape(g, 1, -1), requires_grad=False)
+        self.w_out = nn.Parameter(out.blocks(), requires_grad=False)  # [g, F/g, C/g]
+        self.b_out = nn.Parameter(out.full_bias().reshape(g, 1, -1), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, l, c = x.shape
