@@ -19,9 +19,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## Main job on the embedded default: fine-tune the MiniLM teacher, convert, distill, evaluate.
+## Main job on the embedded default: fine-tune the MiniLM teacher (cached), search SqueezeBERT students
+## (convert -> distill -> int8 -> time), write the Pareto report to reports/quickstart/.
+## --resume: a second `make demo` continues (or just re-reports) the same study.
 demo: install
-	$(BIN)/compress run recipes/quickstart.yaml
+	$(BIN)/compress search recipes/quickstart.yaml --resume
+	$(BIN)/compress report results/quickstart --out reports/quickstart
 
 ## The whole test suite (unit tests on tiny random models + integration tests on the embedded default).
 test: install

@@ -66,6 +66,36 @@ def run(recipe: Path, set_: Sets = None) -> None:
     typer.echo(f"results: {folder}")
 
 
+@app.command("search")
+def search_cmd(
+    recipe: Path,
+    set_: Sets = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL; default sqlite:///<output_dir>/<study>/study.db")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes on this machine (they share the CPU threads)")] = 1,
+    resume: Annotated[bool, typer.Option("--resume", help="continue (or join) an existing study with the same space")] = False,
+    force_new: Annotated[bool, typer.Option("--force-new", help="delete an existing study of this name and start over")] = False,
+    worker: Annotated[int | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """Search the recipe's search: space with Optuna (accuracy vs latency); then run compress report."""
+    from compress.search import search
+
+    folder = search(recipe, set_, storage=storage, workers=workers, resume=resume, force_new=force_new, worker=worker)
+    if worker is None:
+        typer.echo(f"study: {folder} (next: compress report {folder})")
+
+
+@app.command("report")
+def report_cmd(
+    sources: Annotated[list[Path], typer.Argument(help="study folders (results/<study>) or run folders; several are overlaid")],
+    out: Annotated[Path | None, typer.Option(help="report folder; default reports/<name of the first source>")] = None,
+) -> None:
+    """Pareto report: index.html (interactive, offline), report.md + pareto.png, trials.csv."""
+    from compress.report import build
+
+    folder = build(sources, out or Path("reports") / "-".join(s.name for s in sources))
+    typer.echo(f"report: {folder}/index.html ({folder}/report.md)")
+
+
 @app.command()
 def passes() -> None:
     """List available passes (built-in and plugins) and their options."""

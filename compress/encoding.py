@@ -38,6 +38,15 @@ class Encoded:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def subset(self, idx: np.ndarray) -> Encoded:
+        """The examples `idx` as their own split (own content key, so caches keyed by it stay exact)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(self.lengths()[idx])
+        rows = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]
+        flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        return Encoded(self.input_ids[flat], self.token_type_ids[flat], offsets, self.labels[idx], stable_hash([self.key, idx.tobytes().hex()]))
+
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """Identity of a tokenizer's behaviour (vocab, normalizer, special tokens)."""

@@ -7,3 +7,7 @@ unless `--debug` is given. The message must say what is wrong *and* what to do a
 
 class CompressError(Exception):
     """A problem with the user's input (recipe, data, model, cache) rather than a bug in compress."""
+
+
+class Interrupted(CompressError):
+    """The user stopped a run (Ctrl-C); a search must stop too rather than count it as a failed trial."""

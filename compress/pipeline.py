@@ -19,7 +19,7 @@ import yaml
 
 from compress import __version__
 from compress.data import load_task
-from compress.errors import CompressError
+from compress.errors import CompressError, Interrupted
 from compress.io import atomic_write_json, atomic_write_text, replace_dir
 from compress.models import count_parameters, load_teacher, load_tokenizer, resolve_model, select_device
 from compress.recipe import Recipe
@@ -28,8 +28,11 @@ from compress.state import RunState
 log = logging.getLogger(__name__)
 
 
-def run_recipe(recipe: Recipe, source: str = "recipe") -> Path:
-    """Run every pass of `recipe`; return the finished run's folder."""
+def run_recipe(recipe: Recipe, source: str = "recipe", on_validation=None) -> Path:
+    """Run every pass of `recipe`; return the finished run's folder.
+
+    `on_validation(model, epoch, val_accuracy, module)` is called during training (the search's pruner).
+    """
     passes = recipe.resolved_passes(source)  # fail on bad options before loading anything
     final = Path(recipe.output_dir) / recipe.name
     partial = final.with_name(final.name + ".partial")
@@ -44,6 +47,7 @@ def run_recipe(recipe: Recipe, source: str = "recipe") -> Path:
         atomic_write_text(partial / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
         transformers.set_seed(recipe.seed)
         state = _initial_state(recipe, partial)
+        state.on_validation = on_validation
         for cls, config in passes:
             log.info("pass %s %s", cls.name, config.model_dump(mode="json"))
             t0 = time.perf_counter()
@@ -61,7 +65,7 @@ def run_recipe(recipe: Recipe, source: str = "recipe") -> Path:
         else:
             atomic_write_json(partial / "metrics.json", summary)
         if isinstance(e, KeyboardInterrupt):
-            raise CompressError(
+            raise Interrupted(
                 f"run interrupted; what finished is in {partial}/metrics.json (status: failed) and {final} is untouched - "
                 "run the recipe again to start over (fine-tuned teachers and teacher outputs stay cached)"
             ) from None

@@ -27,11 +27,13 @@ from compress.data import TaskSpec
 from compress.errors import CompressError
 from compress.models import TeacherSpec
 from compress.registry import Pass, PassConfig, get_pass
+from compress.space import SearchSpec
 
 
 class PassSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
+    enabled: bool = Field(True, description="false skips the pass (a search can switch passes on and off)")
     options: dict[str, Any] = {}
 
 
@@ -46,11 +48,14 @@ class Recipe(BaseModel):
     task: TaskSpec = TaskSpec()
     teacher: TeacherSpec = TeacherSpec()
     passes: list[PassSpec] = Field(min_length=1)
+    search: SearchSpec | None = Field(None, description="search space and objectives for `compress search`")
 
     def resolved_passes(self, source: str = "recipe") -> list[tuple[type[Pass], PassConfig]]:
-        """Each pass class with its validated options."""
+        """Each enabled pass class with its validated options."""
         out = []
         for i, spec in enumerate(self.passes):
+            if not spec.enabled:
+                continue
             try:
                 cls = get_pass(spec.name)
             except CompressError as e:
@@ -96,26 +101,31 @@ def apply_override(raw: dict, item: str) -> None:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise CompressError(f"--set {item!r}: expected key.path=value, e.g. passes.distill.epochs=3")
+    set_path(raw, key, yaml.safe_load(value) if value else None, f"--set {item!r}")
+
+
+def set_path(raw: dict, key: str, value: Any, what: str | None = None) -> None:
+    """raw[a][b][c] = value for key `a.b.c`, with the pass-name shortcuts of `apply_override`."""
+    item = what or key
     parts = key.split(".")
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
             node = _list_item(node, part, item)
-            if parts[i - 1] == "passes" and parts[i + 1] not in ("name", "options"):
+            if parts[i - 1] == "passes" and parts[i + 1] not in ("name", "options", "enabled"):
                 node = node.setdefault("options", {})
         else:
             node = node.setdefault(part, {})
         if not isinstance(node, (dict, list)):
-            raise CompressError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a mapping or list")
+            raise CompressError(f"{item}: {'.'.join(parts[: i + 1])} is not a mapping or list")
     last = parts[-1]
-    parsed = yaml.safe_load(value) if value else None
     if isinstance(node, list):
         idx = int(last) if last.isdigit() else None
         if idx is None or idx >= len(node):
-            raise CompressError(f"--set {item!r}: list index {last!r} out of range")
-        node[idx] = parsed
+            raise CompressError(f"{item}: list index {last!r} out of range")
+        node[idx] = value
     else:
-        node[last] = parsed
+        node[last] = value
 
 
 def _list_item(node: list, part: str, item: str) -> dict:
@@ -125,7 +135,7 @@ def _list_item(node: list, part: str, item: str) -> dict:
         if isinstance(entry, dict) and entry.get("name") == part:
             return entry
     names = [e.get("name") for e in node if isinstance(e, dict)]
-    raise CompressError(f"--set {item!r}: no pass {part!r} in this recipe; passes are {names} (or use an index)")
+    raise CompressError(f"{item}: no pass {part!r} in this recipe; passes are {names} (or use an index)")
 
 
 def _explain(err: ValidationError, model: type[BaseModel], source: str, key_prefix: str = "") -> str:

@@ -6,6 +6,7 @@ never reaches into the CLI or the search, and the search never reaches into a pa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ class RunState:
     metrics: dict[str, Any] = field(default_factory=dict)  # pass name -> what it measured
     artifacts: dict[str, str] = field(default_factory=dict)  # model name -> saved folder
     variants: dict[str, Variant] = field(default_factory=dict)  # deployable forms: "student.onnx", "student.int8", ...
+    # Set by `compress search`: called after every validation during training, may raise to stop the trial.
+    on_validation: Callable[[str, float, float, torch.nn.Module], None] | None = field(default=None, repr=False)
     _encoded: dict[str, Encoded] = field(default_factory=dict, repr=False)
 
     @property

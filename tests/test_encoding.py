@@ -52,3 +52,17 @@ def test_batches_pad_and_carry_indices(tokenizer):
         assert (b["attention_mask"].sum(1).numpy() == enc.lengths()[b["index"].numpy()]).all()
         seen += b["index"].tolist()
     assert sorted(seen) == list(range(10))
+
+
+def test_subset_keeps_rows_and_changes_key(tokenizer):
+    import numpy as np
+    import pandas as pd
+
+    from compress.encoding import collate, encode
+
+    df = pd.DataFrame({"text": ["a b c", "good day", "x", "love the food here"], "label": [0, 1, 2, 1]})
+    enc = encode(df, tokenizer, 16, None)
+    sub = enc.subset(np.array([3, 1]))
+    assert len(sub) == 2 and sub.key != enc.key and list(sub.labels) == [1, 1]
+    full, part = collate(enc, np.array([3, 1])), collate(sub, np.array([0, 1]))
+    assert all(np.array_equal(full[k].numpy(), part[k].numpy()) for k in ("input_ids", "attention_mask", "labels"))

@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from compress.encoding import tokenizer_fingerprint
 from compress.errors import CompressError
@@ -43,6 +44,7 @@ class Distill(Pass):
         attention_weight: float = Field(0.0, ge=0)
         attention_map: list[tuple[int, int]] | None = Field(None, description="[student, teacher] layer indices; default: the converted layers")
         cache_teacher: bool = Field(True, description="cache teacher outputs on disk (off: run the teacher every step)")
+        max_train_samples: PositiveInt | None = Field(None, description="distill on a seeded random subset of the train split (fast search trials)")
 
     def run(self, state: RunState, config: Config) -> RunState:
         if state.teacher is None:
@@ -71,6 +73,8 @@ class Distill(Pass):
         hidden_map = _check_map(config.hidden_map, [(i + 1, t + 1) for i, t in enumerate(layers)], student, teacher, "hidden_map", offset=1) if config.hidden_weight else []
         attn_map = _check_map(config.attention_map, list(enumerate(layers)), student, teacher, "attention_map", offset=0) if config.attention_weight else []
         train = state.encoded("train")
+        if config.max_train_samples and config.max_train_samples < len(train):
+            train = train.subset(np.sort(np.random.default_rng(state.seed).permutation(len(train))[: config.max_train_samples]))
         t_hidden, t_attn = sorted({t for _, t in hidden_map}), sorted({t for _, t in attn_map})
         t0 = time.perf_counter()
         cached: TeacherOutputs | None = None
@@ -111,8 +115,9 @@ class Distill(Pass):
                 loss = loss + config.attention_weight / len(attn_map) * (kl * qmask).sum() / (qmask.sum() * kl.shape[1])
             return loss
 
+        report = (lambda epoch, acc: state.on_validation(name, epoch, acc, student)) if state.on_validation else None
         history = fit(student, loss_fn, train, state.encoded("validation"), config.schedule(), device=state.device, seed=state.seed,
-                      desc=f"distill {name}", extra_params=list(proj.parameters()))
+                      desc=f"distill {name}", extra_params=list(proj.parameters()), on_epoch_end=report)
         return {"history": history, "best_val_accuracy": max(h["val_accuracy"] for h in history),
                 "teacher_cache": cache_status, "teacher_cache_seconds": cache_seconds,
                 "seconds_per_epoch": sum(h["train_seconds"] for h in history) / len(history)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from typing import Literal
 
@@ -26,18 +27,24 @@ class Evaluate(Pass):
 
     class Config(PassConfig):
         splits: list[Literal["validation", "test"]] = ["validation", "test"]
-        models: list[str] | None = Field(None, description="models/variants to evaluate; default: all")
+        models: list[str] | None = Field(None, description="models/variants to evaluate, glob patterns allowed (student*); default: all")
         batch_size: PositiveInt = 64
         latency: bool = Field(False, description="also time each one (interleaved, median of latency_runs)")
         latency_batch: PositiveInt = 1
         latency_seq: int = Field(128, ge=8, le=512)
         latency_runs: int = Field(30, ge=5)
+        latency_reference: bool = Field(True, description="time the teacher alongside (speedup_vs_teacher) even when models leaves it out")
 
     def run(self, state: RunState, config: Config) -> RunState:
         models = state.models()
-        names = state.pick(config.models, {**models, **state.variants}, "evaluate.models")
+        available = {**models, **state.variants}
+        wanted = None if config.models is None else [m for p in config.models for m in (fnmatch.filter(available, p) if any(c in p for c in "*?[") else [p])]
+        names = state.pick(wanted, available, "evaluate.models")
         # Build runners only for what is evaluated (each ONNX variant opens a session).
         runners = {n: _torch_runner(models[n], state.device) if n in models else state.variants[n].runner(state.recipe.threads) for n in names}
+        timed = dict(runners)
+        if config.latency and config.latency_reference and "teacher" in models and "teacher" not in runners:
+            timed["teacher"] = _torch_runner(models["teacher"], state.device)  # timed only, as the speed reference
         results = state.metrics.setdefault(self.name, {})
         for name in names:
             results[name] = {
@@ -46,7 +53,7 @@ class Evaluate(Pass):
                 for split in config.splits
             }
         if config.latency:
-            self._latency(state, config, runners, results)
+            self._latency(state, config, timed, results)
         _print(results, config.splits, names)
         return state
 
@@ -60,7 +67,7 @@ class Evaluate(Pass):
         for name, t in timings.items():
             origin = models[state.variants[name].model] if name in state.variants else models[name]
             gflops = flops_per_sequence(origin.config, config.latency_seq) * config.latency_batch / 1e9
-            results[name]["latency"] = t.as_dict() | {
+            results.setdefault(name, {})["latency"] = t.as_dict() | {
                 "batch": config.latency_batch, "seq": config.latency_seq, "threads": state.recipe.threads or torch.get_num_threads(),
                 "gflops": gflops, "gflops_per_s": gflops / (t.median_ms / 1000), "params": params(origin),
                 "speedup_vs_teacher": (base.median_ms / t.median_ms) if base else None,

@@ -1,0 +1,140 @@
+"""Rendering of `compress report`: the PNG (matplotlib), the Markdown page and the offline HTML page (plotly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from compress.report import escape, fmt_ci
+
+COLUMNS = ["trial", "form", "test acc [95% CI]", "val acc", "latency ms (p90)", "x teacher", "params M", "GFLOPs", "size MB", "layers", "FFN", "groups"]
+
+
+def table_rows(front: pd.DataFrame) -> list[list[str]]:
+    rows = []
+    for _, r in front.iterrows():
+        rows.append([f"{r.source}#{int(r.trial)}", str(r.form), fmt_ci(r), f"{r.val_accuracy:.4f}", f"{r.latency_ms:.2f} ({r.latency_p90_ms:.2f})",
+                     f"{r.speedup_vs_teacher:.2f}", f"{r.params_m:.1f}", f"{r.gflops:.2f}", "-" if pd.isna(r.size_mb) else f"{r.size_mb:.1f}",
+                     "-" if pd.isna(r.layers) else str(int(r.layers)), "-" if pd.isna(r.intermediate_size) else str(int(r.intermediate_size)), str(r.groups or "-")])
+    return rows
+
+
+def _teacher_line(teacher: dict) -> str:
+    t = teacher.get("test") or {}
+    ci = t.get("accuracy_ci95") or [float("nan")] * 2
+    onnx = f", ONNX Runtime fp32 {teacher['latency_onnx_ms']:.2f} ms" if teacher.get("latency_onnx_ms") else ""
+    return (f"Teacher: test accuracy {t.get('accuracy', float('nan')):.4f} [{ci[0]:.3f}, {ci[1]:.3f}], validation "
+            f"{teacher['validation']['accuracy']:.4f}; latency {teacher['latency_ms']:.2f} ms (torch fp32 eager{onnx}).")
+
+
+def _budget_lines(summary: dict) -> list[str]:
+    out = []
+    for b in summary["_budget_rows"]:
+        r = b["row"]
+        out.append(f"- at least {b['speedup_at_least']}x faster than the teacher: " + (
+            "no feasible student" if r is None else
+            f"{r.source}#{int(r.trial)} ({r.form}), {r.speedup_vs_teacher:.2f}x, test accuracy {fmt_ci(r)}"))
+    return out
+
+
+def _knee_line(summary: dict) -> str:
+    r, k = summary["_knee_row"], summary["knee"]
+    if r is None:
+        return "No recommendation: no feasible finished trial."
+    return (f"**Recommended: {r.source}#{int(r.trial)}** ({r.form}; groups {r.groups}, {int(r.layers)} layers): {r.speedup_vs_teacher:.2f}x "
+            f"faster than the teacher at test accuracy {fmt_ci(r)} - {k['why']}. Folder: `{r.path}`.")
+
+
+def render_markdown(points: pd.DataFrame, front: pd.DataFrame, teacher: dict, summary: dict, name: str) -> str:
+    counts = ", ".join(f"{v} {k.lower()}" for k, v in summary["trials"].items())
+    lines = [f"# Report: {name}", "", f"Sources: {', '.join(sorted(points['source'].unique()))}. Trials: {counts}.", "", _teacher_line(teacher), "",
+             "![accuracy vs latency](pareto.png)", "", _knee_line(summary), "",
+             f"## Pareto front ({len(front)} students; chosen on validation accuracy, reported with test accuracy)", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(front)]
+    hv = ", ".join(f"{s}: {v:.4f}" for s, v in summary["hypervolume_by_source"].items())
+    best = summary["best_speedup_within_1pt_test"]
+    lines += ["", "## Best student per speed level", "", *_budget_lines(summary), "",
+              f"Fastest front student within 1 pt of the teacher's test accuracy: " + (f"**{best:.2f}x**." if best else "none."), "",
+              f"Hypervolume (validation accuracy x latency relative to the teacher, reference point: teacher - 10 pt at the teacher's "
+              f"latency): {summary['hypervolume']:.4f} ({hv}).", "",
+              "Latency: median of interleaved runs, batch 1, real token ids; `x teacher` is measured against the teacher timed in the "
+              "same interleaved run (torch fp32 eager), which keeps trials timed at different moments comparable.",
+              "", "All trials with every metric: [trials.csv](trials.csv); interactive view: [index.html](index.html).", ""]
+    return "\n".join(lines)
+
+
+def render_png(points: pd.DataFrame, front: pd.DataFrame, teacher: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    done = points[(points["state"] == "COMPLETE") & points["val_accuracy"].notna()]
+    for source, df in done.groupby("source"):
+        ok = df["feasible"].fillna(False).astype(bool)
+        ax.scatter(df.loc[ok, "latency_ms"], df.loc[ok, "val_accuracy"], s=28, alpha=0.7, label=f"{source}: trials")
+        if (~ok).any():
+            ax.scatter(df.loc[~ok, "latency_ms"], df.loc[~ok, "val_accuracy"], s=28, marker="x", color="grey", label=f"{source}: infeasible")
+    if not front.empty:
+        f = front.sort_values("latency_ms")
+        ax.step(f["latency_ms"], f["val_accuracy"], where="post", color="crimson", lw=1.5)
+        ax.scatter(f["latency_ms"], f["val_accuracy"], s=60, facecolors="none", edgecolors="crimson", lw=1.5, label="Pareto front")
+    ax.scatter([teacher["latency_ms"]], [teacher["validation"]["accuracy"]], marker="*", s=220, color="gold", edgecolors="black", label="teacher", zorder=5)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency, ms (median, batch 1, log scale)")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("accuracy vs latency")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def render_html(points: pd.DataFrame, front: pd.DataFrame, teacher: dict, summary: dict, name: str) -> str:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    done = points[(points["state"] == "COMPLETE") & points["val_accuracy"].notna()]
+    hover = lambda df: [f"{r.source}#{int(r.trial)} {r.form}<br>val {r.val_accuracy:.4f}, test {fmt_ci(r)}<br>{r.latency_ms:.2f} ms, "  # noqa: E731
+                        f"{r.speedup_vs_teacher:.2f}x teacher<br>groups {r.groups}, layers {r.layers}, FFN {r.intermediate_size}<br>{escape(r.config)}"
+                        for r in df.itertuples()]
+    for source, df in done.groupby("source"):
+        ok = df["feasible"].fillna(False).astype(bool)
+        fig.add_trace(go.Scatter(x=df.loc[ok, "latency_ms"], y=df.loc[ok, "val_accuracy"], mode="markers", name=f"{source}: trials",
+                                 text=hover(df[ok]), hoverinfo="text", marker={"size": 9, "opacity": 0.75}))
+        if (~ok).any():
+            fig.add_trace(go.Scatter(x=df.loc[~ok, "latency_ms"], y=df.loc[~ok, "val_accuracy"], mode="markers", name=f"{source}: infeasible",
+                                     text=hover(df[~ok]), hoverinfo="text", marker={"symbol": "x", "color": "grey", "size": 8}))
+    if not front.empty:
+        f = front.sort_values("latency_ms")
+        fig.add_trace(go.Scatter(x=f["latency_ms"], y=f["val_accuracy"], mode="lines+markers", name="Pareto front", text=hover(f), hoverinfo="text",
+                                 line={"shape": "hv", "color": "crimson"}, marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "crimson"}}))
+    fig.add_trace(go.Scatter(x=[teacher["latency_ms"]], y=[teacher["validation"]["accuracy"]], mode="markers", name="teacher",
+                             marker={"symbol": "star", "size": 18, "color": "gold", "line": {"width": 1, "color": "black"}}, hoverinfo="text",
+                             text=[f"teacher<br>{teacher['latency_ms']:.2f} ms, val {teacher['validation']['accuracy']:.4f}"]))
+    fig.update_layout(xaxis={"type": "log", "title": "latency, ms (median, batch 1)"}, yaxis={"title": "validation accuracy"},
+                      template="plotly_white", height=520, margin={"l": 60, "r": 20, "t": 30, "b": 50})
+    plot = fig.to_html(full_html=False, include_plotlyjs=True, div_id="frontier")  # script embedded: no CDN, works offline
+    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in table_rows(front))
+    budgets = "".join(f"<li>{escape(line[2:])}</li>" for line in _budget_lines(summary))
+    knee = escape(_knee_line(summary).replace("**", ""))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>compress report: {escape(name)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f3f3f3}}.note{{color:#555;font-size:13px}}</style></head>
+<body><h1>compress report: {escape(name)}</h1>
+<p>{escape(_teacher_line(teacher))}</p>
+<p><b>{knee}</b></p>
+{plot}
+<h2>Pareto front ({len(front)} students)</h2>
+<p class="note">Chosen on validation accuracy, reported with test accuracy (95% bootstrap interval). Hover a point for its configuration.</p>
+<table id="pareto"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<h2>Best student per speed level</h2><ul>{budgets}</ul>
+<p>Hypervolume: {summary['hypervolume']:.4f}. Trials: {escape(summary['trials'])}. All metrics: <a href="trials.csv">trials.csv</a>.</p>
+</body></html>
+"""

@@ -1,0 +1,223 @@
+"""compress search + compress report on tiny random BERTs: trials, pruning, resume after kill -9, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from compress.errors import CompressError
+from compress.report import hypervolume, knee, pareto
+from compress.space import Param
+from conftest import tiny_recipe
+
+TRIAL_PASSES = [
+    {"name": "finetune_teacher", "options": {"epochs": 1}},
+    {"name": "convert", "options": {"groups": "2,2,2,1,2,2", "fit_samples": 32}},
+    {"name": "distill", "options": {"epochs": 1}},
+    {"name": "export", "options": {"models": ["student"]}},
+    {"name": "quantize"},
+    {"name": "evaluate", "options": {"models": ["student*"], "latency": True, "latency_seq": 16, "latency_runs": 5}},
+]
+SPACE = {"passes.convert.groups": {"groups": [1, 2, 4]}, "passes.convert.layers": {"choices": [1, 2]},
+         "passes.quantize.enabled": {"choices": [True, False]}}
+
+
+def write_recipe(tmp_path: Path, csv: Path, teacher: Path, **search) -> Path:
+    raw = tiny_recipe(tmp_path, csv, teacher, TRIAL_PASSES, search={"trials": 3, "space": SPACE} | search)
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def load(path: Path, name: str = "tiny") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{path}")
+
+
+def test_search_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir)
+    code, out, err = cli("search", recipe)
+    assert code == 0, err
+    folder = tmp_path / "results" / "tiny"
+    study = load(folder / "study.db")
+    done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(done) >= 3
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        a = t.user_attrs
+        assert set(a["config"]) == set(SPACE) and a["form"].startswith("student")
+        assert (Path(a["path"]) / "metrics.json").is_file() and 0 <= a["val_accuracy"] <= 1 and a["latency_ms"] > 0
+        assert a["groups"] == a["config"]["passes.convert.groups"] and a["layers"] == a["config"]["passes.convert.layers"]
+        assert (a["form"] == "student.int8") == a["config"]["passes.quantize.enabled"]  # int8 is the fastest form when made
+    teacher = json.loads((folder / "search.json").read_text())["teacher"]
+    assert teacher["latency_ms"] > 0 and 0 <= teacher["test"]["accuracy"] <= 1
+
+    # the same study again: refused without --resume; with it, nothing more to do
+    code, _, err = cli("search", recipe)
+    assert code == 2 and "--resume" in err
+    code, _, err = cli("search", recipe, "--resume")
+    assert code == 0 and len(load(folder / "study.db").trials) == len(study.trials)
+
+    out_dir = tmp_path / "report"
+    code, _, err = cli("report", folder, "--out", out_dir)
+    assert code == 0, err
+    csv = pd.read_csv(out_dir / "trials.csv")
+    assert len(csv) == len(study.trials) and {"val_accuracy", "test_accuracy", "latency_ms", "speedup_vs_teacher", "groups"} <= set(csv.columns)
+    md = (out_dir / "report.md").read_text()
+    assert "Pareto front" in md and "Recommended" in md and "pareto.png" in md
+    assert (out_dir / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    check_offline_html((out_dir / "index.html").read_text(), front_size=json.loads((out_dir / "summary.json").read_text())["front_size"])
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.external, self.scripts, self.ids, self.rows, self._in = [], [], set(), 0, None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag in ("script", "link", "img") and any(str(a.get(k, "")).startswith(("http:", "https:", "//")) for k in ("src", "href")):
+            self.external.append(a)
+        if tag == "script":
+            self.scripts.append(0)
+            self._in = "script"
+        if tag == "tr":
+            self.rows += 1
+
+    def handle_endtag(self, tag):
+        self._in = None
+
+    def handle_data(self, data):
+        if self._in == "script":
+            self.scripts[-1] += len(data)
+
+
+def check_offline_html(text: str, front_size: int) -> None:
+    """No headless browser here: check the page is self-contained and holds the plot and the front."""
+    page = _Page()
+    page.feed(text)
+    assert not page.external, page.external  # nothing loaded from a CDN
+    assert max(page.scripts) > 1_000_000  # plotly.js embedded
+    assert "frontier" in page.ids and "pareto" in page.ids
+    assert page.rows == front_size + 1  # header + one row per front student
+    assert 'Plotly.newPlot(' in text and '"frontier"' in text
+
+
+def test_kill_minus_9_then_resume(tmp_path, tiny_csv, tiny_teacher_dir):
+    """Kill a 2-worker search mid-way: finished trials stay, none is duplicated, the stale one is retried."""
+    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=6, heartbeat_seconds=1, stale_after_seconds=2, prune=False)
+    db = tmp_path / "results" / "tiny" / "study.db"
+    cmd = [sys.executable, "-m", "compress.cli", "-q", "search", str(recipe), "--workers", "2"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    before = []
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if db.exists() and proc.poll() is None:
+            try:
+                trials = load(db).trials
+            except Exception:  # noqa: BLE001 - the study may not be created yet
+                continue
+            complete = [t for t in trials if t.state == TrialState.COMPLETE]
+            if len(complete) >= 2 and any(t.state == TrialState.RUNNING for t in trials):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                before = {t.number: t.values for t in load(db).trials if t.state == TrialState.COMPLETE}
+                running = [t.number for t in load(db).trials if t.state == TrialState.RUNNING]
+                break
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    assert before and running, "the search finished before it could be killed"
+    time.sleep(3)  # older than stale_after_seconds
+    resumed = subprocess.run([*cmd[:-2], "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    trials = load(db).trials
+    after = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
+    assert all(after[n] == v for n, v in before.items())  # every finished trial kept, unchanged
+    assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 6
+    for n in running:  # the killed trials failed as stale and were retried with the same parameters
+        assert trials[n].state == TrialState.FAIL
+        retries = [t for t in trials if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == n]
+        assert len(retries) == 1 and retries[0].params == trials[n].params
+    folders = sorted(p.name for p in (db.parent / "trials").iterdir() if not p.name.endswith(".partial"))
+    assert folders == sorted(f"trial-{n:04d}" for n in after)  # one finished folder per finished trial, no duplicates
+
+
+def test_search_bad_input(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    cases = [
+        ({"space": {}}, "search.space is empty"),
+        ({"space": {"passes.convert.groups": {"groups": [1, 3]}}}, "valid: 1, 2, 4"),
+        ({"space": {"passes.convert.groups": {"choices": ["4,4,4,1,4,5"]}}}, "groups.output=5"),
+        ({"space": {"passes.distill.epoch": {"choices": [1, 2]}}}, "did you mean 'epochs'"),
+        ({"space": {"passes.distill.lr": {"choices": [1], "low": 1, "high": 2}}}, "exactly one of"),
+    ]
+    for search, needle in cases:
+        code, _, err = cli("search", write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, **search))
+        assert code == 2 and needle in err, (search, err)
+    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=1)
+    code, _, err = cli("search", recipe, "--storage", f"sqlite:///{tmp_path}/no/such/dir/x.db")
+    assert code == 2 and "cannot open study storage" in err
+    assert cli("search", recipe)[0] == 0
+    changed = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=1, space={"passes.convert.layers": {"choices": [1, 2]}})
+    code, _, err = cli("search", changed, "--resume")
+    assert code == 2 and "different recipe or search space" in err and "--force-new" in err
+    code, _, err = cli("search", changed, "--force-new")
+    assert code == 0, err
+    study = load(tmp_path / "results" / "tiny" / "study.db")
+    assert set(study.trials[0].user_attrs["config"]) == {"passes.convert.layers"}
+
+
+def test_report_refuses_empty_study(tmp_path, cli):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    url = f"sqlite:///{folder}/study.db"
+    optuna.create_study(study_name="empty", storage=url, directions=["maximize", "minimize"])
+    (folder / "search.json").write_text(json.dumps({"study": "empty", "storage": url, "teacher": {}}))
+    code, _, err = cli("report", folder, "--out", tmp_path / "r")
+    assert code == 2 and "no finished trial" in err and not (tmp_path / "r").exists()
+    code, _, err = cli("report", tmp_path / "nothing-here")
+    assert code == 2 and "neither a study folder" in err
+
+
+def _points(rows):
+    return pd.DataFrame([{"source": "s", "trial": i, "state": "COMPLETE", "feasible": True, "val_accuracy": a, "speedup_vs_teacher": x,
+                          "test_accuracy": a} for i, (a, x) in enumerate(rows)])
+
+
+def test_front_hypervolume_and_knee():
+    pts = _points([(0.80, 1.0), (0.79, 4.0), (0.72, 8.0), (0.75, 3.0), (0.60, 2.0)])
+    front = pareto(pts)
+    assert list(front["trial"]) == [2, 1, 0]  # (0.75, 3x) and (0.60, 2x) are dominated by (0.79, 4x)
+    assert hypervolume(front, teacher_val=0.80) > hypervolume(front.iloc[1:2], teacher_val=0.80) > 0
+    assert hypervolume(front.iloc[2:], teacher_val=0.80) == 0  # at the teacher's latency: on the reference boundary
+    pick, why = knee(front, teacher_val=0.80)
+    assert pick.trial == 1 and "knee" in why
+    pts.loc[1, "feasible"] = False  # infeasible points never enter the front
+    assert 1 not in set(pareto(pts)["trial"])
+
+
+def test_param_kinds():
+    assert Param(low=1, high=3).is_int_range() and not Param(low=1e-5, high=1e-3, log=True).is_int_range()
+    assert Param(groups=[1, 4]).first() == "1,1,1,1,1,1"
+    for bad in ({}, {"low": 2, "high": 1}, {"low": 0, "high": 1, "log": True}, {"choices": []}):
+        with pytest.raises(ValueError):
+            Param(**bad)
+
+
+def test_score_requires_timed_student():
+    from compress.search import score
+    from compress.space import SearchSpec
+
+    with pytest.raises(CompressError, match="did not time student"):
+        score({"metrics": {"evaluate": {"student": {"validation": {}}}}}, SearchSpec(space={}), {}, Path("."))
