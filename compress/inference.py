@@ -81,6 +81,7 @@ class FusedQKV(nn.Module):
         super().__init__()
         g = q.groups
         self.groups, self.heads, self.cin = g, heads, q.in_per_group
+        self.d = g * q.out_per_group // heads  # head size (attention width may be below hidden after head pruning)
         w = [m.blocks() for m in (q, k, v)]  # each [g, C/g, O/g]
         self.weight = nn.Parameter(torch.cat(w, dim=2).squeeze(0) if g == 1 else torch.cat(w, dim=2), requires_grad=False)
         b = torch.stack([m.full_bias().reshape(g, -1) for m in (q, k, v)], dim=1)  # [g, 3, O/g]
@@ -88,8 +89,7 @@ class FusedQKV(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, l, c = x.shape
-        a, g = self.heads, self.groups
-        d = c // a
+        a, g, d = self.heads, self.groups, self.d
         if g == 1:
             y = (torch.matmul(x, self.weight) + self.bias).reshape(b, l, 3, a, d).permute(2, 0, 3, 1, 4)  # [3, B, A, L, d]
         else:
@@ -137,17 +137,18 @@ class Layer(nn.Module):
             self.inter, self.out = inter, out
         self.post = mats["post_attention"]
         self.ln1, self.ln2, self.heads = ln1, ln2, heads
+        self.d = q.groups * q.out_per_group // heads  # head size; heads * d < hidden once heads are pruned
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, l, h = x.shape
-        d = h // self.heads
+        b, l, _ = x.shape
+        d = self.d
         if self.qkv is not None:
             q, k, v = self.qkv(x)
         else:
             split = lambda t: t.reshape(b, l, self.heads, d).transpose(1, 2)  # noqa: E731  [B, A, L, d]
             q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d) + mask
-        ctx = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(b, l, h)
+        ctx = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(b, l, self.heads * d)
         x = self.ln1(self.post(ctx) + x)
         return self.ln2((self.ffn(x) if self.ffn is not None else self.out(F.gelu(self.inter(x)))) + x)
 
@@ -177,7 +178,8 @@ class EncoderForInference(nn.Module):
                 lin = lambda m: GroupedLinear(m.weight, m.bias, 1, mode)  # noqa: E731
                 mats = {"q": lin(a.self.query), "k": lin(a.self.key), "v": lin(a.self.value), "post_attention": lin(a.output.dense),
                         "intermediate": lin(L.intermediate.dense), "output": lin(L.output.dense)}
-                layers.append(Layer(mats, _ln(a.output.LayerNorm), _ln(L.output.LayerNorm), c.num_attention_heads))
+                # heads per layer from the module: transformers' prune_heads leaves layers with different head counts
+                layers.append(Layer(mats, _ln(a.output.LayerNorm), _ln(L.output.LayerNorm), a.self.num_attention_heads))
         else:
             raise ValueError(f"no inference form for model_type {c.model_type!r}")
         if c.hidden_act not in ("gelu", "gelu_python"):

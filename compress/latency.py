@@ -85,13 +85,20 @@ def real_inputs(tokenizer, batch: int, seq: int, seed: int = 0) -> dict[str, np.
 
 
 def flops_per_sequence(config, seq: int) -> float:
-    """Multiply-adds x 2 of the encoder + head for one sequence (embedding lookups excluded)."""
+    """Multiply-adds x 2 of the encoder + head for one sequence (embedding lookups excluded).
+
+    Grouped convolutions divide the dense cost by their group count; pruned heads (config.pruned_heads)
+    narrow that layer's attention width; a pruned FFN shows in config.intermediate_size."""
     H, F, L = config.hidden_size, config.intermediate_size, seq
     g = {k: getattr(config, f"{k}_groups", 1) for k in ("q", "k", "v", "post_attention", "intermediate", "output")}
-    dense = 2 * L * (H * H * (1 / g["q"] + 1 / g["k"] + 1 / g["v"] + 1 / g["post_attention"]) + H * F * (1 / g["intermediate"] + 1 / g["output"]))
-    attention = 2 * 2 * L * L * H  # scores and weighted sum
-    head = 2 * (H * H + H * config.num_labels)
-    return config.num_hidden_layers * (dense + attention) + head
+    pruned = getattr(config, "pruned_heads", None) or {}
+    head_dim = H // config.num_attention_heads
+    total = 0.0
+    for i in range(config.num_hidden_layers):
+        A = (config.num_attention_heads - len(pruned.get(i, pruned.get(str(i), [])))) * head_dim  # attention width
+        dense = 2 * L * (H * A * (1 / g["q"] + 1 / g["k"] + 1 / g["v"] + 1 / g["post_attention"]) + H * F * (1 / g["intermediate"] + 1 / g["output"]))
+        total += dense + 2 * 2 * L * L * A  # + scores and weighted sum
+    return total + 2 * (H * H + H * config.num_labels)
 
 
 def params(model: torch.nn.Module) -> int:

@@ -33,6 +33,7 @@ _BUILTIN = {
     "distill": "compress.passes.distill:Distill",
     "export": "compress.passes.export:Export",
     "quantize": "compress.passes.quantize:Quantize",
+    "prune": "compress.passes.prune:Prune",
     "evaluate": "compress.passes.evaluate:Evaluate",
 }
 

@@ -144,13 +144,21 @@ def build(sources: list[Path], out: Path) -> Path:
     summary = _summary(points, front, teacher, teachers)
     from compress.report_render import render_html, render_markdown, render_png
 
+    floor = _floor(sources[0], teacher)
     with atomic_dir(out) as tmp:
         points.to_csv(tmp / "trials.csv", index=False)
-        render_png(points, front, teacher, tmp / "pareto.png")
+        render_png(points, front, teacher, tmp / "pareto.png", floor)
         (tmp / "report.md").write_text(render_markdown(points, front, teacher, summary, out.name))
-        (tmp / "index.html").write_text(render_html(points, front, teacher, summary, out.name))
+        (tmp / "index.html").write_text(render_html(points, front, teacher, summary, out.name, floor))
         (tmp / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
     return out
+
+
+def _floor(source: Path, teacher: dict) -> float | None:
+    """The study's accuracy constraint as a line on the plots (None without one)."""
+    info = Path(source) / "search.json"
+    drop = json.loads(info.read_text()).get("search", {}).get("max_accuracy_drop") if info.is_file() else None
+    return None if drop is None else teacher["validation"]["accuracy"] - drop
 
 
 def _summary(points: pd.DataFrame, front: pd.DataFrame, teacher: dict, teachers: dict) -> dict:

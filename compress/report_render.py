@@ -65,8 +65,9 @@ def render_markdown(points: pd.DataFrame, front: pd.DataFrame, teacher: dict, su
     return "\n".join(lines)
 
 
-def render_png(points: pd.DataFrame, front: pd.DataFrame, teacher: dict, path: Path) -> None:
+def render_png(points: pd.DataFrame, front: pd.DataFrame, teacher: dict, path: Path, floor: float | None = None) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -75,26 +76,29 @@ def render_png(points: pd.DataFrame, front: pd.DataFrame, teacher: dict, path: P
     done = points[(points["state"] == "COMPLETE") & points["val_accuracy"].notna()]
     for source, df in done.groupby("source"):
         ok = df["feasible"].fillna(False).astype(bool)
-        ax.scatter(df.loc[ok, "latency_ms"], df.loc[ok, "val_accuracy"], s=28, alpha=0.7, label=f"{source}: trials")
+        ax.scatter(df.loc[ok, "speedup_vs_teacher"], df.loc[ok, "val_accuracy"], s=28, alpha=0.7, label=f"{source}: trials")
         if (~ok).any():
-            ax.scatter(df.loc[~ok, "latency_ms"], df.loc[~ok, "val_accuracy"], s=28, marker="x", color="grey", label=f"{source}: infeasible")
+            ax.scatter(df.loc[~ok, "speedup_vs_teacher"], df.loc[~ok, "val_accuracy"], s=28, marker="x", color="grey", label=f"{source}: infeasible")
     if not front.empty:
-        f = front.sort_values("latency_ms")
-        ax.step(f["latency_ms"], f["val_accuracy"], where="post", color="crimson", lw=1.5)
-        ax.scatter(f["latency_ms"], f["val_accuracy"], s=60, facecolors="none", edgecolors="crimson", lw=1.5, label="Pareto front")
-    ax.scatter([teacher["latency_ms"]], [teacher["validation"]["accuracy"]], marker="*", s=220, color="gold", edgecolors="black", label="teacher", zorder=5)
+        f = front.sort_values("speedup_vs_teacher")
+        ax.step(f["speedup_vs_teacher"], f["val_accuracy"], where="pre", color="crimson", lw=1.5)
+        ax.scatter(f["speedup_vs_teacher"], f["val_accuracy"], s=60, facecolors="none", edgecolors="crimson", lw=1.5, label="Pareto front")
+    ax.scatter([1.0], [teacher["validation"]["accuracy"]], marker="*", s=220, color="gold", edgecolors="black", label="teacher", zorder=5)
+    if floor is not None:
+        ax.axhline(floor, color="grey", ls="--", lw=1, label=f"accuracy floor (teacher - {teacher['validation']['accuracy'] - floor:.2f})")
     ax.set_xscale("log")
-    ax.set_xlabel("latency, ms (median, batch 1, log scale)")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.set_xlabel("speedup vs the teacher (torch fp32 eager, timed in the same run; log scale)")
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("accuracy vs latency")
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("accuracy vs speed: every trial, the Pareto front and the teacher")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def render_html(points: pd.DataFrame, front: pd.DataFrame, teacher: dict, summary: dict, name: str) -> str:
+def render_html(points: pd.DataFrame, front: pd.DataFrame, teacher: dict, summary: dict, name: str, floor: float | None = None) -> str:
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -104,19 +108,22 @@ def render_html(points: pd.DataFrame, front: pd.DataFrame, teacher: dict, summar
                         for r in df.itertuples()]
     for source, df in done.groupby("source"):
         ok = df["feasible"].fillna(False).astype(bool)
-        fig.add_trace(go.Scatter(x=df.loc[ok, "latency_ms"], y=df.loc[ok, "val_accuracy"], mode="markers", name=f"{source}: trials",
+        fig.add_trace(go.Scatter(x=df.loc[ok, "speedup_vs_teacher"], y=df.loc[ok, "val_accuracy"], mode="markers", name=f"{source}: trials",
                                  text=hover(df[ok]), hoverinfo="text", marker={"size": 9, "opacity": 0.75}))
         if (~ok).any():
-            fig.add_trace(go.Scatter(x=df.loc[~ok, "latency_ms"], y=df.loc[~ok, "val_accuracy"], mode="markers", name=f"{source}: infeasible",
+            fig.add_trace(go.Scatter(x=df.loc[~ok, "speedup_vs_teacher"], y=df.loc[~ok, "val_accuracy"], mode="markers", name=f"{source}: infeasible",
                                      text=hover(df[~ok]), hoverinfo="text", marker={"symbol": "x", "color": "grey", "size": 8}))
     if not front.empty:
-        f = front.sort_values("latency_ms")
-        fig.add_trace(go.Scatter(x=f["latency_ms"], y=f["val_accuracy"], mode="lines+markers", name="Pareto front", text=hover(f), hoverinfo="text",
-                                 line={"shape": "hv", "color": "crimson"}, marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "crimson"}}))
-    fig.add_trace(go.Scatter(x=[teacher["latency_ms"]], y=[teacher["validation"]["accuracy"]], mode="markers", name="teacher",
+        f = front.sort_values("speedup_vs_teacher")
+        fig.add_trace(go.Scatter(x=f["speedup_vs_teacher"], y=f["val_accuracy"], mode="lines+markers", name="Pareto front", text=hover(f), hoverinfo="text",
+                                 line={"shape": "vh", "color": "crimson"}, marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "crimson"}}))
+    fig.add_trace(go.Scatter(x=[1.0], y=[teacher["validation"]["accuracy"]], mode="markers", name="teacher",
                              marker={"symbol": "star", "size": 18, "color": "gold", "line": {"width": 1, "color": "black"}}, hoverinfo="text",
                              text=[f"teacher<br>{teacher['latency_ms']:.2f} ms, val {teacher['validation']['accuracy']:.4f}"]))
-    fig.update_layout(xaxis={"type": "log", "title": "latency, ms (median, batch 1)"}, yaxis={"title": "validation accuracy"},
+    if floor is not None:
+        fig.add_hline(y=floor, line_dash="dash", line_color="grey", annotation_text="accuracy floor (max_accuracy_drop)")
+    fig.update_layout(xaxis={"type": "log", "title": "speedup vs the teacher (torch fp32 eager, timed in the same run)", "ticksuffix": "x"},
+                      yaxis={"title": "validation accuracy"},
                       template="plotly_white", height=520, margin={"l": 60, "r": 20, "t": 30, "b": 50})
     plot = fig.to_html(full_html=False, include_plotlyjs=True, div_id="frontier")  # script embedded: no CDN, works offline
     head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)

@@ -52,6 +52,7 @@ def study_folder(recipe: Recipe) -> Path:
 def search(recipe_path: Path, overrides: list[str] | None = None, *, storage: str | None = None, workers: int = 1,
            resume: bool = False, force_new: bool = False, worker: int | None = None) -> Path:
     """Run (or join, or resume) the study declared by the recipe's `search:` section; return its folder."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log lines say what happens, per trial
     source = str(recipe_path)
     recipe = load_recipe(recipe_path, overrides)
     spec = _spec(recipe, source)
@@ -202,7 +203,6 @@ def _work(study: optuna.Study, recipe: Recipe, spec: SearchSpec, folder: Path, s
             study.stop()
             log.error("stopping: %d trials failed; the last said: %s", len(failed), failed[-1].user_attrs["error"])
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(Objective(recipe, spec, folder, source, teacher), callbacks=[MaxTrialsCallback(spec.trials, states=DONE), too_many_failures],
                    catch=(TrialFailed,), gc_after_trial=True)
 

@@ -61,6 +61,9 @@ class Convert(Pass):
     def run(self, state: RunState, config: Config) -> RunState:
         if state.teacher is None:
             raise CompressError("convert needs a teacher; add a teacher: section to the recipe")
+        if state.teacher.config.pruned_heads:
+            raise CompressError("convert needs a teacher with all its heads (SqueezeBERT's attention width equals its hidden size); "
+                                "prune heads into a separate model (prune.output) or prune only FFN channels before convert")
         if config.student == "teacher":
             raise CompressError("convert.student cannot be named 'teacher'; pick another name")
         groups = Groups(**config.groups.model_dump())

@@ -1,0 +1,120 @@
+"""Structured pruning on tiny random models: shapes, group validity, reload in plain transformers, ONNX, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from compress.errors import CompressError
+from compress.inference import EncoderForInference
+from compress.latency import flops_per_sequence
+from compress.pruning import check_squeeze_ratio, plan_heads, prune_bert_ffn, prune_squeezebert_ffn
+from compress.squeeze import Groups, convert
+from conftest import tiny_bert, tiny_recipe
+
+
+def _batch(n: int = 4, seq: int = 12, labels: int = 3) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 2000, (n, seq), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids), "labels": torch.arange(n) % labels}
+
+
+def _logits(model, b):
+    with torch.no_grad():
+        return model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"]).logits
+
+
+def test_bert_heads_and_ffn_reload_and_export(tmp_path):
+    model, b = tiny_bert(layers=2, hidden=32, heads=4, ffn=64), _batch()
+    model.prune_heads(plan_heads([torch.tensor([3.0, 1.0, 2.0, 4.0]), torch.tensor([1.0, 2.0, 3.0, 4.0])], 0.25, "layer"))
+    assert model.config.pruned_heads == {0: [1], 1: [0]}
+    prune_bert_ffn(model, 0.5, "magnitude", b)
+    assert model.config.intermediate_size == 32 and model.bert.encoder.layer[1].output.dense.in_features == 32
+    model.save_pretrained(tmp_path)
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()  # plain transformers
+    assert torch.allclose(_logits(model, b), _logits(again, b), atol=1e-6)
+    # our ONNX inference form follows per-layer head counts
+    assert torch.allclose(EncoderForInference(model)(b["input_ids"], b["attention_mask"], b["token_type_ids"]), _logits(model, b), atol=1e-5)
+    full = tiny_bert(layers=2, hidden=32, heads=4, ffn=64).config
+    assert flops_per_sequence(model.config, 128) < flops_per_sequence(full, 128)
+
+
+def test_ffn_pruning_keeps_the_strongest_channels():
+    model, b = tiny_bert(layers=1, hidden=32, heads=4, ffn=64), _batch()
+    dense = model.bert.encoder.layer[0].intermediate.dense
+    with torch.no_grad():
+        dense.weight[:8] *= 100  # channels 0..7 are by far the largest
+    prune_bert_ffn(model, 0.75, "magnitude", b)
+    kept = model.bert.encoder.layer[0].intermediate.dense.weight
+    assert kept.shape[0] == 16 and (kept.abs().max(1).values > 1).sum() == 8
+
+
+def test_squeezebert_ffn_pruning_respects_groups(tmp_path):
+    teacher = tiny_bert(layers=2, hidden=32, heads=4, ffn=64)
+    student, _ = convert(teacher, None, Groups(2, 2, 2, 1, 4, 2), None, "identity")
+    b = _batch()
+    ref = student.transformer.encoder.layers[0]
+    w_in, w_out = ref.intermediate.conv1d.weight.detach().clone(), ref.output.conv1d.weight.detach().clone()
+    prune_squeezebert_ffn(student, 0.25, "magnitude")  # 16 of 64 channels; lcm(4, 2) = 4 segments of 16, 4 removed from each
+    layer = student.transformer.encoder.layers[0]
+    assert student.config.intermediate_size == 48 and layer.intermediate.conv1d.groups == 4 and layer.output.conv1d.groups == 2
+    assert layer.intermediate.conv1d.weight.shape == (48, 8, 1) and layer.output.conv1d.weight.shape == (32, 24, 1)
+    # every kept row is an original row, and the output conv reads exactly those channels
+    rows = [int(torch.where((w_in == r).all(1).all(1))[0][0]) for r in layer.intermediate.conv1d.weight]
+    assert rows == sorted(rows) and all(len([r for r in rows if s * 16 <= r < (s + 1) * 16]) == 12 for s in range(4))
+    for G in range(2):
+        local = [r - G * 32 for r in rows if G * 32 <= r < (G + 1) * 32]
+        assert torch.equal(layer.output.conv1d.weight[G * 16:(G + 1) * 16], w_out[G * 16:(G + 1) * 16][:, local])
+    student.save_pretrained(tmp_path)
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert torch.allclose(_logits(student, b), _logits(again, b), atol=1e-6)
+
+
+def test_bad_ratios():
+    student, _ = convert(tiny_bert(layers=1, hidden=32, heads=4, ffn=64), None, Groups(1, 1, 1, 1, 4, 4), None, "identity")
+    with pytest.raises(CompressError, match=r"nearest valid ratio: 0\.125 \(8 channels\)"):
+        check_squeeze_ratio(student.config, 0.11)  # 7 channels cannot be shared by 4 groups
+    assert check_squeeze_ratio(student.config, 0.125) == 8
+    with pytest.raises(CompressError, match="removes every head of layer 0"):
+        plan_heads([torch.tensor([1.0, 2.0, 3.0, 4.0])], 0.9, "layer")
+    with pytest.raises(CompressError, match="removes every head of layer 0.*scope: layer"):
+        plan_heads([torch.tensor([1.0, 1.0]), torch.tensor([1.0, 100.0])], 0.75, "global")
+    assert plan_heads([torch.tensor([1.0, 1.0]), torch.tensor([1.0, 100.0])], 0.5, "global") == {0: [0], 1: [0]}
+
+
+def test_prune_pass_distill_export_reload(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    import json
+
+    import yaml
+
+    passes = [{"name": "prune", "options": {"ffn_ratio": 0.5, "head_ratio": 0.25, "importance": "taylor", "taylor_samples": 32}},
+              {"name": "distill", "options": {"epochs": 1, "students": ["pruned"]}},
+              {"name": "export", "options": {"models": ["pruned"]}},
+              {"name": "evaluate", "options": {"models": ["pruned*"]}}]
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes)))
+    code, _, err = cli("run", path)
+    assert code == 0, err
+    run = tmp_path / "results" / "tiny"
+    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    p = m["prune"]["pruned"]
+    assert p["heads_per_layer"] == [3, 3] and p["intermediate_size"] == 32 and p["after"]["params"] < p["before"]["params"]
+    assert m["export"]["pruned"]["max_abs_diff"] < 1e-4 and "pruned.onnx" in m["evaluate"]
+    assert AutoModelForSequenceClassification.from_pretrained(run / "models" / "pruned").config.pruned_heads
+
+
+@pytest.mark.parametrize("options,needle", [
+    ({"ffn_ratio": 1.0}, "less than 1"),
+    ({"ffn_ratio": -0.1}, "greater than or equal to 0"),
+    ({"head_ratio": 0.9}, "removes every head"),
+    ({}, "nothing to prune"),
+])
+def test_prune_bad_input(tmp_path, tiny_csv, tiny_teacher_dir, cli, options, needle):
+    import yaml
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "prune", "options": options}])))
+    code, _, err = cli("run", path)
+    assert code == 2 and needle in err, err
