@@ -39,8 +39,12 @@ def summarize(name: str, samples_s: list[float]) -> Timing:
     return Timing(name, float(np.median(ms)), float(np.percentile(ms, 90)), float(q3 - q1), float(ms.std() / ms.mean()), len(ms))
 
 
-def interleaved(fns: dict[str, Callable[[], object]], runs: int = 30, warmup: int = 3, per_round: int = 1) -> dict[str, Timing]:
-    """Time each callable `runs` times, round-robin, after `warmup` untimed calls each."""
+def interleaved(fns: dict[str, Callable[[], object]], runs: int = 30, warmup: int = 3, per_round: int = 1, pause_s: float = 0.01) -> dict[str, Timing]:
+    """Time each callable `runs` times, round-robin, after `warmup` untimed calls each.
+
+    `pause_s` before each timed call lets the previous runner's idle worker threads (OpenMP's spin-wait
+    after a PyTorch op) go to sleep, so one backend's threads do not steal the cores from the next one.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -48,6 +52,8 @@ def interleaved(fns: dict[str, Callable[[], object]], runs: int = 30, warmup: in
     for _ in range(max(1, runs // per_round)):
         for name, fn in fns.items():
             for _ in range(per_round):
+                if pause_s:
+                    time.sleep(pause_s)
                 t0 = time.perf_counter()
                 fn()
                 samples[name].append(time.perf_counter() - t0)

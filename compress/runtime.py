@@ -59,6 +59,11 @@ def session(path: Path, threads: int | None = 2):
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No busy-waiting between runs: ORT's spinning workers keep both cores busy after a call, which
+    # measured here made the *next* runner (a PyTorch model timed interleaved) 2x slower. Batch-1 serving
+    # with gaps between requests gets no benefit from spinning either.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)

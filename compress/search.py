@@ -203,8 +203,15 @@ def _work(study: optuna.Study, recipe: Recipe, spec: SearchSpec, folder: Path, s
             study.stop()
             log.error("stopping: %d trials failed; the last said: %s", len(failed), failed[-1].user_attrs["error"])
 
-    study.optimize(Objective(recipe, spec, folder, source, teacher), callbacks=[MaxTrialsCallback(spec.trials, states=DONE), too_many_failures],
-                   catch=(TrialFailed,), gc_after_trial=True)
+    objective = Objective(recipe, spec, folder, source, teacher)
+    while len(study.get_trials(deepcopy=False, states=DONE)) < spec.trials:
+        try:
+            study.optimize(objective, callbacks=[MaxTrialsCallback(spec.trials, states=DONE), too_many_failures], catch=(TrialFailed,), gc_after_trial=True)
+            return
+        except optuna.exceptions.UpdateFinishedTrialError as e:
+            # another worker declared this trial stale while it ran (heartbeat starved); it has been retried there
+            log.warning("a trial outlived stale_after_seconds=%d and was retried elsewhere (%s); raise it if this repeats",
+                        spec.stale_after_seconds, str(e).splitlines()[0])
 
 
 class Objective:

@@ -89,3 +89,11 @@ def test_short_group_syntax_errors_name_the_key():
         parse_recipe(bad, "r.yaml")
     ok = parse_recipe({"name": "r", "passes": [{"name": "convert", "options": {"groups": [4, 4, 4, 1, 4, 4]}}]})
     assert ok.resolved_passes()[0][1].groups.intermediate == 4
+
+
+def test_passes_can_be_switched_off():
+    raw = BASE | {"passes": [{"name": "finetune_teacher"}, {"name": "evaluate", "options": {"splits": ["test"]}}]}
+    apply_override(raw, "passes.evaluate.enabled=false")
+    r = parse_recipe(raw)
+    assert r.passes[1].enabled is False and r.passes[1].options == {"splits": ["test"]}
+    assert [cls.name for cls, _ in r.resolved_passes()] == ["finetune_teacher"]

@@ -119,7 +119,7 @@ def check_offline_html(text: str, front_size: int) -> None:
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_kill_minus_9_then_resume(tmp_path, tiny_csv, tiny_teacher_dir):
     """Kill a 2-worker search mid-way: finished trials stay, none is duplicated, the stale one is retried."""
-    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=6, heartbeat_seconds=1, stale_after_seconds=2, prune=False)
+    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=6, heartbeat_seconds=1, stale_after_seconds=4, prune=False)
     db = tmp_path / "results" / "tiny" / "study.db"
     cmd = [sys.executable, "-m", "compress.cli", "-q", "search", str(recipe), "--workers", "2"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -141,7 +141,7 @@ def test_kill_minus_9_then_resume(tmp_path, tiny_csv, tiny_teacher_dir):
                 break
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     assert before and running, "the search finished before it could be killed"
-    time.sleep(3)  # older than stale_after_seconds
+    time.sleep(5)  # older than stale_after_seconds
     resumed = subprocess.run([*cmd[:-2], "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     trials = load(db).trials
