@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast bench bench-distill bench-speed clean
+.PHONY: install demo test test-fast bench bench-distill bench-speed bench-prune bench-search clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,13 +34,19 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not integration"
 
 ## Benchmarks: tables on stdout, JSON in results/bench/ (distill first: speed uses its student).
-bench: bench-distill bench-speed
+bench: bench-distill bench-speed bench-prune bench-search
 
 bench-distill: install
 	$(BIN)/python bench/distill.py
 
 bench-speed: install
 	$(BIN)/python bench/speed.py
+
+bench-prune: install
+	$(BIN)/python bench/prune.py
+
+bench-search: install
+	$(BIN)/python bench/search.py
 
 clean:
 	rm -rf $(VENV) results/cache .pytest_cache

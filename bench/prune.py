@@ -72,7 +72,7 @@ def main() -> None:
     for name in ("teacher", "pruned"):
         table.add_row(name, f"{ev[name]['test']['accuracy']:.4f}", f"{result['params'][name] / 1e6:.1f}", f"{result['gflops_seq128'][name]:.2f}",
                       f"{lat[name]:.1f}", f"{lat[name + '.onnx']:.1f}")
-    table.add_row("ratio", f"-{100 * result['acc_drop']:.2f} pt", f"{pr['before']['params'] / pr['after']['params']:.2f}x",
+    table.add_row("ratio", f"{-100 * result['acc_drop']:+.2f} pt", f"{pr['before']['params'] / pr['after']['params']:.2f}x",
                   f"{pr['before']['gflops'] / pr['after']['gflops']:.2f}x", f"{result['latency_speedup']:.2f}x", f"{result['latency_speedup_onnx']:.2f}x")
     Console().print(table)
 

@@ -19,7 +19,7 @@ import yaml
 
 from compress import __version__
 from compress.data import load_task
-from compress.errors import CompressError, Interrupted
+from compress.errors import Interrupted
 from compress.io import atomic_write_json, atomic_write_text, replace_dir
 from compress.models import count_parameters, load_teacher, load_tokenizer, resolve_model, select_device
 from compress.recipe import Recipe

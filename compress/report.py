@@ -79,7 +79,7 @@ def pareto(points: pd.DataFrame) -> pd.DataFrame:
     # Optuna decides the front: the points become trials of an in-memory two-objective study.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"])
-    dist = optuna.distributions.IntDistribution(0, max(len(points) - 1, 1))
+    dist = optuna.distributions.IntDistribution(0, max(int(ok.index.max()), 1))  # the row label rides along as a parameter
     study.add_trials([optuna.trial.create_trial(values=[r.val_accuracy, 1 / r.speedup_vs_teacher], params={"row": int(i)},
                                                 distributions={"row": dist}) for i, r in ok.iterrows()])
     rows = sorted({t.params["row"] for t in study.best_trials})

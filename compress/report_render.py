@@ -32,7 +32,8 @@ def _budget_lines(summary: dict) -> list[str]:
     out = []
     for b in summary["_budget_rows"]:
         r = b["row"]
-        out.append(f"- at least {b['speedup_at_least']}x faster than the teacher: " + (
+        ms = summary["teacher"]["latency_ms"] / b["speedup_at_least"]
+        out.append(f"- at least {b['speedup_at_least']}x faster than the teacher (about {ms:.1f} ms or less): " + (
             "no feasible student" if r is None else
             f"{r.source}#{int(r.trial)} ({r.form}), {r.speedup_vs_teacher:.2f}x, test accuracy {fmt_ci(r)}"))
     return out

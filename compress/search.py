@@ -33,7 +33,7 @@ from compress.io import atomic_write_json, stable_hash
 from compress.latency import flops_per_sequence
 from compress.pipeline import run_recipe
 from compress.recipe import Recipe, load_recipe, parse_recipe, set_path
-from compress.space import GROUP_FIELDS, SearchSpec
+from compress.space import GROUP_FIELDS, Param, SearchSpec
 from compress.squeeze import Groups, check_groups
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ def search(recipe_path: Path, overrides: list[str] | None = None, *, storage: st
     name = spec.study or recipe.name
     url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
     if worker is not None:  # a process started by --workers: the parent checked and prepared everything
+        check_space(recipe, spec, source)  # (cheap; also resolves groups_up_to the same way)
         study = optuna.load_study(study_name=name, storage=_storage(url, spec), sampler=_sampler(spec, recipe.seed + worker))
         _work(study, recipe, spec, folder, source, json.loads((folder / "search.json").read_text())["teacher"])
         return folder
@@ -94,10 +95,14 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
     groups = {k: p for k, p in spec.space.items() if k.endswith(".groups")}
     if groups:
         from compress.models import load_config
+        from compress.squeeze import channels, valid_groups
 
         config = load_config(recipe.teacher.model, recipe.teacher.revision)
         ffns = {config.intermediate_size} | {int(v) for k, p in spec.space.items() if k.endswith(".intermediate_size") for v in (p.choices or []) if v}
         for key, param in groups.items():
+            if param.groups_up_to is not None:  # every count that divides every channel count, up to the limit
+                ok = set.intersection(*[set(valid_groups(*io)) for ffn in ffns for io in channels(config.hidden_size, ffn).values()])
+                param = spec.space[key] = Param(groups=sorted(g for g in ok if g <= param.groups_up_to))
             candidates = [Groups.parse(str(c)) for c in param.choices or []] + \
                          [Groups(**{f: g for f in GROUP_FIELDS}) for g in param.groups or []]
             for g in candidates:
@@ -111,13 +116,13 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
 def _fingerprint(recipe: Recipe, spec: SearchSpec) -> str:
     """What makes trials comparable: the recipe they run and the space they sample (not how many, where, how fast)."""
     base = recipe.model_dump(mode="json", exclude={"search", "threads", "device", "name", "output_dir", "cache_dir"})
-    return stable_hash({"recipe": base, "space": {k: p.model_dump() for k, p in spec.space.items()}, "objectives": spec.objectives})
+    return stable_hash({"recipe": base, "space": {k: p.model_dump(exclude_none=True) for k, p in spec.space.items()}, "objectives": spec.objectives})
 
 
 def _storage(url: str, spec: SearchSpec) -> RDBStorage:
     try:
         return RDBStorage(url, heartbeat_interval=spec.heartbeat_seconds, grace_period=spec.stale_after_seconds,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=spec.max_retries, inherit_intermediate_values=True),
+                          heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=spec.max_retries, inherit_intermediate_values=True),
                           engine_kwargs={"pool_pre_ping": True})
     except Exception as e:  # sqlalchemy/driver errors: bad URL, server down, missing driver
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

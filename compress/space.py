@@ -36,12 +36,13 @@ class Param(BaseModel):
     log: bool = False
     step: float | None = Field(None, gt=0)
     groups: list[PositiveInt] | None = Field(None, min_length=1, description="six group counts, each chosen from this list")
+    groups_up_to: PositiveInt | None = Field(None, description="six group counts, each from every divisor of the channel counts up to this")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Param:
-        kinds = [self.choices is not None, self.low is not None or self.high is not None, self.groups is not None]
-        if sum(kinds) != 1:
-            raise ValueError("give exactly one of: choices: [...], low: + high:, groups: [...]")
+        kinds = [self.choices is not None, self.low is not None or self.high is not None, self.groups is not None or self.groups_up_to is not None]
+        if sum(kinds) != 1 or (self.groups is not None and self.groups_up_to is not None):
+            raise ValueError("give exactly one of: choices: [...], low: + high:, groups: [...], groups_up_to: N")
         if kinds[1] and (self.low is None or self.high is None or self.low > self.high):
             raise ValueError(f"a range needs low <= high (got low={self.low}, high={self.high})")
         if self.log and kinds[1] and self.low <= 0:
@@ -66,8 +67,8 @@ class Param(BaseModel):
         """A representative value (used to check the key path before any trial runs)."""
         if self.choices is not None:
             return self.choices[0]
-        if self.groups is not None:
-            return ",".join([str(self.groups[0])] * 6)
+        if self.groups is not None or self.groups_up_to is not None:
+            return "1,1,1,1,1,1"
         return int(self.low) if self.is_int_range() else self.low
 
 

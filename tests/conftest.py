@@ -76,6 +76,22 @@ def tiny_recipe(tmp_path: Path, csv: Path, teacher: Path, passes: list[dict], **
     } | extra
 
 
+def write_tiny_recipe(tmp_path: Path, csv: Path, teacher: Path, passes: list[dict]) -> Path:
+    import yaml
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(tmp_path, csv, teacher, passes)))
+    return path
+
+
+def run_metrics(tmp_path: Path) -> tuple[Path, dict]:
+    """The finished tiny run's folder and its per-pass metrics."""
+    import json
+
+    run = tmp_path / "results" / "tiny"
+    return run, json.loads((run / "metrics.json").read_text())["metrics"]
+
+
 @pytest.fixture
 def cli(capsys):
     """Run the CLI in-process: returns (exit code, stdout, stderr)."""

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 from transformers import BertConfig, SqueezeBertConfig
 
 from compress.errors import CompressError
@@ -16,7 +15,7 @@ from compress.latency import flops_per_sequence, summarize
 from compress.quantization import onnxruntime_int8, torch_int8
 from compress.runtime import export, is_int8, session
 from compress.squeeze import Groups, convert
-from conftest import tiny_bert, tiny_recipe
+from conftest import run_metrics, tiny_bert, write_tiny_recipe
 
 
 def tiny_squeeze():
@@ -102,12 +101,9 @@ def test_full_deploy_recipe_and_model_card(tmp_path, tiny_csv, tiny_teacher_dir,
         {"name": "quantize", "options": {"suffix": "torch-int8", "backend": "torch"}},
         {"name": "evaluate", "options": {"latency": True, "latency_runs": 5, "latency_seq": 16}},
     ]
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes)))
-    code, _, err = cli("run", path)
+    code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     assert code == 0, err
-    run = tmp_path / "results" / "tiny"
-    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    run, m = run_metrics(tmp_path)
     assert m["export"]["student"]["max_abs_diff"] < 1e-3
     assert set(m["quantize"]) == {"student.int8", "student.int8-static", "student.torch-int8"}
     assert m["quantize"]["student.int8"]["size_mb_int8"] < m["quantize"]["student.int8"]["size_mb_fp32"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
@@ -12,7 +11,7 @@ from compress.inference import EncoderForInference
 from compress.latency import flops_per_sequence
 from compress.pruning import check_squeeze_ratio, plan_heads, prune_bert_ffn, prune_squeezebert_ffn
 from compress.squeeze import Groups, convert
-from conftest import tiny_bert, tiny_recipe
+from conftest import run_metrics, tiny_bert, write_tiny_recipe
 
 
 def _batch(n: int = 4, seq: int = 12, labels: int = 3) -> dict[str, torch.Tensor]:
@@ -85,20 +84,13 @@ def test_bad_ratios():
 
 
 def test_prune_pass_distill_export_reload(tmp_path, tiny_csv, tiny_teacher_dir, cli):
-    import json
-
-    import yaml
-
     passes = [{"name": "prune", "options": {"ffn_ratio": 0.5, "head_ratio": 0.25, "importance": "taylor", "taylor_samples": 32}},
               {"name": "distill", "options": {"epochs": 1, "students": ["pruned"]}},
               {"name": "export", "options": {"models": ["pruned"]}},
               {"name": "evaluate", "options": {"models": ["pruned*"]}}]
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes)))
-    code, _, err = cli("run", path)
+    code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     assert code == 0, err
-    run = tmp_path / "results" / "tiny"
-    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    run, m = run_metrics(tmp_path)
     p = m["prune"]["pruned"]
     assert p["heads_per_layer"] == [3, 3] and p["intermediate_size"] == 32 and p["after"]["params"] < p["before"]["params"]
     assert m["export"]["pruned"]["max_abs_diff"] < 1e-4 and "pruned.onnx" in m["evaluate"]
@@ -109,12 +101,8 @@ def test_prune_pass_distill_export_reload(tmp_path, tiny_csv, tiny_teacher_dir, 
     ({"ffn_ratio": 1.0}, "less than 1"),
     ({"ffn_ratio": -0.1}, "greater than or equal to 0"),
     ({"head_ratio": 0.9}, "removes every head"),
-    ({}, "nothing to prune"),
+    ({"head_ratio": 0.25, "model": "student"}, "not in this run"),
 ])
 def test_prune_bad_input(tmp_path, tiny_csv, tiny_teacher_dir, cli, options, needle):
-    import yaml
-
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "prune", "options": options}])))
-    code, _, err = cli("run", path)
+    code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "prune", "options": options}]))
     assert code == 2 and needle in err, err

@@ -213,8 +213,8 @@ def test_front_hypervolume_and_knee():
 
 def test_param_kinds():
     assert Param(low=1, high=3).is_int_range() and not Param(low=1e-5, high=1e-3, log=True).is_int_range()
-    assert Param(groups=[1, 4]).first() == "1,1,1,1,1,1"
-    for bad in ({}, {"low": 2, "high": 1}, {"low": 0, "high": 1, "log": True}, {"choices": []}):
+    assert Param(groups=[1, 4]).first() == "1,1,1,1,1,1" == Param(groups_up_to=8).first()
+    for bad in ({}, {"low": 2, "high": 1}, {"low": 0, "high": 1, "log": True}, {"choices": []}, {"groups": [1], "groups_up_to": 4}):
         with pytest.raises(ValueError):
             Param(**bad)
 
@@ -225,3 +225,18 @@ def test_score_requires_timed_student():
 
     with pytest.raises(CompressError, match="did not time student"):
         score({"metrics": {"evaluate": {"student": {"validation": {}}}}}, SearchSpec(space={}), {}, Path("."))
+
+
+def test_groups_up_to_offers_the_divisors(tmp_path, tiny_csv, tiny_teacher_dir):
+    from compress.recipe import load_recipe
+    from compress.search import check_space
+
+    recipe = load_recipe(write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, space={"passes.convert.groups": {"groups_up_to": 12}}))
+    check_space(recipe, recipe.search, "r.yaml")
+    assert recipe.search.space["passes.convert.groups"].groups == [1, 2, 4, 8]  # hidden 32, FFN 64
+
+
+def test_front_of_a_subset_keeps_row_labels():
+    pts = _points([(0.80, 1.0), (0.79, 4.0), (0.72, 8.0)])
+    pts.index = [10, 11, 12]  # e.g. the second study of an overlaid report
+    assert list(pareto(pts)["trial"]) == [2, 1, 0]

@@ -41,8 +41,8 @@ class Prune(Pass):
             raise CompressError(f"prune.model {config.model!r} is not in this run (have {list(models)}); add a convert pass or name one of them")
         if config.output == "teacher" or (config.output in state.students and config.output != config.model):
             raise CompressError(f"prune.output {config.output!r} would overwrite another model; pick a new name")
-        if config.ffn_ratio == 0 and config.head_ratio == 0:
-            raise CompressError("prune: ffn_ratio and head_ratio are both 0, nothing to prune; set at least one")
+        if config.ffn_ratio == 0 and config.head_ratio == 0:  # allowed, so a search can include "no pruning"
+            log.warning("prune: ffn_ratio and head_ratio are both 0; %s is an unpruned copy", config.output or config.model)
         source = models[config.model]
         model = copy.deepcopy(source) if config.output else source
         kind = model.config.model_type
