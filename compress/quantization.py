@@ -1,4 +1,4 @@
-"""int8 quantization backends: ONNX Runtime (through optimum) and torch dynamic quantization.
+"""int8 quantization backends: ONNX Runtime (through optimum), Intel Neural Compressor (accuracy-aware), torch dynamic.
 
 Both act on the MatMul inference form (compress/inference.py), which is what makes int8 pay off for
 SqueezeBERT: grouped Conv1d would become ConvInteger (slower than fp32) or be skipped (torch).
@@ -95,3 +95,45 @@ def torch_int8(model: torch.nn.Module) -> torch.nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao; it still works on CPU
         return torch.ao.quantization.quantize_dynamic(form, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+# onnx-neural-compressor pins numpy<2, which pandas 3 refuses; it runs fine with numpy 2, so it is installed
+# without its pins (the Makefile does this).
+INC_INSTALL = "pip install --no-deps onnx-neural-compressor==1.0 onnxruntime-extensions py-cpuinfo psutil"
+
+
+def neural_compressor_int8(src: Path, dst: Path, evaluate, *, tolerable_loss: float, max_trials: int) -> dict:
+    """Accuracy-aware int8 with Intel Neural Compressor (ONNX Runtime flavour): `autotune` walks its dynamic
+    int8 configurations (per-tensor, then per-channel weights) and keeps the first whose `evaluate(path)`
+    (validation accuracy) is within `tolerable_loss` (relative) of the fp32 model's; returns what it tried and chose."""
+    try:
+        tuning = importlib.import_module("onnx_neural_compressor.quantization.tuning")
+        qconfig = importlib.import_module("onnx_neural_compressor.quantization.config")
+    except ImportError as e:
+        raise CompressError(f"quantize backend neural-compressor needs onnx-neural-compressor, which is not installed: {INC_INSTALL}") from e
+    import onnx
+
+    if is_int8(src):
+        raise CompressError(f"{src} is already quantized (int8 operators found); quantize the fp32 model.onnx instead")
+    space = qconfig.DynamicQuantConfig(per_channel=[False, True])
+    candidates = [{"per_channel": c.per_channel, "weight_type": str(c.weight_type).split(".")[-1]} for c in space.expand()]
+    scores: list[float] = []
+
+    def eval_fn(path: str) -> float:
+        scores.append(float(evaluate(Path(path))))
+        return scores[-1]
+
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.WARNING)  # its tuning logs a table per trial
+    try:
+        best = tuning.autotune(str(src), tuning.TuningConfig(config_set=space, tolerable_loss=tolerable_loss, max_trials=max_trials), eval_fn)
+    finally:
+        root.setLevel(level)
+    tried = [{"config": candidates[i], "val_accuracy": s} for i, s in enumerate(scores[1:])]
+    if best is None:
+        raise CompressError(f"neural-compressor found no int8 configuration within tolerable_loss={tolerable_loss} of fp32 accuracy {scores[0]:.4f} "
+                            f"(tried {[t['val_accuracy'] for t in tried]}); raise tolerable_loss or use backend onnxruntime")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(best, str(dst))
+    return {"mode": "dynamic (accuracy-aware tuning)", "tolerable_loss": tolerable_loss, "fp32_val_accuracy": scores[0],
+            "tried": tried, "chosen": tried[-1]["config"] if tried else None}

@@ -147,3 +147,26 @@ def test_missing_backend_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "optimum.onnxruntime.configuration", None)  # as if not installed
     with pytest.raises(CompressError, match=r"needs optimum-onnx\[onnxruntime\], which is not installed: pip install 'optimum-onnx\[onnxruntime\]'"):
         onnxruntime_int8(path, tmp_path / "q.onnx", static=False, per_channel=False)
+
+
+def test_neural_compressor_backend_tunes_and_reports(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    passes = [{"name": "convert", "options": {"groups": "2,2,2,1,2,2", "fit_samples": 16}},
+              {"name": "quantize", "options": {"backend": "neural-compressor", "tolerable_loss": 0.5}},
+              {"name": "evaluate", "options": {"models": ["student.int8"], "splits": ["validation"]}}]
+    code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
+    assert code == 0, err
+    run, m = run_metrics(tmp_path)
+    q = m["quantize"]["student.int8"]
+    assert q["backend"] == "neural-compressor" and q["tried"] and q["chosen"] == q["tried"][-1]["config"]
+    assert q["tried"][-1]["val_accuracy"] >= q["fp32_val_accuracy"] * 0.5  # within the tolerable (relative) loss
+    assert is_int8(run / "models" / "student" / "model.int8.onnx") and "student.int8" in m["evaluate"]
+
+
+def test_neural_compressor_missing_names_the_install(tmp_path, monkeypatch):
+    import sys
+
+    from compress.quantization import neural_compressor_int8
+
+    monkeypatch.setitem(sys.modules, "onnx_neural_compressor.quantization.tuning", None)
+    with pytest.raises(CompressError, match="pip install --no-deps onnx-neural-compressor"):
+        neural_compressor_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", lambda p: 1.0, tolerable_loss=0.01, max_trials=2)

@@ -11,7 +11,7 @@ from pydantic import Field, PositiveInt
 
 from compress.errors import CompressError
 from compress.metrics import accuracy, predict, predict_with
-from compress.quantization import onnxruntime_int8, torch_int8
+from compress.quantization import neural_compressor_int8, onnxruntime_int8, torch_int8
 from compress.registry import Pass, PassConfig
 from compress.runtime import export
 from compress.state import RunState, Variant
@@ -25,7 +25,7 @@ class Quantize(Pass):
     name = "quantize"
 
     class Config(PassConfig):
-        backend: Literal["onnxruntime", "torch"] = "onnxruntime"
+        backend: Literal["onnxruntime", "neural-compressor", "torch"] = "onnxruntime"
         mode: Literal["dynamic", "static"] = Field("dynamic", description="onnxruntime only; static calibrates on train data")
         calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
         calibration_samples: int = Field(128, description="train examples used to calibrate (static)")
@@ -34,6 +34,8 @@ class Quantize(Pass):
         mode_onnx: Literal["split", "batched"] = Field("batched", description="inference form of the grouped layers (see export)")
         suffix: str = Field("int8", pattern=r"^[A-Za-z0-9_-]+$", description="variant name <model>.<suffix>, file model.<suffix>.onnx")
         eval_batch_size: PositiveInt = 64
+        tolerable_loss: float = Field(0.01, ge=0, lt=1, description="neural-compressor: relative validation-accuracy loss allowed")
+        max_trials: PositiveInt = Field(10, description="neural-compressor: configurations tried at most")
 
     def run(self, state: RunState, config: Config) -> RunState:
         models = state.models()
@@ -45,7 +47,7 @@ class Quantize(Pass):
         for name in names:
             folder = state.model_dir(name)
             fp32_acc = accuracy(val.labels, predict(models[name], val, state.device, config.eval_batch_size).argmax(1))
-            if config.backend == "onnxruntime":
+            if config.backend in ("onnxruntime", "neural-compressor"):
                 # Quantize a fresh plain export: a graph fused by the transformer optimizer has contrib ops
                 # whose types ONNX shape inference cannot see, which the quantizer needs.
                 with tempfile.TemporaryDirectory(dir=state.out_dir) as tmp:
@@ -53,8 +55,13 @@ class Quantize(Pass):
                     export(models[name], src, config.mode_onnx)
                     models[name].config.save_pretrained(tmp)
                     dst = folder / f"model.{config.suffix}.onnx"
-                    info = onnxruntime_int8(src, dst, static=config.mode == "static", per_channel=config.per_channel,
-                                            calibration=config.calibration, calib=state.encoded("train"), samples=config.calibration_samples)
+                    if config.backend == "onnxruntime":
+                        info = onnxruntime_int8(src, dst, static=config.mode == "static", per_channel=config.per_channel,
+                                                calibration=config.calibration, calib=state.encoded("train"), samples=config.calibration_samples)
+                    else:
+                        val_acc = lambda p: accuracy(val.labels, predict_with(Variant(name, "onnxruntime", "int8", p).runner(state.recipe.threads), val).argmax(1))  # noqa: E731
+                        info = neural_compressor_int8(src, dst, val_acc, tolerable_loss=config.tolerable_loss, max_trials=config.max_trials)
+                        log.info("%s: neural-compressor tried %s, chose %s", name, info["tried"], info["chosen"])
                     info |= {"size_mb_fp32": src.stat().st_size / 2**20, "size_mb_int8": dst.stat().st_size / 2**20}
                 variant = Variant(name, "onnxruntime", "int8", dst)
             else:
