@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	# quantize backend neural-compressor: onnx-neural-compressor pins numpy<2 (pandas 3 needs numpy 2) but runs
 	# with numpy 2, so it goes in without its pins
-	$(BIN)/pip install -q --no-deps onnx-neural-compressor==1.0 onnxruntime-extensions py-cpuinfo psutil
+	$(BIN)/pip install -q --no-deps onnx-neural-compressor==1.0 onnxruntime-extensions py-cpuinfo psutil prettytable wcwidth
 	touch $@
 
 install: $(VENV)/.installed

@@ -99,7 +99,7 @@ def torch_int8(model: torch.nn.Module) -> torch.nn.Module:
 
 # onnx-neural-compressor pins numpy<2, which pandas 3 refuses; it runs fine with numpy 2, so it is installed
 # without its pins (the Makefile does this).
-INC_INSTALL = "pip install --no-deps onnx-neural-compressor==1.0 onnxruntime-extensions py-cpuinfo psutil"
+INC_INSTALL = "pip install --no-deps onnx-neural-compressor==1.0 onnxruntime-extensions py-cpuinfo psutil prettytable wcwidth"
 
 
 def neural_compressor_int8(src: Path, dst: Path, evaluate, *, tolerable_loss: float, max_trials: int) -> dict:
