@@ -76,7 +76,7 @@ class RunState:
 
     def pick(self, names: list[str] | None, available: dict, option: str) -> list[str]:
         """`names` (default: all of `available`), refusing any this run does not have."""
-        chosen = names or list(available)
+        chosen = list(available) if names is None else names  # an empty list (a pattern matching nothing) is an error, not "all"
         unknown = [n for n in chosen if n not in available]
         if unknown or not chosen:
             raise CompressError(f"{option} names {unknown or 'nothing'}, but this run has {list(available)}; fix {option} or add a convert pass")

@@ -170,3 +170,9 @@ def test_neural_compressor_missing_names_the_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx_neural_compressor.quantization.tuning", None)
     with pytest.raises(CompressError, match="pip install --no-deps onnx-neural-compressor"):
         neural_compressor_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", lambda p: 1.0, tolerable_loss=0.01, max_trials=2)
+
+
+def test_evaluate_pattern_matching_nothing_is_an_error(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    passes = [{"name": "evaluate", "options": {"models": ["student*"], "splits": ["validation"]}}]
+    code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
+    assert code == 2 and "evaluate.models names nothing" in err
