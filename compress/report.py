@@ -166,13 +166,14 @@ def _summary(points: pd.DataFrame, front: pd.DataFrame, teacher: dict, teachers:
     pick, why = knee(front, tv)
     within = front[front["test_accuracy"] >= tt - 0.01] if tt is not None else front.iloc[:0]
     counts = points.groupby("state").size().to_dict()
+    levels = budgets(points, front)
     return {
         "teacher": teacher, "trials": counts, "front_size": len(front), "hypervolume": hypervolume(front, tv) if len(front) else 0.0,
         "hypervolume_by_source": {s: hypervolume(pareto(points[points["source"] == s]), teachers[s]["validation"]["accuracy"]) for s in teachers},
         "knee": None if pick is None else {"source": pick.source, "trial": int(pick.trial), "why": why},
         "best_speedup_within_1pt_test": float(within["speedup_vs_teacher"].max()) if not within.empty else None,
-        "budgets": [{k: v for k, v in b.items() if k != "row"} for b in budgets(points, front)],
-        "_knee_row": pick, "_budget_rows": budgets(points, front),
+        "budgets": [{k: v for k, v in b.items() if k != "row"} for b in levels],
+        "_knee_row": pick, "_budget_rows": levels,
     }
 
 
