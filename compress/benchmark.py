@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from compress.errors import CompressError
-from compress.latency import flops_per_sequence, interleaved, params, real_inputs
+from compress.latency import flops_per_sequence, params, real_inputs, repeated
 from compress.models import load_student, load_tokenizer
 from compress.quantization import onnxruntime_int8, torch_int8
 from compress.runtime import INPUTS, export, session
@@ -27,8 +27,8 @@ def model_folders(path: Path) -> list[Path]:
     return models
 
 
-def bench(path: Path, backends: list[str], batch: int = 1, seq: int = 128, threads: int = 2, runs: int = 30) -> list[dict]:
-    """Time every model under every backend, interleaved; returns one row per (model, backend)."""
+def bench(path: Path, backends: list[str], batch: int = 1, seq: int = 128, threads: int = 2, runs: int = 30, repeats: int = 1) -> list[dict]:
+    """Time every model under every backend, interleaved, `repeats` times; one row per (model, backend)."""
     bad = [b for b in backends if b not in BACKENDS]
     if bad:
         raise CompressError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
@@ -47,12 +47,12 @@ def bench(path: Path, backends: list[str], batch: int = 1, seq: int = 128, threa
                 key = f"{folder.name} / {backend}"
                 fns[key], meta[key] = (lambda f=fn: f(feeds)), info | {"backend": backend}
         with torch.no_grad():
-            timings = interleaved(fns, runs=runs)
-    base = next(iter(timings.values())).median_ms
+            timings, redone = repeated(fns, runs=runs, repeats=repeats, max_redo=3 if repeats >= 3 else 0)
+    base = next(iter(timings.values()))["median_ms"]
     rows = []
     for key, t in timings.items():
-        rows.append(meta[key] | t.as_dict() | {"batch": batch, "seq": seq, "threads": threads,
-                                              "gflops_per_s": meta[key]["gflops"] / (t.median_ms / 1000), "speedup_vs_first": base / t.median_ms})
+        rows.append(meta[key] | t | {"batch": batch, "seq": seq, "threads": threads, "repeats_redone": len(redone),
+                                     "gflops_per_s": meta[key]["gflops"] / (t["median_ms"] / 1000), "speedup_vs_first": base / t["median_ms"]})
     return rows
 
 

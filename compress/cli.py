@@ -152,6 +152,7 @@ def bench_cmd(
     seq: int = 128,
     threads: int = 2,
     runs: Annotated[int, typer.Option(min=5)] = 30,
+    repeats: Annotated[int, typer.Option(min=1, help="independent measurements; >= 3 re-runs one slowed by machine load")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Latency (median, p90, IQR, CV) of saved models under torch eager and ONNX Runtime fp32/int8."""
@@ -159,15 +160,16 @@ def bench_cmd(
 
     from compress.benchmark import bench
 
-    rows = bench(path, [b.strip() for b in backends.split(",") if b.strip()], batch, seq, threads, runs)
+    rows = bench(path, [b.strip() for b in backends.split(",") if b.strip()], batch, seq, threads, runs, repeats)
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"latency: batch {batch}, seq {seq}, {threads} threads, {runs} interleaved runs (real token ids)")
-    for col in ("model / backend", "median ms", "p90 ms", "IQR ms", "CV", "params M", "GFLOPs", "GFLOP/s", "x first"):
+    table = Table(title=f"latency: batch {batch}, seq {seq}, {threads} threads, {repeats} x {runs} interleaved runs (real token ids)")
+    for col in ("model / backend", "median ms", "p90 ms", "IQR ms", "CV", "CV of medians", "params M", "GFLOPs", "GFLOP/s", "x first"):
         table.add_column(col, justify="left" if col == "model / backend" else "right")
     for r in rows:
         table.add_row(f"{r['model']} / {r['backend']}", f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['iqr_ms']:.2f}", f"{r['cv']:.3f}",
+                      f"{r['cv_of_medians']:.3f}" if repeats > 1 else "-",
                       f"{r['params'] / 1e6:.1f}", f"{r['gflops']:.2f}", f"{r['gflops_per_s']:.0f}", f"{r['speedup_vs_first']:.2f}")
     Console(width=max(120, Console().width)).print(table)
 

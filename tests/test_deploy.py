@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from transformers import BertConfig, SqueezeBertConfig
 
 from compress.errors import CompressError
 from compress.inference import EncoderForInference, GroupedLinear
-from compress.latency import flops_per_sequence, summarize
+from compress.latency import flops_per_sequence, interleaved, repeated, summarize
 from compress.quantization import onnxruntime_int8, torch_int8
 from compress.runtime import export, is_int8, session
 from compress.squeeze import Groups, convert
@@ -59,11 +60,19 @@ def test_onnx_export_dynamic_axes_and_int8(tmp_path, tokenizer):
             ref = model(**b).logits.numpy()
         got = sess.run(["logits"], {k: v.numpy() for k, v in b.items()})[0]
         assert np.abs(ref - got).max() < 1e-4
+    with pytest.raises(CompressError, match="per_channel int8 needs 2-D MatMul weights"):
+        onnxruntime_int8(path, tmp_path / "pc.onnx", static=False, per_channel=True)  # the batched form has 3-D weights
     q = tmp_path / "model.int8.onnx"
-    info = onnxruntime_int8(path, q, static=False, per_channel=True)
+    info = onnxruntime_int8(path, q, static=False, per_channel=False)
     assert is_int8(q) and not is_int8(path) and info["mode"] == "dynamic"
+    assert _matmul_kinds(q) == {"int8": len(_weight_matmuls(path)), "fp32": 2 * 2}  # attention's Q.K^T and P.V (2 layers) stay fp32
     got = session(q, 1).run(["logits"], {k: v.numpy() for k, v in _batch(tokenizer).items()})[0]
     assert got.shape == (3, 3) and np.isfinite(got).all()
+    split = tmp_path / "split.onnx"
+    export(model, split, "split")
+    onnxruntime_int8(split, tmp_path / "split.pc.onnx", static=False, per_channel=True)
+    got = session(tmp_path / "split.pc.onnx", 1).run(["logits"], {k: v.numpy() for k, v in _batch(tokenizer).items()})[0]
+    assert np.isfinite(got).all()
     with pytest.raises(CompressError, match="already quantized"):
         onnxruntime_int8(q, tmp_path / "again.onnx", static=False, per_channel=False)
     with pytest.raises(CompressError, match="needs a calibration set: set calibration_samples >= 1"):
@@ -92,6 +101,35 @@ def test_summary_statistics():
     assert t.median_ms == pytest.approx(12.0) and t.iqr_ms == pytest.approx(2.0) and t.p90_ms > 13 and t.cv > 0.5
 
 
+def _loaded_machine(slow_calls: int):
+    """Two callables whose first `slow_calls` calls (both together) take twice as long, like a neighbour's burst."""
+    calls = [0]
+
+    def make(ms):
+        def fn():
+            calls[0] += 1
+            time.sleep(ms / 1000 * (2 if calls[0] <= slow_calls else 1))
+        return fn
+
+    return {"a": make(2), "b": make(4)}
+
+
+def test_interleaved_times_blocks_of_each_callable():
+    order = []
+    t = interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, runs=6, warmup=1, block=3, settle_s=0)
+    assert t["a"].runs == t["b"].runs == 6
+    assert "".join(order) == "ab" + ("aaaa" + "bbbb") * 2  # warm-up each, then per block: one untimed call + 3 timed
+
+
+def test_repeated_reruns_a_repeat_slowed_by_machine_load():
+    per_repeat = 2 * (3 + 10 + 4)  # both callables: 3 warm-up calls, 10 timed, 4 blocks (of 3, 3, 3, 1) each after 1 untimed call
+    out, redone = repeated(_loaded_machine(per_repeat), runs=10, repeats=3)
+    assert len(redone) == 1 and redone[0] > 1.5  # the first repeat ran ~2x slower and was measured again
+    assert out["a"]["median_ms"] == pytest.approx(2.1, abs=0.5) and out["b"]["cv_of_medians"] < 0.15
+    out, redone = repeated(_loaded_machine(per_repeat), runs=10, repeats=3, max_redo=0)
+    assert redone == [] and out["b"]["cv_of_medians"] > 0.25  # kept: the spread shows it
+
+
 def test_full_deploy_recipe_and_model_card(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     passes = [
         {"name": "convert", "options": {"groups": "2,2,2,1,2,2"}},
@@ -99,23 +137,27 @@ def test_full_deploy_recipe_and_model_card(tmp_path, tiny_csv, tiny_teacher_dir,
         {"name": "quantize", "options": {"suffix": "int8"}},
         {"name": "quantize", "options": {"suffix": "int8-static", "mode": "static", "calibration": "percentile", "calibration_samples": 16}},
         {"name": "quantize", "options": {"suffix": "torch-int8", "backend": "torch"}},
+        {"name": "quantize", "options": {"suffix": "int8-pc", "per_channel": True}},  # per-channel: the split form
         {"name": "evaluate", "options": {"latency": True, "latency_runs": 5, "latency_seq": 16}},
     ]
     code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     assert code == 0, err
     run, m = run_metrics(tmp_path)
     assert m["export"]["student"]["max_abs_diff"] < 1e-3
-    assert set(m["quantize"]) == {"student.int8", "student.int8-static", "student.torch-int8"}
+    assert set(m["quantize"]) == {"student.int8", "student.int8-static", "student.torch-int8", "student.int8-pc"}
+    assert m["quantize"]["student.int8"]["form"] == "batched" and m["quantize"]["student.int8-pc"]["form"] == "split"
+    assert m["evaluate"]["student.int8-pc"]["test"]["accuracy"] >= 0  # runs in ONNX Runtime
     assert m["quantize"]["student.int8"]["size_mb_int8"] < m["quantize"]["student.int8"]["size_mb_fp32"]
     for name in ("teacher", "student", "student.onnx", "student.int8", "student.int8-static", "student.torch-int8"):
         assert m["evaluate"][name]["latency"]["median_ms"] > 0 and 0 <= m["evaluate"][name]["test"]["accuracy"] <= 1
     assert m["evaluate"]["student.onnx"]["test"]["accuracy"] == m["evaluate"]["student"]["test"]["accuracy"]
     card = (run / "models" / "student" / "README.md").read_text()
     assert "SqueezeBertForSequenceClassification.from_pretrained" in card and "model.int8.onnx" in card and "student.int8" in card
-    code, out, err = cli("bench", run / "models" / "student", "--json", "--runs", "5", "--seq", "16", "--backends", "torch,ort,ort-int8")
+    code, out, err = cli("bench", run / "models" / "student", "--json", "--runs", "5", "--repeats", "2", "--seq", "16", "--backends", "torch,ort,ort-int8")
     assert code == 0, err
     rows = json.loads(out)
     assert [r["backend"] for r in rows] == ["torch", "ort", "ort-int8"] and all(r["median_ms"] > 0 for r in rows)
+    assert all(len(r["medians_ms"]) == 2 and r["runs"] == 10 and r["cv_of_medians"] >= 0 for r in rows)
 
 
 def test_bench_refuses_non_bert_folders(tmp_path, cli):
@@ -137,6 +179,8 @@ def test_quantize_option_errors():
 
     with pytest.raises(ValidationError, match="backend"):
         Quantize.Config(backend="tensorrt")
+    with pytest.raises(ValidationError, match="per_channel needs 2-D weights: leave mode_onnx unset or set it to split"):
+        Quantize.Config(per_channel=True, mode_onnx="batched")
 
 
 def test_missing_backend_names_the_package(tmp_path, monkeypatch):
@@ -160,6 +204,22 @@ def test_neural_compressor_backend_tunes_and_reports(tmp_path, tiny_csv, tiny_te
     assert q["backend"] == "neural-compressor" and q["tried"] and q["chosen"] == q["tried"][-1]["config"]
     assert q["tried"][-1]["val_accuracy"] >= q["fp32_val_accuracy"] * 0.5  # within the tolerable (relative) loss
     assert is_int8(run / "models" / "student" / "model.int8.onnx") and "student.int8" in m["evaluate"]
+    assert _matmul_kinds(run / "models" / "student" / "model.int8.onnx")["fp32"] == 2 * 2  # attention stays fp32 here too
+
+
+def _weight_matmuls(path) -> list[str]:
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    weights = {i.name for i in g.initializer}
+    return [n.name for n in g.node if n.op_type in ("MatMul", "Gemm") and any(i in weights for i in n.input)]  # Gemm: pooler, classifier
+
+
+def _matmul_kinds(path) -> dict[str, int]:
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    return {"int8": sum(o in ("MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul") for o in ops), "fp32": ops.count("MatMul")}
 
 
 def test_neural_compressor_missing_names_the_install(tmp_path, monkeypatch):

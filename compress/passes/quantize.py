@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from compress.errors import CompressError
 from compress.metrics import accuracy, predict, predict_with
@@ -31,11 +31,19 @@ class Quantize(Pass):
         calibration_samples: int = Field(128, description="train examples used to calibrate (static)")
         per_channel: bool = False
         models: list[str] | None = Field(None, description="default: all students")
-        mode_onnx: Literal["split", "batched"] = Field("batched", description="inference form of the grouped layers (see export)")
+        mode_onnx: Literal["split", "batched"] | None = Field(
+            None, description="inference form of the grouped layers (see export); default batched, split for per_channel")
         suffix: str = Field("int8", pattern=r"^[A-Za-z0-9_-]+$", description="variant name <model>.<suffix>, file model.<suffix>.onnx")
         eval_batch_size: PositiveInt = 64
         tolerable_loss: float = Field(0.01, ge=0, lt=1, description="neural-compressor: relative validation-accuracy loss allowed")
         max_trials: PositiveInt = Field(10, description="neural-compressor: configurations tried at most")
+
+        @model_validator(mode="after")
+        def _per_channel_form(self):
+            if self.per_channel and self.mode_onnx == "batched":
+                raise ValueError("per_channel needs 2-D weights: leave mode_onnx unset or set it to split "
+                                 "(ONNX Runtime's int8 MatMul takes per-channel scales only for 2-D weights)")
+            return self
 
     def run(self, state: RunState, config: Config) -> RunState:
         models = state.models()
@@ -52,7 +60,10 @@ class Quantize(Pass):
                 # whose types ONNX shape inference cannot see, which the quantizer needs.
                 with tempfile.TemporaryDirectory(dir=state.out_dir) as tmp:
                     src = Path(tmp) / "model.onnx"
-                    export(models[name], src, config.mode_onnx)
+                    # batched: one 3-D MatMul per grouped layer, the fastest int8 form (bench/speed.py); per-channel
+                    # scales need 2-D weights, so per_channel defaults to the per-group split form.
+                    form = config.mode_onnx or ("split" if config.per_channel else "batched")
+                    export(models[name], src, form)
                     models[name].config.save_pretrained(tmp)
                     dst = folder / f"model.{config.suffix}.onnx"
                     if config.backend == "onnxruntime":
@@ -62,7 +73,7 @@ class Quantize(Pass):
                         val_acc = lambda p: accuracy(val.labels, predict_with(Variant(name, "onnxruntime", "int8", p).runner(state.recipe.threads), val).argmax(1))  # noqa: E731
                         info = neural_compressor_int8(src, dst, val_acc, tolerable_loss=config.tolerable_loss, max_trials=config.max_trials)
                         log.info("%s: neural-compressor tried %s, chose %s", name, info["tried"], info["chosen"])
-                    info |= {"size_mb_fp32": src.stat().st_size / 2**20, "size_mb_int8": dst.stat().st_size / 2**20}
+                    info |= {"form": form, "size_mb_fp32": src.stat().st_size / 2**20, "size_mb_int8": dst.stat().st_size / 2**20}
                 variant = Variant(name, "onnxruntime", "int8", dst)
             else:
                 variant = Variant(name, "torch", "int8", module=torch_int8(models[name]))
