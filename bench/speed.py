@@ -3,12 +3,13 @@
 Part 1 (architecture, random weights): seq 128, batch 1, 2 threads, real token ids. BERT-base fp32
 torch eager is the baseline; the faster of two BERT-base int8 ONNX Runtime paths (our export, and ORT's
 transformer-optimizer route with fused attention) is the strong peer. Every variant is timed
-interleaved (A B C ... per round), `--runs` rounds, repeated `--repeats` times; the reported latency
-is the median of the repeat medians, and `cv_of_medians` says how stable that is.
-Part 2 (the distilled 4/4/4/1/4/4 student from bench/distill.py, when present): test accuracy and latency
-of fp32 ONNX Runtime vs int8 dynamic vs int8 static.
+interleaved in blocks (compress.latency), `--runs` each, repeated `--repeats` times (a repeat slowed by
+machine load is run again); the reported latency is the median of the repeat medians, and
+`cv_of_medians` says how stable that is.
+Part 2 (the distilled students of bench/distill.py, when present: 4/4/4/1/4/4 and groups 1): test
+accuracy and latency of fp32 ONNX Runtime (batched and split forms) vs int8 dynamic vs int8 static.
 
-    python bench/speed.py [--runs 50] [--repeats 5] [--student results/bench/runs/bench-distill/models/paper]
+    python bench/speed.py [--runs 100] [--repeats 5] [--student-runs 200] [--students PATH ...]
 """
 
 from __future__ import annotations
@@ -116,8 +117,7 @@ def torch_runner_form(form):
     return lambda b: form(b["input_ids"], b["attention_mask"], b["token_type_ids"])
 
 
-def student(args, work: Path) -> dict | None:
-    path = Path(args.student)
+def student(args, path: Path, work: Path) -> dict | None:
     if not (path / "config.json").exists():
         logging.warning("no distilled student at %s (run bench/distill.py first); skipping part 2", path)
         return None
@@ -126,15 +126,15 @@ def student(args, work: Path) -> dict | None:
     task = load_task(TaskSpec(**TASK), 42)
     train = encode(task.splits["train"], tok, 64, ROOT / "results" / "cache")
     test = encode(task.splits["test"], tok, 64, ROOT / "results" / "cache")
-    pair = ort_pair(model, work / "student", "batched", args.threads, calib=train)
-    split = work / "student" / "split.onnx"
+    pair = ort_pair(model, work / path.name, "batched", args.threads, calib=train)
+    split = work / path.name / "split.onnx"
     export(model, split, "split")
     pair = {"fp32": pair["fp32"], "fp32 (split)": (split, ort_runner(split, args.threads))} | {k: v for k, v in pair.items() if k != "fp32"}
     acc = {k: accuracy(test.labels, predict_with(r, test).argmax(1)) for k, (_, r) in pair.items()}
     batch = {k: torch.from_numpy(v) for k, v in real_inputs(tok, 1, args.seq, 0).items()}
     with torch.no_grad():
         timings, redone = repeated({k: (lambda r=r: r(batch)) for k, (_, r) in pair.items()}, args.student_runs, args.repeats)
-    log_redone("student", redone)
+    log_redone(path.name, redone)
     sizes = {k: p.stat().st_size / 2**20 for k, (p, _) in pair.items()}
     return {"test_accuracy": acc, "latency": timings, "size_mb": sizes, "repeats_redone": redone}
 
@@ -146,14 +146,18 @@ def main() -> None:
     ap.add_argument("--student-runs", type=int, default=200, help="the student takes ~5 ms: more runs for the same stability")
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--student", default=str(ROOT / "results" / "bench" / "runs" / "bench-distill" / "models" / "paper"))
+    distilled = ROOT / "results" / "bench" / "runs" / "bench-distill" / "models"
+    ap.add_argument("--students", nargs="*", default=[str(distilled / "paper"), str(distilled / "g1")],
+                    help="distilled students (bench/distill.py); the first one is the bar's int8-vs-fp32 subject")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         arch, redone = architecture(args, Path(tmp))
-        stud = student(args, Path(tmp))
+        studs = {Path(p).name: student(args, Path(p), Path(tmp)) for p in args.students}
+        studs = {k: v for k, v in studs.items() if v}
+        stud = next(iter(studs.values()), None)
     base = arch["bert / torch eager fp32"]["median_ms"]
     peers = {k: v["median_ms"] for k, v in arch.items() if k.startswith("bert / ort int8")}
     peer_path = min(peers, key=peers.get)  # the strongest BERT int8 path is the fair peer
@@ -168,15 +172,13 @@ def main() -> None:
         "speedup_vs_bert_int8_ort": peer / arch[best]["median_ms"],
         "int8_vs_fp32_squeezebert_base": min(arch[f"squeezebert / ort fp32 ({m})"]["median_ms"] for m in ("split", "batched"))
         / min(arch[f"squeezebert / ort int8 ({m}, dynamic)"]["median_ms"] for m in ("split", "batched")),
-        "cv_of_medians": max(v["cv_of_medians"] for v in [*arch.values(), *(stud["latency"].values() if stud else [])]),
+        "cv_of_medians": max(v["cv_of_medians"] for v in [*arch.values(), *(t for st in studs.values() for t in st["latency"].values())]),
         "repeats_redone": redone,
         "architecture": arch,
     }
-    if stud:
-        lat = stud["latency"]
-        fp32 = min(lat["fp32"]["median_ms"], lat["fp32 (split)"]["median_ms"])  # against the faster fp32 form
-        result |= {"int8_vs_fp32_student": fp32 / min(lat["int8"]["median_ms"], lat["int8-static"]["median_ms"]),
-                   "student": stud}
+    if stud:  # int8 against the faster fp32 form
+        result |= {"int8_vs_fp32_student": _int8_gain(stud["latency"]), "student": stud,
+                   "students": studs, "int8_vs_fp32_students": {k: _int8_gain(v["latency"]) for k, v in studs.items()}}
     atomic_write_json(ROOT / "results" / "bench" / "speed.json", result)
     table = Table(title=f"bench/speed.py: seq {args.seq}, batch 1, {args.threads} threads, median of {args.repeats}x{args.runs} interleaved runs")
     for col in ("path", "median ms", "p90 ms", "CV of medians", "GFLOP/s", "x BERT eager", "x BERT int8 ORT"):
@@ -185,16 +187,22 @@ def main() -> None:
         table.add_row(k, f"{v['median_ms']:.1f}", f"{v['p90_ms']:.1f}", f"{v['cv_of_medians']:.3f}", f"{v['gflops_per_s']:.0f}",
                       f"{base / v['median_ms']:.2f}", f"{peer / v['median_ms']:.2f}")
     Console(width=150).print(table)
-    if stud:
-        t2 = Table(title="distilled 4/4/4/1/4/4 student (ONNX Runtime): test accuracy and latency")
+    for name, st in studs.items():
+        lat = st["latency"]
+        t2 = Table(title=f"distilled student {name} (ONNX Runtime): test accuracy and latency")
         for col in ("variant", "test acc", "median ms", "CV of medians", "x fp32", "MB"):
             t2.add_column(col)
-        for k in stud["test_accuracy"]:
-            t2.add_row(k, f"{stud['test_accuracy'][k]:.4f}", f"{lat[k]['median_ms']:.2f}", f"{lat[k]['cv_of_medians']:.3f}",
-                       f"{lat['fp32']['median_ms'] / lat[k]['median_ms']:.2f}", f"{stud['size_mb'][k]:.1f}")
+        for k in st["test_accuracy"]:
+            t2.add_row(k, f"{st['test_accuracy'][k]:.4f}", f"{lat[k]['median_ms']:.2f}", f"{lat[k]['cv_of_medians']:.3f}",
+                       f"{lat['fp32']['median_ms'] / lat[k]['median_ms']:.2f}", f"{st['size_mb'][k]:.1f}")
         Console(width=150).print(t2)
     print({k: result[k] for k in ("best_path", "best_speedup_vs_bert_fp32_eager", "speedup_vs_bert_int8_ort", "int8_vs_fp32_squeezebert_base", "cv_of_medians", "repeats_redone") if k in result}
-          | ({"int8_vs_fp32_student": result["int8_vs_fp32_student"]} if stud else {}))
+          | ({k: result[k] for k in ("int8_vs_fp32_student", "int8_vs_fp32_students")} if stud else {}))
+
+
+def _int8_gain(lat: dict) -> float:
+    """Fastest fp32 form over the fastest int8 variant."""
+    return min(lat["fp32"]["median_ms"], lat["fp32 (split)"]["median_ms"]) / min(lat["int8"]["median_ms"], lat["int8-static"]["median_ms"])
 
 
 if __name__ == "__main__":
