@@ -148,10 +148,12 @@ def test_kill_minus_9_then_resume(tmp_path, tiny_csv, tiny_teacher_dir):
     after = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
     assert all(after.get(n) == v for n, v in before.items()), (before, after)  # every finished trial kept, unchanged
     assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 6, [(t.number, t.state) for t in trials]
-    for n in running:  # the killed trials failed as stale and were retried with the same parameters
+    for n in running:  # the killed trials failed as stale and were retried once with the same parameters
         assert trials[n].state == TrialState.FAIL, (n, trials[n].state)
         retries = [t for t in trials if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == n]
-        assert len(retries) == 1 and retries[0].params == trials[n].params, (n, [(t.number, t.state, t.params) for t in retries])
+        assert len(retries) == 1, (n, [(t.number, t.state) for t in retries])
+        # a trial killed while still sampling holds only part of its parameters; the retry keeps those and samples the rest
+        assert trials[n].params.items() <= retries[0].params.items(), (n, trials[n].params, retries[0].params)
     folders = {p.name for p in (db.parent / "trials").iterdir()}
     assert {f"trial-{n:04d}" for n in after} <= folders  # every finished trial has its run folder
     chains = [optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) for t in trials if t.state == TrialState.COMPLETE]
