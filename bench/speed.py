@@ -32,7 +32,7 @@ from compress.io import atomic_write_json
 from compress.latency import flops_per_sequence, real_inputs, repeated
 from compress.metrics import accuracy, predict_with
 from compress.models import load_student, load_tokenizer
-from compress.quantization import onnxruntime_int8, torch_int8
+from compress.quantization import onnxruntime_int8, quiet_root_logger, torch_int8
 from compress.runtime import INPUTS, export, optimize, session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,9 +65,8 @@ def ort_pair(model, folder: Path, mode: str, threads: int, calib=None, fused: bo
         shutil.copy(fp32, opt)
         optimize(opt, model.config)
         q = folder / f"{mode}.fused.int8.onnx"
-        logging.getLogger().setLevel(logging.WARNING)  # the quantizer logs a line per tensor on the root logger
-        quantize_dynamic(str(opt), str(q), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        logging.getLogger().setLevel(logging.INFO)
+        with quiet_root_logger():
+            quantize_dynamic(str(opt), str(q), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         return {"fp32": (opt, ort_runner(opt, threads)), "int8": (q, ort_runner(q, threads))}
     out["fp32"] = (fp32, ort_runner(fp32, threads))
     dyn = folder / f"{mode}.int8.onnx"
@@ -129,7 +128,7 @@ def student(args, path: Path, work: Path) -> dict | None:
     pair = ort_pair(model, work / path.name, "batched", args.threads, calib=train)
     split = work / path.name / "split.onnx"
     export(model, split, "split")
-    pair = {"fp32": pair["fp32"], "fp32 (split)": (split, ort_runner(split, args.threads))} | {k: v for k, v in pair.items() if k != "fp32"}
+    pair = {"fp32": pair.pop("fp32"), "fp32 (split)": (split, ort_runner(split, args.threads)), **pair}
     acc = {k: accuracy(test.labels, predict_with(r, test).argmax(1)) for k, (_, r) in pair.items()}
     batch = {k: torch.from_numpy(v) for k, v in real_inputs(tok, 1, args.seq, 0).items()}
     with torch.no_grad():
@@ -177,8 +176,7 @@ def main() -> None:
         "architecture": arch,
     }
     if stud:  # int8 against the faster fp32 form
-        result |= {"int8_vs_fp32_student": _int8_gain(stud["latency"]), "student": stud,
-                   "students": studs, "int8_vs_fp32_students": {k: _int8_gain(v["latency"]) for k, v in studs.items()}}
+        result |= {"int8_vs_fp32_student": _int8_gain(stud["latency"]), "students": studs, "int8_vs_fp32_students": {k: _int8_gain(v["latency"]) for k, v in studs.items()}}
     atomic_write_json(ROOT / "results" / "bench" / "speed.json", result)
     table = Table(title=f"bench/speed.py: seq {args.seq}, batch 1, {args.threads} threads, median of {args.repeats}x{args.runs} interleaved runs")
     for col in ("path", "median ms", "p90 ms", "CV of medians", "GFLOP/s", "x BERT eager", "x BERT int8 ORT"):

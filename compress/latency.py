@@ -39,7 +39,10 @@ def summarize(name: str, samples_s: list[float]) -> Timing:
     return Timing(name, float(np.median(ms)), float(np.percentile(ms, 90)), float(q3 - q1), float(ms.std() / ms.mean()), len(ms))
 
 
-def interleaved(fns: dict[str, Callable[[], object]], runs: int = 30, warmup: int = 3, block: int = 3, settle_s: float = 0.02) -> dict[str, Timing]:
+WARMUP, BLOCK, SETTLE_S = 3, 3, 0.02  # see interleaved()
+
+
+def interleaved(fns: dict[str, Callable[[], object]], runs: int = 30, warmup: int = WARMUP, block: int = BLOCK, settle_s: float = SETTLE_S) -> dict[str, Timing]:
     """Time each callable `runs` times: blocks of `block` back-to-back calls, the blocks interleaved round-robin
     (A A A B B B A A A ...) after `warmup` untimed calls each.
 
@@ -80,7 +83,7 @@ def repeated(fns: dict[str, Callable[[], object]], runs: int = 30, repeats: int 
     redone: list[float] = []
     while True:
         while len(kept) < repeats:
-            kept.append(_samples(fns, runs, 3, 3, 0.02))
+            kept.append(_samples(fns, runs, WARMUP, BLOCK, SETTLE_S))
         medians = [{k: 1000 * float(np.median(v)) for k, v in rep.items()} for rep in kept]  # ms
         ref = {k: statistics.median(m[k] for m in medians) for k in fns}
         load = [statistics.median(m[k] / ref[k] for k in fns) for m in medians]

@@ -11,6 +11,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -36,11 +37,18 @@ def onnxruntime_int8(
     # avx512_vnni: symmetric int8 weights; on CPUs without VNNI, ORT still runs it through the u8s8 path.
     qconfig = AutoQuantizationConfig.avx512_vnni(is_static=static, per_channel=per_channel, nodes_to_exclude=activation_matmuls(src))
     dst.parent.mkdir(parents=True, exist_ok=True)
+    with quiet_root_logger():  # onnxruntime's quantizer logs one INFO line per tensor on the root logger
+        return _quantize(src, dst, qconfig, static, per_channel, calibration, calib, samples)
+
+
+@contextmanager
+def quiet_root_logger():
+    """WARNING and above only on the root logger, where onnxruntime's quantizer and INC's tuning log per tensor/trial."""
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.WARNING)  # onnxruntime's quantizer logs one INFO line per tensor on the root logger
+    root.setLevel(logging.WARNING)
     try:
-        return _quantize(src, dst, qconfig, static, per_channel, calibration, calib, samples)
+        yield
     finally:
         root.setLevel(level)
 
@@ -52,20 +60,22 @@ def activation_matmuls(path: Path) -> list[str]:
     student that made each ~25% slower than its fp32 FusedMatMul and the int8 model 1.13x slower overall,
     so they stay fp32 (the same choice as onnxruntime's MatMulConstBOnly option, which optimum does not pass on).
     """
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = _graph(path)
     weights = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     return [n.name for n in graph.node if n.op_type == "MatMul" and not any(i in weights for i in n.input)]
 
 
 def batched_weights(path: Path) -> bool:
     """True if some MatMul weight is 3-D (the batched form of a grouped layer)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = _graph(path)
     dims = {i.name: len(i.dims) for i in graph.initializer}
     return any(dims.get(i, 0) == 3 for n in graph.node if n.op_type == "MatMul" for i in n.input)
+
+
+def _graph(path: Path):
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph
 
 
 def _require(module: str, package: str):
@@ -152,12 +162,8 @@ def neural_compressor_int8(src: Path, dst: Path, evaluate, *, tolerable_loss: fl
         scores.append(float(evaluate(Path(path))))
         return scores[-1]
 
-    root, level = logging.getLogger(), logging.getLogger().level
-    root.setLevel(logging.WARNING)  # its tuning logs a table per trial
-    try:
+    with quiet_root_logger():
         best = tuning.autotune(str(src), tuning.TuningConfig(config_set=space, tolerable_loss=tolerable_loss, max_trials=max_trials), eval_fn)
-    finally:
-        root.setLevel(level)
     tried = [{"config": candidates[i], "val_accuracy": s} for i, s in enumerate(scores[1:])]
     if best is None:
         raise CompressError(f"neural-compressor found no int8 configuration within tolerable_loss={tolerable_loss} of fp32 accuracy {scores[0]:.4f} "
