@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast bench bench-distill bench-speed bench-prune bench-search clean
+.PHONY: install demo test test-fast lint bench bench-distill bench-speed bench-prune bench-search clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ demo: install
 ## The whole test suite (unit tests on tiny random models + integration tests on the embedded default).
 test: install
 	$(BIN)/python -m pytest -q
+
+## Lint and types: ruff (rules and formatting) and mypy, as CI runs them.
+lint: install
+	$(BIN)/ruff check compress tests bench
+	$(BIN)/ruff format --check compress tests bench
+	$(BIN)/mypy
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not integration"

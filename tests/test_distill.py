@@ -6,13 +6,14 @@ import json
 
 import pytest
 import torch
+from conftest import make_rows, tiny_bert
 from pydantic import ValidationError
 
-from compress.encoding import encode
-from compress.errors import CompressError
+from compress.core.errors import CompressError
+from compress.data.encoding import encode
 from compress.passes.distill import Distill
-from compress.teacher_cache import load_or_compute
-from conftest import make_rows, tiny_bert
+from compress.pipeline.registry import resolve_passes
+from compress.train.teacher_cache import load_or_compute
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def test_cache_hit_returns_identical_outputs(tmp_path, train_enc):
     assert torch.equal(a.logits, b.logits) and torch.equal(a.hidden[2], b.hidden[2]) and torch.equal(a.attention[0], b.attention[0])
     # the ragged store gives back exactly what the teacher computes for a padded batch
     idx = torch.tensor([3, 7])
-    ids = [train_enc.input_ids[train_enc.offsets[i]:train_enc.offsets[i + 1]] for i in idx]
+    ids = [train_enc.input_ids[train_enc.offsets[i] : train_enc.offsets[i + 1]] for i in idx]
     width = max(len(x) for x in ids)
     got = b.batch(idx, width)
     with torch.no_grad():
@@ -80,17 +81,20 @@ def test_bad_options_are_rejected():
 
 
 def _state(tmp_path, tiny_csv, tiny_teacher_dir, passes):
-    from compress.pipeline import _initial_state
-    from compress.recipe import parse_recipe
     from conftest import tiny_recipe
+
+    from compress.pipeline.runner import _initial_state
+    from compress.recipe import parse_recipe
 
     recipe = parse_recipe(tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     return recipe, _initial_state(recipe, tmp_path / "out")
 
 
 def test_hidden_map_naming_missing_layer(tmp_path, tiny_csv, tiny_teacher_dir):
-    recipe, state = _state(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "convert"}, {"name": "distill", "options": {"hidden_weight": 1, "hidden_map": [[1, 9]]}}])
-    (conv, cc), (dist, dc) = recipe.resolved_passes()
+    recipe, state = _state(
+        tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "convert"}, {"name": "distill", "options": {"hidden_weight": 1, "hidden_map": [[1, 9]]}}]
+    )
+    (conv, cc), (dist, dc) = resolve_passes(recipe)
     state = conv().run(state, cc)
     with pytest.raises(CompressError, match=r"hidden_map pair \[1, 9\] names a layer that does not exist: student has 0..2, teacher 0..2"):
         dist().run(state, dc)
@@ -105,14 +109,14 @@ def test_student_with_other_tokenizer_is_refused(tmp_path, tiny_csv, tiny_teache
     BertTokenizerFast(vocab_file=str(other / "vocab.txt")).save_pretrained(other)
     tiny_bert().save_pretrained(other)
     recipe, state = _state(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "distill", "options": {"student_path": str(other)}}])
-    ((dist, dc),) = recipe.resolved_passes()
+    ((dist, dc),) = resolve_passes(recipe)
     with pytest.raises(CompressError, match="uses a different tokenizer than the teacher"):
         dist().run(state, dc)
 
 
 def test_distill_without_student_says_add_convert(tmp_path, tiny_csv, tiny_teacher_dir):
     recipe, state = _state(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "distill"}])
-    ((dist, dc),) = recipe.resolved_passes()
+    ((dist, dc),) = resolve_passes(recipe)
     with pytest.raises(CompressError, match="add a convert pass before distill"):
         dist().run(state, dc)
 
@@ -122,10 +126,15 @@ def test_all_losses_train_and_cache_matches_no_cache(tmp_path, tiny_csv, tiny_te
     opts = {"epochs": 1, "hidden_weight": 1.0, "attention_weight": 1.0, "batch_size": 16}
     results = {}
     for cache in (True, False):
-        recipe, state = _state(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "convert", "options": {"groups": "2,2,2,1,2,2"}}, {"name": "distill", "options": opts | {"cache_teacher": cache}}])
-        for cls, cfg in recipe.resolved_passes():
+        recipe, state = _state(
+            tmp_path,
+            tiny_csv,
+            tiny_teacher_dir,
+            [{"name": "convert", "options": {"groups": "2,2,2,1,2,2"}}, {"name": "distill", "options": opts | {"cache_teacher": cache}}],
+        )
+        for cls, cfg in resolve_passes(recipe):
             state = cls().run(state, cfg)
-        results[cache] = state.metrics["distill"]["student"]
+        results[cache] = state.reports["distill"]["student"]
     assert results[True]["teacher_cache"] in ("miss", "hit") and results[False]["teacher_cache"] == "off"
     l1, l2 = results[True]["history"][0]["train_loss"], results[False]["history"][0]["train_loss"]
     assert l1 == pytest.approx(l2, rel=1e-2) and l1 > 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-
-from compress.encoding import batches, by_length, encode, shuffled, tokenizer_fingerprint
 from conftest import make_rows
+
+from compress.data.encoding import batches, by_length, encode, shuffled, tokenizer_fingerprint
 
 
 def _df(n=50):
@@ -40,7 +40,7 @@ def test_shuffled_is_a_length_grouped_permutation(tokenizer):
     assert not np.array_equal(order, shuffled(enc, seed=2, batch_size=8, pool=4))
     sizes = [len(b["labels"]) for b in batches(enc, 8, order)]
     assert sizes[:-1] == [8] * (len(sizes) - 1) and sizes[-1] == 203 % 8
-    waste = lambda o: sum(b["attention_mask"].numel() - b["attention_mask"].sum().item() for b in batches(enc, 8, o))  # noqa: E731
+    waste = lambda o: sum(b["attention_mask"].numel() - b["attention_mask"].sum().item() for b in batches(enc, 8, o))
     assert waste(order) < waste(np.random.default_rng(1).permutation(203))
 
 
@@ -58,7 +58,7 @@ def test_subset_keeps_rows_and_changes_key(tokenizer):
     import numpy as np
     import pandas as pd
 
-    from compress.encoding import collate, encode
+    from compress.data.encoding import collate, encode
 
     df = pd.DataFrame({"text": ["a b c", "good day", "x", "love the food here"], "label": [0, 1, 2, 1]})
     enc = encode(df, tokenizer, 16, None)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_recipe
 from transformers import DistilBertConfig, DistilBertModel, SqueezeBertForSequenceClassification
 
-from conftest import tiny_recipe
+from compress.core.records import SCHEMA_VERSION, read_metrics
 
 FULL = [
     {"name": "finetune_teacher", "options": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "cache": False}},
@@ -26,15 +27,17 @@ def _write(tmp_path: Path, recipe: dict, name: str = "r.yaml") -> Path:
 
 
 def test_full_recipe_writes_complete_results(tmp_path, tiny_csv, tiny_teacher_dir, cli):
-    code, out, err = cli("run", _write(tmp_path, tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, FULL)))
+    code, _out, err = cli("run", _write(tmp_path, tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, FULL)))
     assert code == 0, err
     run = tmp_path / "results" / "tiny"
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["status"] == "complete" and [p["name"] for p in metrics["passes"]] == ["finetune_teacher", "convert", "distill", "evaluate"]
+    metrics = read_metrics(run / "metrics.json")
+    assert json.loads((run / "metrics.json").read_text())["schema_version"] == SCHEMA_VERSION
+    assert metrics.status == "complete" and [p.name for p in metrics.passes] == ["finetune_teacher", "convert", "distill", "evaluate"]
     for model in ("teacher", "student"):
         for split in ("validation", "test"):
-            r = metrics["metrics"]["evaluate"][model][split]
-            assert 0 <= r["accuracy_ci95"][0] <= r["accuracy"] <= r["accuracy_ci95"][1] <= 1
+            r = metrics.evaluations[model].splits[split]
+            assert 0 <= r.ci95["accuracy"][0] <= r["accuracy"] <= r.ci95["accuracy"][1] <= 1 and r.n > 0
+    assert metrics.conversions["student"].teacher_layers == [1] and metrics.conversions["student"].groups["q"] == 2
     student = SqueezeBertForSequenceClassification.from_pretrained(run / "models" / "student")
     assert student.config.q_groups == 2 and (run / "models" / "student" / "tokenizer.json").exists()
     assert (run / "recipe.yaml").exists() and (run / "run.log").read_text()
@@ -46,8 +49,8 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path, tiny_csv, tiny_teache
     for i in range(2):
         recipe = tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, FULL, output_dir=str(tmp_path / f"out{i}"))
         assert cli("run", _write(tmp_path, recipe, f"r{i}.yaml"))[0] == 0
-        m = json.loads((tmp_path / f"out{i}" / "tiny" / "metrics.json").read_text())["metrics"]
-        runs.append((m["evaluate"], [h["train_loss"] for h in m["distill"]["student"]["history"]]))
+        m = read_metrics(tmp_path / f"out{i}" / "tiny" / "metrics.json")
+        runs.append((m.evaluations, [h["train_loss"] for h in m.reports["distill"]["student"]["history"]]))
     assert runs[0] == runs[1]
 
 
@@ -55,9 +58,9 @@ def test_finetuned_teacher_is_reused_not_retrained(tmp_path, tiny_csv, tiny_teac
     passes = [{"name": "finetune_teacher", "options": {"epochs": 1, "batch_size": 16}}]
     path = _write(tmp_path, tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     assert cli("run", path)[0] == 0
-    first = json.loads((tmp_path / "results" / "tiny" / "metrics.json").read_text())["metrics"]["finetune_teacher"]
+    first = read_metrics(tmp_path / "results" / "tiny" / "metrics.json").reports["finetune_teacher"]
     assert cli("run", path)[0] == 0
-    second = json.loads((tmp_path / "results" / "tiny" / "metrics.json").read_text())["metrics"]["finetune_teacher"]
+    second = read_metrics(tmp_path / "results" / "tiny" / "metrics.json").reports["finetune_teacher"]
     assert (first["cached"], second["cached"]) == (False, True) and first["history"] == second["history"]
 
 
@@ -69,25 +72,31 @@ def test_failed_run_leaves_no_complete_looking_result(tmp_path, tiny_csv, tiny_t
     code, _, err = cli("run", _write(tmp_path, failing, "f.yaml"))
     assert code == 2 and "evaluate.models names ['ghost']" in err
     assert (tmp_path / "results" / "tiny" / "metrics.json").read_text() == before  # the last complete run is intact
-    partial = json.loads((tmp_path / "results" / "tiny.partial" / "metrics.json").read_text())
-    assert partial["status"] == "failed" and [p["name"] for p in partial["passes"]] == ["evaluate"]
-    assert partial["metrics"]["evaluate"]["teacher"]["test"]["accuracy"] >= 0  # what finished is kept
+    partial = read_metrics(tmp_path / "results" / "tiny.partial" / "metrics.json")
+    assert partial.status == "failed" and [p.name for p in partial.passes] == ["evaluate"] and "ghost" in partial.error
+    assert partial.evaluations["teacher"].splits["test"]["accuracy"] >= 0  # what finished is kept
 
 
 def _bad_inputs(tmp_path: Path, csv: Path, teacher: Path) -> dict[str, tuple[dict | None, str]]:
     distil = tmp_path / "distilbert"
     DistilBertModel(DistilBertConfig(dim=32, hidden_dim=64, n_layers=1, n_heads=2)).save_pretrained(distil)
     ev = [{"name": "evaluate"}]
-    base = lambda **kw: tiny_recipe(tmp_path, csv, teacher, ev) | kw  # noqa: E731
+    base = lambda **kw: tiny_recipe(tmp_path, csv, teacher, ev) | kw
     return {
         "unknown pass": (tiny_recipe(tmp_path, csv, teacher, [{"name": "quantise"}]), "unknown pass 'quantise'"),
         "option typo": (tiny_recipe(tmp_path, csv, teacher, [{"name": "distill", "options": {"temprature": 2}}]), "did you mean 'temperature'"),
         "missing recipe": (None, "not found"),
         "missing column": (base(task={"dataset": str(csv), "label_column": "stars"}), "has no column 'stars'"),
-        "unseen labels": (base(task={"dataset": str(csv), "label_column": "sentiment", "labels": ["negative", "positive"]}), "values not in task.labels"),
+        "unseen labels": (
+            base(task={"dataset": str(csv), "label_column": "sentiment", "labels": ["negative", "positive"]}),
+            "values not in task.labels",
+        ),
         "non-BERT teacher": (base(teacher={"model": str(distil)}), "is a 'distilbert' model"),
         "hub id offline": (base(teacher={"model": "google-bert/bert-base-uncased"}), "hub is offline"),
-        "empty after filter": (base(task={"dataset": str(csv), "label_column": "sentiment", "filters": [{"column": "confidence", "op": "<", "value": -1}]}), "no training rows left"),
+        "empty after filter": (
+            base(task={"dataset": str(csv), "label_column": "sentiment", "filters": [{"column": "confidence", "op": "<", "value": -1}]}),
+            "no training rows left",
+        ),
         "bad groups": (tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"groups": "3,1,1,1,1,1"}}]), "groups.q=3 must divide"),
         "missing layer": (tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"layers": [5]}}]), "distinct indices in 0..1"),
         "zero layers": (tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"layers": 0}}]), "keep between 1 and 2 layers"),
@@ -143,3 +152,15 @@ def test_interrupted_run_is_one_line_and_leaves_no_result(tmp_path, tiny_csv, ti
     assert not (tmp_path / "results" / "tiny").exists()
     partial = json.loads((tmp_path / "results" / "tiny.partial" / "metrics.json").read_text())
     assert partial["status"] == "failed" and [p["name"] for p in partial["passes"]] == ["convert"]
+
+
+def test_metrics_of_another_schema_are_refused_with_the_fix(tmp_path, cli):
+    from compress.core.errors import CompressError
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "metrics.json").write_text(json.dumps({"name": "old", "status": "complete", "metrics": {"evaluate": {}}}))  # schema 1 had no version
+    with pytest.raises(CompressError, match=r"metrics schema 1, this one reads 2.*rerun the recipe"):
+        read_metrics(old / "metrics.json")
+    code, _, err = cli("report", old, "--out", tmp_path / "r")
+    assert code == 2 and "rerun the recipe" in err and not (tmp_path / "r").exists()

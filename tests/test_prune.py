@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import run_metrics, tiny_bert, write_tiny_recipe
 from transformers import AutoModelForSequenceClassification
 
-from compress.errors import CompressError
-from compress.inference import EncoderForInference
-from compress.latency import flops_per_sequence
-from compress.pruning import check_squeeze_ratio, plan_heads, prune_bert_ffn, prune_squeezebert_ffn
-from compress.squeeze import Groups, convert
-from conftest import run_metrics, tiny_bert, write_tiny_recipe
+from compress.convert.build import convert
+from compress.convert.groups import Groups
+from compress.core.errors import CompressError
+from compress.deploy.flops import flops_per_sequence
+from compress.deploy.matmul_form import EncoderForInference
+from compress.prune.ffn import check_squeeze_ratio, prune_bert_ffn, prune_squeezebert_ffn
+from compress.prune.heads import plan_heads
 
 
 def _batch(n: int = 4, seq: int = 12, labels: int = 3) -> dict[str, torch.Tensor]:
@@ -65,7 +67,7 @@ def test_squeezebert_ffn_pruning_respects_groups(tmp_path):
     assert rows == sorted(rows) and all(len([r for r in rows if s * 16 <= r < (s + 1) * 16]) == 12 for s in range(4))
     for G in range(2):
         local = [r - G * 32 for r in rows if G * 32 <= r < (G + 1) * 32]
-        assert torch.equal(layer.output.conv1d.weight[G * 16:(G + 1) * 16], w_out[G * 16:(G + 1) * 16][:, local])
+        assert torch.equal(layer.output.conv1d.weight[G * 16 : (G + 1) * 16], w_out[G * 16 : (G + 1) * 16][:, local])
     student.save_pretrained(tmp_path)
     again = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     assert torch.allclose(_logits(student, b), _logits(again, b), atol=1e-6)
@@ -78,31 +80,36 @@ def test_bad_ratios():
     assert check_squeeze_ratio(student.config, 0.125) == 8
     with pytest.raises(CompressError, match="removes every head of layer 0"):
         plan_heads([torch.tensor([1.0, 2.0, 3.0, 4.0])], 0.9, "layer")
-    with pytest.raises(CompressError, match="removes every head of layer 0.*scope: layer"):
+    with pytest.raises(CompressError, match=r"removes every head of layer 0.*scope: layer"):
         plan_heads([torch.tensor([1.0, 1.0]), torch.tensor([1.0, 100.0])], 0.75, "global")
     assert plan_heads([torch.tensor([1.0, 1.0]), torch.tensor([1.0, 100.0])], 0.5, "global") == {0: [0], 1: [0]}
 
 
 def test_prune_pass_distill_export_reload(tmp_path, tiny_csv, tiny_teacher_dir, cli):
-    passes = [{"name": "prune", "options": {"ffn_ratio": 0.5, "head_ratio": 0.25, "importance": "taylor", "taylor_samples": 32}},
-              {"name": "distill", "options": {"epochs": 1, "students": ["pruned"]}},
-              {"name": "export", "options": {"models": ["pruned"]}},
-              {"name": "evaluate", "options": {"models": ["pruned*"]}}]
+    passes = [
+        {"name": "prune", "options": {"ffn_ratio": 0.5, "head_ratio": 0.25, "importance": "taylor", "taylor_samples": 32}},
+        {"name": "distill", "options": {"epochs": 1, "students": ["pruned"]}},
+        {"name": "export", "options": {"models": ["pruned"]}},
+        {"name": "evaluate", "options": {"models": ["pruned*"]}},
+    ]
     code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     assert code == 0, err
     run, m = run_metrics(tmp_path)
-    p = m["prune"]["pruned"]
+    p = m.reports["prune"]["pruned"]
     assert p["heads_per_layer"] == [3, 3] and p["intermediate_size"] == 32 and p["after"]["params"] < p["before"]["params"]
-    assert m["export"]["pruned"]["max_abs_diff"] < 1e-4 and "pruned.onnx" in m["evaluate"]
+    assert m.reports["export"]["pruned"]["max_abs_diff"] < 1e-4 and "pruned.onnx" in m.evaluations
     assert AutoModelForSequenceClassification.from_pretrained(run / "models" / "pruned").config.pruned_heads
 
 
-@pytest.mark.parametrize("options,needle", [
-    ({"ffn_ratio": 1.0}, "less than 1"),
-    ({"ffn_ratio": -0.1}, "greater than or equal to 0"),
-    ({"head_ratio": 0.9}, "removes every head"),
-    ({"head_ratio": 0.25, "model": "student"}, "not in this run"),
-])
+@pytest.mark.parametrize(
+    "options,needle",
+    [
+        ({"ffn_ratio": 1.0}, "less than 1"),
+        ({"ffn_ratio": -0.1}, "greater than or equal to 0"),
+        ({"head_ratio": 0.9}, "removes every head"),
+        ({"head_ratio": 0.25, "model": "student"}, "not in this run"),
+    ],
+)
 def test_prune_bad_input(tmp_path, tiny_csv, tiny_teacher_dir, cli, options, needle):
     code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "prune", "options": options}]))
     assert code == 2 and needle in err, err

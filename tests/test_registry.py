@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compress.errors import CompressError
-from compress.registry import available_passes, get_pass
+from compress.core.errors import CompressError
+from compress.pipeline.registry import available_passes, get_pass
 
 PLUGIN = Path(__file__).parent / "plugin"
 
@@ -41,7 +41,8 @@ def test_plugin_package_runs_from_a_recipe(tmp_path, tiny_csv, tiny_teacher_dir)
     shutil.copytree(PLUGIN, source)  # build from a copy: setuptools leaves build/ beside the sources
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(source)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     from conftest import tiny_recipe
 
@@ -49,9 +50,9 @@ def test_plugin_package_runs_from_a_recipe(tmp_path, tiny_csv, tiny_teacher_dir)
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    listed = subprocess.run([sys.executable, "-m", "compress.cli", "passes"], env=env, capture_output=True, text=True)
+    listed = subprocess.run([sys.executable, "-m", "compress", "passes"], env=env, capture_output=True, text=True)
     assert listed.returncode == 0 and "hello" in listed.stdout and "greeting" in listed.stdout
-    ran = subprocess.run([sys.executable, "-m", "compress.cli", "run", str(path)], env=env, capture_output=True, text=True)
+    ran = subprocess.run([sys.executable, "-m", "compress", "run", str(path)], env=env, capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
     metrics = yaml.safe_load((tmp_path / "results" / "tiny" / "metrics.json").read_text())
-    assert metrics["metrics"]["hello"] == {"greeting": "hi", "models": ["teacher"]}
+    assert metrics["reports"]["hello"] == {"greeting": "hi", "models": ["teacher"]}

@@ -16,12 +16,13 @@ import optuna.storages
 import pandas as pd
 import pytest
 import yaml
+from conftest import tiny_recipe
 from optuna.trial import TrialState
 
-from compress.errors import CompressError
-from compress.report import hypervolume, knee, pareto
-from compress.space import Param
-from conftest import tiny_recipe
+from compress.core.errors import CompressError
+from compress.core.records import TeacherReference, TrialScore
+from compress.recipe.search import Param
+from compress.search.frontier import hypervolume, knee, pareto
 
 TRIAL_PASSES = [
     {"name": "finetune_teacher", "options": {"epochs": 1}},
@@ -31,8 +32,11 @@ TRIAL_PASSES = [
     {"name": "quantize"},
     {"name": "evaluate", "options": {"models": ["student*"], "latency": True, "latency_seq": 16, "latency_runs": 5}},
 ]
-SPACE = {"passes.convert.groups": {"groups": [1, 2, 4]}, "passes.convert.layers": {"choices": [1, 2]},
-         "passes.quantize.enabled": {"choices": [True, False]}}
+SPACE = {
+    "passes.convert.groups": {"groups": [1, 2, 4]},
+    "passes.convert.layers": {"choices": [1, 2]},
+    "passes.quantize.enabled": {"choices": [True, False]},
+}
 
 
 def write_recipe(tmp_path: Path, csv: Path, teacher: Path, **search) -> Path:
@@ -48,20 +52,20 @@ def load(path: Path, name: str = "tiny") -> optuna.Study:
 
 def test_search_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir)
-    code, out, err = cli("search", recipe)
+    code, _out, err = cli("search", recipe)
     assert code == 0, err
     folder = tmp_path / "results" / "tiny"
     study = load(folder / "study.db")
     done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(done) >= 3
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
-        a = t.user_attrs
-        assert set(a["config"]) == set(SPACE) and a["form"].startswith("student")
-        assert (Path(a["path"]) / "metrics.json").is_file() and 0 <= a["val_accuracy"] <= 1 and a["latency_ms"] > 0
-        assert a["groups"] == a["config"]["passes.convert.groups"] and a["layers"] == a["config"]["passes.convert.layers"]
-        assert (a["form"] == "student.int8") == a["config"]["passes.quantize.enabled"]  # int8 is the fastest form when made
-    teacher = json.loads((folder / "search.json").read_text())["teacher"]
-    assert teacher["latency_ms"] > 0 and 0 <= teacher["test"]["accuracy"] <= 1
+        config, s = t.user_attrs["config"], TrialScore.model_validate(t.user_attrs["score"])
+        assert set(config) == set(SPACE) and s.form.startswith("student") and t.values[0] == s.validation["accuracy"]
+        assert (Path(s.path) / "metrics.json").is_file() and 0 <= s.validation["accuracy"] <= 1 and s.latency.median_ms > 0 < s.speedup
+        assert s.groups == config["passes.convert.groups"] and s.layers == config["passes.convert.layers"]
+        assert (s.form == "student.int8") == config["passes.quantize.enabled"]  # int8 is the fastest form when made
+    teacher = TeacherReference.model_validate(json.loads((folder / "search.json").read_text())["teacher"])
+    assert teacher.latency_ms > 0 and teacher.latency["teacher.onnx"].runtime == "onnxruntime" and 0 <= teacher.test["accuracy"] <= 1
 
     # the same study again: refused without --resume; with it, nothing more to do
     code, _, err = cli("search", recipe)
@@ -113,7 +117,7 @@ def check_offline_html(text: str, front_size: int) -> None:
     assert max(page.scripts) > 1_000_000  # plotly.js embedded
     assert "frontier" in page.ids and "pareto" in page.ids
     assert page.rows == front_size + 1  # header + one row per front student
-    assert 'Plotly.newPlot(' in text and '"frontier"' in text
+    assert "Plotly.newPlot(" in text and '"frontier"' in text
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -130,7 +134,7 @@ def test_kill_minus_9_then_resume(tmp_path, tiny_csv, tiny_teacher_dir):
         if db.exists() and proc.poll() is None:
             try:
                 trials = load(db).trials
-            except Exception:  # noqa: BLE001 - the study may not be created yet
+            except Exception:
                 continue
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
             if len(complete) >= 2 and any(t.state == TrialState.RUNNING for t in trials):
@@ -191,14 +195,22 @@ def test_report_refuses_empty_study(tmp_path, cli):
     optuna.create_study(study_name="empty", storage=url, directions=["maximize", "minimize"])
     (folder / "search.json").write_text(json.dumps({"study": "empty", "storage": url, "teacher": {}}))
     code, _, err = cli("report", folder, "--out", tmp_path / "r")
+    assert code == 2 and "no teacher reference this compress version reads" in err and len(err.strip().splitlines()) == 1
+    teacher = TeacherReference(validation={"n": 1, "metrics": {"accuracy": 0.5}}, latency={})
+    (folder / "search.json").write_text(json.dumps({"study": "empty", "storage": url, "teacher": teacher.model_dump(mode="json")}))
+    code, _, err = cli("report", folder, "--out", tmp_path / "r")
     assert code == 2 and "no finished trial" in err and not (tmp_path / "r").exists()
     code, _, err = cli("report", tmp_path / "nothing-here")
     assert code == 2 and "neither a study folder" in err
 
 
 def _points(rows):
-    return pd.DataFrame([{"source": "s", "trial": i, "state": "COMPLETE", "feasible": True, "val_accuracy": a, "speedup_vs_teacher": x,
-                          "test_accuracy": a} for i, (a, x) in enumerate(rows)])
+    return pd.DataFrame(
+        [
+            {"source": "s", "trial": i, "state": "COMPLETE", "feasible": True, "val_accuracy": a, "speedup_vs_teacher": x, "test_accuracy": a}
+            for i, (a, x) in enumerate(rows)
+        ]
+    )
 
 
 def test_front_hypervolume_and_knee():
@@ -222,16 +234,21 @@ def test_param_kinds():
 
 
 def test_score_requires_timed_student():
-    from compress.search import score
-    from compress.space import SearchSpec
+    from compress.core.records import FormEval, RunMetrics, SplitScores
+    from compress.recipe.search import SearchSpec
+    from compress.search.objective import score
 
+    untimed = FormEval(
+        form="student", model="student", runtime="torch", precision="fp32", splits={"validation": SplitScores(n=1, metrics={"accuracy": 1.0})}
+    )
+    metrics = RunMetrics(name="t", status="complete", compress_version="x", evaluations={"student": untimed})
     with pytest.raises(CompressError, match="did not time student"):
-        score({"metrics": {"evaluate": {"student": {"validation": {}}}}}, SearchSpec(space={}), {}, Path("."))
+        score(metrics, SearchSpec(space={}), None, Path("."))
 
 
 def test_groups_up_to_offers_the_divisors(tmp_path, tiny_csv, tiny_teacher_dir):
     from compress.recipe import load_recipe
-    from compress.search import check_space
+    from compress.search.space import check_space
 
     recipe = load_recipe(write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, space={"passes.convert.groups": {"groups_up_to": 12}}))
     check_space(recipe, recipe.search, "r.yaml")
@@ -242,3 +259,18 @@ def test_front_of_a_subset_keeps_row_labels():
     pts = _points([(0.80, 1.0), (0.79, 4.0), (0.72, 8.0)])
     pts.index = [10, 11, 12]  # e.g. the second study of an overlaid report
     assert list(pareto(pts)["trial"]) == [2, 1, 0]
+
+
+def test_hypervolume_2d_matches_optunas_own():
+    """Our 2-D hypervolume (Optuna has no public one) against Optuna's private implementation, on random fronts."""
+    import numpy as np
+    from optuna._hypervolume import compute_hypervolume
+
+    from compress.search.frontier import hypervolume_2d
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 30):
+        pts = rng.random((n, 2))
+        ref = np.array([1.1, 1.2])
+        assert hypervolume_2d(pts, ref) == pytest.approx(compute_hypervolume(pts, ref), rel=1e-12)
+    assert hypervolume_2d(np.array([[0.0, 0.5], [0.5, 0.0]]), np.array([1.0, 1.0])) == pytest.approx(0.75)

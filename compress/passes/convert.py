@@ -3,44 +3,36 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import BeforeValidator, Field, PositiveInt
 
-from compress.encoding import batches
-from compress.errors import CompressError
-from compress.metrics import accuracy, predict
-from compress.registry import Pass, PassConfig
-from compress.squeeze import Groups, convert
-from compress.state import RunState
+from compress.convert.build import convert
+from compress.convert.groups import Groups
+from compress.core.errors import CompressError
+from compress.core.records import Conversion
+from compress.data.encoding import batches
+from compress.modeling.runners import predict
+from compress.pipeline.registry import Pass, PassConfig
+from compress.pipeline.state import RunState
+from compress.tasks.classification import accuracy
 
 log = logging.getLogger(__name__)
 
 
-class GroupsConfig(PassConfig):
-    """Group counts; also accepts "4,4,4,1,4,4" or a list of six integers (q,k,v,post_attention,intermediate,output)."""
+def _groups(value: Any) -> Any:
+    """ "4,4,4,1,4,4" or six integers -> Groups; a mapping is validated field by field (unknown keys refused)."""
+    if isinstance(value, str):  # a ValueError here is reported by pydantic with the recipe key path
+        return Groups.parse(value)
+    if isinstance(value, (list, tuple)):
+        return Groups.parse(",".join(map(str, value)))
+    return value
 
-    q: PositiveInt = 1
-    k: PositiveInt = 1
-    v: PositiveInt = 1
-    post_attention: PositiveInt = 1
-    intermediate: PositiveInt = 1
-    output: PositiveInt = 1
 
-    @model_validator(mode="before")
-    @classmethod
-    def _from_short(cls, value: Any) -> Any:
-        try:
-            if isinstance(value, str):
-                return Groups.parse(value).as_dict()
-            if isinstance(value, (list, tuple)):
-                return Groups.parse(",".join(map(str, value))).as_dict()
-        except CompressError as e:
-            raise ValueError(str(e)) from None  # pydantic then reports it with the recipe key path
-        return value
+GroupsOption = Annotated[Groups, BeforeValidator(_groups)]
 
 
 class Convert(Pass):
@@ -51,7 +43,7 @@ class Convert(Pass):
     class Config(PassConfig):
         student: str = Field("student", pattern=r"^[A-Za-z0-9_.-]+$", description="name of the student in this run")
         layers: int | list[int] | None = Field(None, description="count (evenly spaced) or indices; default all")
-        groups: GroupsConfig = GroupsConfig()
+        groups: GroupsOption = Field(Groups(), description="q,k,v,post_attention,intermediate,output: '4,4,4,1,4,4', six integers or a mapping")
         intermediate_size: PositiveInt | None = Field(None, description="smaller FFN width (keeps the strongest channels)")
         init: Literal["permuted", "identity", "random"] = "permuted"
         iterations: PositiveInt = Field(3, description="alternating permutation-search rounds")
@@ -59,24 +51,36 @@ class Convert(Pass):
         compare_inits: bool = Field(False, description="also measure identity, random and no-fit init before training")
 
     def run(self, state: RunState, config: Config) -> RunState:
-        if state.teacher is None:
+        teacher = state.teacher
+        if teacher is None:
             raise CompressError("convert needs a teacher; add a teacher: section to the recipe")
-        if state.teacher.config.pruned_heads:
-            raise CompressError("convert needs a teacher with all its heads (SqueezeBERT's attention width equals its hidden size); "
-                                "prune heads into a separate model (prune.output) or prune only FFN channels before convert")
+        if teacher.config.pruned_heads:
+            raise CompressError(
+                "convert needs a teacher with all its heads (SqueezeBERT's attention width equals its hidden size); "
+                "prune heads into a separate model (prune.output) or prune only FFN channels before convert"
+            )
         if config.student == "teacher":
             raise CompressError("convert.student cannot be named 'teacher'; pick another name")
-        groups = Groups(**config.groups.model_dump())
-        build = lambda init, fit=True: convert(  # noqa: E731
-            state.teacher, config.layers, groups, config.intermediate_size, init, config.iterations,
+        groups = config.groups
+        build = lambda init, fit=True: convert(
+            teacher,
+            config.layers,
+            groups,
+            config.intermediate_size,
+            init,
+            config.iterations,
             calib_batches=self._calibration(state, config.fit_samples) if fit and config.fit_samples else None,
         )
         student, report = build(config.init)
         if config.init != "random":
             log.info(
                 "%s: layers %s, groups %s, energy kept per layer %s (identity order: %s), least-squares fit: %s",
-                config.student, report["layers"], groups.as_dict(), np.round(report["energy_kept_per_layer"], 3).tolist(),
-                np.round(report["energy_kept_identity_per_layer"], 3).tolist(), report["least_squares_fit"],
+                config.student,
+                report["layers"],
+                groups.as_dict(),
+                np.round(report["energy_kept_per_layer"], 3).tolist(),
+                np.round(report["energy_kept_identity_per_layer"], 3).tolist(),
+                report["least_squares_fit"],
             )
         if config.compare_inits:
             report["init_comparison"] = {
@@ -88,9 +92,11 @@ class Convert(Pass):
             for init, q in report["init_comparison"].items():
                 log.info("%s init=%s before training: val acc %.4f, KL to teacher %.4f", config.student, init, q["val_accuracy"], q["kl_to_teacher"])
         state.students[config.student] = student
-        state.metrics.setdefault(self.name, {})[config.student] = report
+        state.conversions[config.student] = Conversion(
+            teacher_layers=report["layers"], groups=groups.as_dict(), intermediate_size=report["intermediate_size"], init=config.init
+        )
+        state.report(self.name)[config.student] = report
         return state
-
 
     @staticmethod
     def _calibration(state: RunState, samples: int) -> list[dict[str, torch.Tensor]]:
@@ -104,7 +110,10 @@ class Convert(Pass):
 def start_quality(state: RunState, student: torch.nn.Module) -> dict[str, float]:
     """Validation accuracy and mean KL(teacher || student) of an untrained student."""
     enc = state.encoded("validation")
+    assert state.teacher is not None
     s_logits = predict(student, enc, state.device)
     t_logits = predict(state.teacher, enc, state.device)
-    kl = F.kl_div(torch.log_softmax(torch.from_numpy(s_logits), -1), torch.log_softmax(torch.from_numpy(t_logits), -1), log_target=True, reduction="batchmean")
+    kl = F.kl_div(
+        torch.log_softmax(torch.from_numpy(s_logits), -1), torch.log_softmax(torch.from_numpy(t_logits), -1), log_target=True, reduction="batchmean"
+    )
     return {"val_accuracy": accuracy(enc.labels, s_logits.argmax(1)), "kl_to_teacher": float(kl)}

@@ -1,11 +1,7 @@
-"""Knowledge distillation of each student from the teacher.
+"""Knowledge distillation of each student from the teacher (losses in `compress.train.losses`).
 
-loss = alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels)
-       + hidden_weight * mean MSE(proj(s_hidden[i]), t_hidden[j])   over the hidden-state layer map
-       + attention_weight * mean KL(t_attn[j] || s_attn[i])         over the attention layer map
-
-Teacher outputs come from the on-disk cache (`teacher_cache`), so the teacher runs once per training
-set, not once per student per epoch.
+Teacher outputs come from the on-disk cache (`compress.train.teacher_cache`), so the teacher runs once
+per training set, not once per student per epoch.
 """
 
 from __future__ import annotations
@@ -15,16 +11,17 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 
-from compress.encoding import tokenizer_fingerprint
-from compress.errors import CompressError
-from compress.models import load_student, load_tokenizer
-from compress.registry import Pass
-from compress.state import RunState
-from compress.teacher_cache import TeacherOutputs, load_or_compute
-from compress.train import TrainOptions, fit
+from compress.core.errors import CompressError
+from compress.data.encoding import tokenizer_fingerprint
+from compress.modeling.loading import load_student, load_tokenizer
+from compress.passes.options import TrainOptions
+from compress.pipeline.registry import Pass
+from compress.pipeline.state import RunState
+from compress.train.loop import fit
+from compress.train.losses import DistillLoss
+from compress.train.teacher_cache import TeacherOutputs, load_or_compute
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +37,9 @@ class Distill(Pass):
         temperature: float = Field(2.0, gt=0)
         alpha: float = Field(0.5, ge=0, le=1, description="weight of the KD term; 1 - alpha weighs cross-entropy")
         hidden_weight: float = Field(0.0, ge=0)
-        hidden_map: list[tuple[int, int]] | None = Field(None, description="[student, teacher] hidden-state indices (0 = embeddings); default: the converted layers")
+        hidden_map: list[tuple[int, int]] | None = Field(
+            None, description="[student, teacher] hidden-state indices (0 = embeddings); default: the converted layers"
+        )
         attention_weight: float = Field(0.0, ge=0)
         attention_map: list[tuple[int, int]] | None = Field(None, description="[student, teacher] layer indices; default: the converted layers")
         cache_teacher: bool = Field(True, description="cache teacher outputs on disk (off: run the teacher every step)")
@@ -55,77 +54,78 @@ class Distill(Pass):
         missing = [n for n in names if n not in state.students]
         if not names or missing:
             raise CompressError(f"distill: no student {missing or ''} in this run (have {list(state.students)}); add a convert pass before distill")
-        results = state.metrics.setdefault(self.name, {})
         for name in names:
-            results[name] = self._distill(state, config, name)
+            state.report(self.name)[name] = self._distill(state, config, name)
         return state
 
     def _load_external(self, state: RunState, path: str) -> None:
+        assert state.teacher is not None
         student = load_student(path)
         theirs, ours = tokenizer_fingerprint(load_tokenizer(path)), tokenizer_fingerprint(state.tokenizer)
         if theirs != ours or student.config.vocab_size != state.teacher.config.vocab_size:
-            raise CompressError(f"student {path} uses a different tokenizer than the teacher; distillation needs identical token ids - convert the student from this teacher")
+            raise CompressError(
+                f"student {path} uses a different tokenizer than the teacher; distillation needs identical token ids - "
+                "convert the student from this teacher"
+            )
         state.students[path.rstrip("/").split("/")[-1]] = student
 
     def _distill(self, state: RunState, config: Config, name: str) -> dict:
         student, teacher = state.students[name], state.teacher
-        layers = state.metrics.get("convert", {}).get(name, {}).get("layers", list(range(student.config.num_hidden_layers)))
-        hidden_map = _check_map(config.hidden_map, [(i + 1, t + 1) for i, t in enumerate(layers)], student, teacher, "hidden_map", offset=1) if config.hidden_weight else []
-        attn_map = _check_map(config.attention_map, list(enumerate(layers)), student, teacher, "attention_map", offset=0) if config.attention_weight else []
+        assert teacher is not None
+        conv = state.conversions.get(name)
+        layers = conv.teacher_layers if conv else list(range(student.config.num_hidden_layers))
+        hidden_map = (
+            _check_map(config.hidden_map, [(i + 1, t + 1) for i, t in enumerate(layers)], student, teacher, "hidden_map", offset=1)
+            if config.hidden_weight
+            else []
+        )
+        attn_map = (
+            _check_map(config.attention_map, list(enumerate(layers)), student, teacher, "attention_map", offset=0) if config.attention_weight else []
+        )
         train = state.encoded("train")
         if config.max_train_samples and config.max_train_samples < len(train):
             train = train.subset(np.sort(np.random.default_rng(state.seed).permutation(len(train))[: config.max_train_samples]))
-        t_hidden, t_attn = sorted({t for _, t in hidden_map}), sorted({t for _, t in attn_map})
         t0 = time.perf_counter()
         cached: TeacherOutputs | None = None
         cache_status = "off"
         if config.cache_teacher:
-            cached, cache_status = load_or_compute(teacher, train, state.device, state.cache_dir, t_hidden, t_attn)
+            hidden, attention = sorted({t for _, t in hidden_map}), sorted({t for _, t in attn_map})
+            cached, cache_status = load_or_compute(teacher, train, state.device, state.cache_dir, hidden, attention)
         cache_seconds = time.perf_counter() - t0
         proj = torch.nn.ModuleDict()
         if hidden_map and student.config.hidden_size != teacher.config.hidden_size:
             for s, _ in hidden_map:  # learned projection to the teacher's width
                 proj[str(s)] = torch.nn.Linear(student.config.hidden_size, teacher.config.hidden_size).to(state.device)
         teacher.eval().to(state.device)
-        T, a = config.temperature, config.alpha
-
-        def loss_fn(model, batch):
-            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-            out = model(**inputs, output_hidden_states=bool(hidden_map), output_attentions=bool(attn_map))
-            if cached is not None:
-                t = cached.batch(batch["index"], batch["input_ids"].shape[1])
-                t = {"logits": t["logits"].to(out.logits.device), "hidden": {k: v.to(out.logits.device) for k, v in t["hidden"].items()},
-                     "attention": {k: v.to(out.logits.device) for k, v in t["attention"].items()}}
-            else:
-                with torch.no_grad():
-                    o = teacher(**inputs, output_hidden_states=bool(hidden_map), output_attentions=bool(attn_map))
-                t = {"logits": o.logits, "hidden": {h: o.hidden_states[h] for h in t_hidden}, "attention": {x: o.attentions[x] for x in t_attn}}
-            kd = F.kl_div(F.log_softmax(out.logits / T, -1), F.log_softmax(t["logits"] / T, -1), log_target=True, reduction="batchmean") * T * T
-            loss = a * kd + (1 - a) * F.cross_entropy(out.logits, batch["labels"]) if a < 1 else kd
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            for s, tl in hidden_map:
-                sh = out.hidden_states[s]
-                sh = proj[str(s)](sh) if str(s) in proj else sh
-                loss = loss + config.hidden_weight / len(hidden_map) * (((sh - t["hidden"][tl]) ** 2) * mask).sum() / (mask.sum() * sh.shape[-1])
-            for s, tl in attn_map:
-                # SqueezeBERT returns pre-softmax scores (mask already added); BERT returns probabilities.
-                s_log = F.log_softmax(out.attentions[s], -1)
-                kl = (t["attention"][tl] * (torch.log(t["attention"][tl].clamp_min(1e-8)) - s_log)).sum(-1)  # [B, heads, L]
-                qmask = batch["attention_mask"][:, None, :].float()
-                loss = loss + config.attention_weight / len(attn_map) * (kl * qmask).sum() / (qmask.sum() * kl.shape[1])
-            return loss
-
-        report = (lambda epoch, acc: state.on_validation(name, epoch, acc, student)) if state.on_validation else None
-        history = fit(student, loss_fn, train, state.encoded("validation"), config.schedule(), device=state.device, seed=state.seed,
-                      desc=f"distill {name}", extra_params=list(proj.parameters()), on_epoch_end=report)
-        return {"history": history, "best_val_accuracy": max(h["val_accuracy"] for h in history),
-                "teacher_cache": cache_status, "teacher_cache_seconds": cache_seconds,
-                "seconds_per_epoch": sum(h["train_seconds"] for h in history) / len(history)}
+        loss = DistillLoss(
+            teacher, config.temperature, config.alpha, cached, hidden_map, config.hidden_weight, attn_map, config.attention_weight, proj
+        )
+        on_validation = state.on_validation
+        report = (lambda epoch, acc: on_validation(name, epoch, acc, student)) if on_validation else None
+        history = fit(
+            student,
+            loss,
+            train,
+            state.encoded("validation"),
+            config.schedule(),
+            device=state.device,
+            seed=state.seed,
+            desc=f"distill {name}",
+            extra_params=list(proj.parameters()),
+            on_epoch_end=report,
+        )
+        return {
+            "history": history,
+            "best_val_accuracy": max(h["val_accuracy"] for h in history),
+            "teacher_cache": cache_status,
+            "teacher_cache_seconds": cache_seconds,
+            "seconds_per_epoch": sum(h["train_seconds"] for h in history) / len(history),
+        }
 
 
 def _check_map(given, default, student, teacher, what: str, offset: int) -> list[tuple[int, int]]:
     """Validate a [student, teacher] layer map: every index must exist in its model."""
-    pairs = [tuple(p) for p in (given if given is not None else default)]
+    pairs = [(int(s), int(t)) for s, t in (given if given is not None else default)]
     s_max, t_max = student.config.num_hidden_layers - 1 + offset, teacher.config.num_hidden_layers - 1 + offset
     for s, t in pairs:
         if not (0 <= s <= s_max and 0 <= t <= t_max):

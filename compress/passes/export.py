@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from compress.errors import CompressError
-from compress.registry import Pass, PassConfig
-from compress.runtime import export, max_abs_diff, optimize, session
-from compress.state import RunState, Variant
+from compress.core.errors import CompressError
+from compress.deploy.onnx import export, max_abs_diff, optimize, ort_runner
+from compress.pipeline.registry import Pass, PassConfig
+from compress.pipeline.state import RunState, Variant
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +33,28 @@ class Export(Pass):
 
     def run(self, state: RunState, config: Config) -> RunState:
         # optimum's exporter would emit SqueezeBERT's grouped Conv1d, whose int8 form (ConvInteger) is slower
-        # than fp32; we export our own inference form (compress/inference.py) for teacher and students alike.
+        # than fp32; we export our own inference form (compress/deploy/matmul_form.py) for teacher and students alike.
         models = state.models()
         names = state.pick(config.models, models, "export.models")
-        results = state.metrics.setdefault(self.name, {})
+        results = state.report(self.name)
         for name in names:
             path = state.model_dir(name) / "model.onnx"
             export(models[name], path, config.mode, config.opset)
             fused = optimize(path, models[name].config) if config.optimize else {}
-            diff = max_abs_diff(models[name], session(path), state.encoded("validation"))
+            diff = max_abs_diff(models[name], ort_runner(path), state.encoded("validation"))
             if diff > config.tolerance:
                 path.unlink()
-                raise CompressError(f"ONNX export of {name} differs from PyTorch by {diff:.2e} > tolerance {config.tolerance}; report this model config")
+                raise CompressError(
+                    f"ONNX export of {name} differs from PyTorch by {diff:.2e} > tolerance {config.tolerance}; report this model config"
+                )
             models[name].config.save_pretrained(path.parent)  # optimum's quantizer reads the config beside the graph
             state.variants[f"{name}.onnx"] = Variant(name, "onnxruntime", "fp32", path)
-            results[name] = {"path": str(path.relative_to(state.out_dir)), "max_abs_diff": diff, "size_mb": path.stat().st_size / 2**20,
-                             "mode": config.mode, "fused": fused}
+            results[name] = {
+                "path": str(path.relative_to(state.out_dir)),
+                "max_abs_diff": diff,
+                "size_mb": path.stat().st_size / 2**20,
+                "mode": config.mode,
+                "fused": fused,
+            }
             log.info("exported %s: max |logit diff| vs PyTorch %.2e, %.1f MB", name, diff, results[name]["size_mb"])
         return state

@@ -8,12 +8,15 @@ import logging
 import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 
-from compress.errors import CompressError
-from compress.io import atomic_dir, state_dict_hash, stable_hash
-from compress.models import load_student
-from compress.registry import Pass
-from compress.state import RunState
-from compress.train import TrainOptions, fit
+from compress.core.atomic import atomic_dir
+from compress.core.errors import CompressError
+from compress.core.hashing import stable_hash, state_dict_hash
+from compress.data.encoding import MODEL_INPUTS
+from compress.modeling.loading import load_student
+from compress.passes.options import TrainOptions
+from compress.pipeline.registry import Pass
+from compress.pipeline.state import RunState
+from compress.train.loop import fit
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +32,14 @@ class FinetuneTeacher(Pass):
         cache: bool = Field(True, description="reuse a teacher fine-tuned on the same weights/data/options/seed")
 
     def run(self, state: RunState, config: Config) -> RunState:
+        teacher = state.teacher
+        if teacher is None:
+            raise CompressError("finetune_teacher needs a teacher; add a teacher: section to the recipe")
         train, val = state.encoded("train"), state.encoded("validation")
         # The key is everything that changes the result: starting weights, tokens, options, seed, device type.
         key = stable_hash(
             {
-                "weights": state_dict_hash(state.teacher),
+                "weights": state_dict_hash(teacher),
                 "train": train.key,
                 "validation": val.key,
                 "options": config.model_dump(exclude={"cache"}),
@@ -45,23 +51,20 @@ class FinetuneTeacher(Pass):
         if config.cache and folder.is_dir():
             try:
                 state.teacher = load_student(folder)
-                state.teacher_source = str(folder)
-                state.metrics[self.name] = json.loads((folder / "finetune.json").read_text()) | {"cached": True}
+                state.reports[self.name] = json.loads((folder / "finetune.json").read_text()) | {"cached": True}
                 log.info("fine-tuned teacher reused from cache %s", folder)
                 return state
             except (CompressError, OSError, json.JSONDecodeError) as e:
                 log.warning("cached teacher %s unusable (%s); fine-tuning again", folder, e)
 
         def loss_fn(model, batch):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]).logits
-            return F.cross_entropy(logits, batch["labels"])
+            return F.cross_entropy(model(*(batch[k] for k in MODEL_INPUTS)).logits, batch["labels"])
 
-        history = fit(state.teacher, loss_fn, train, val, config.schedule(), device=state.device, seed=state.seed, desc="teacher")
+        history = fit(teacher, loss_fn, train, val, config.schedule(), device=state.device, seed=state.seed, desc="teacher")
         info = {"history": history, "best_val_accuracy": max(h["val_accuracy"] for h in history), "key": key}
         with atomic_dir(folder) as tmp:
-            state.teacher.save_pretrained(tmp)
+            teacher.save_pretrained(tmp)
             state.tokenizer.save_pretrained(tmp)
             (tmp / "finetune.json").write_text(json.dumps(info, indent=2))
-        state.teacher_source = str(folder)
-        state.metrics[self.name] = info | {"cached": False}
+        state.reports[self.name] = info | {"cached": False}
         return state

@@ -1,4 +1,4 @@
-"""Structured pruning (whole heads, FFN channels) of the teacher or a student; see compress/pruning.py."""
+"""Structured pruning (whole heads, FFN channels) of the teacher or a student; see compress/prune/."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, PositiveInt
 
-from compress.encoding import batches
-from compress.errors import CompressError
-from compress.latency import flops_per_sequence, params
-from compress.metrics import accuracy, predict
-from compress.pruning import accumulate_gradients, head_scores, plan_heads, prune_bert_ffn, prune_squeezebert_ffn
-from compress.registry import Pass, PassConfig
-from compress.state import RunState
+from compress.core.errors import CompressError
+from compress.data.encoding import MODEL_INPUTS, batches
+from compress.deploy.flops import flops_per_sequence
+from compress.modeling.runners import count_parameters, predict
+from compress.pipeline.registry import Pass, PassConfig
+from compress.pipeline.state import RunState
+from compress.prune.ffn import prune_bert_ffn, prune_squeezebert_ffn
+from compress.prune.heads import plan_heads
+from compress.prune.importance import accumulate_gradients, head_scores
+from compress.tasks.classification import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +30,9 @@ class Prune(Pass):
 
     class Config(PassConfig):
         model: str = Field("teacher", description="the teacher or a student of this run")
-        output: str | None = Field("pruned", pattern=r"^[A-Za-z0-9_.-]+$",
-                                   description="name of the pruned copy (a new student); null prunes `model` in place")
+        output: str | None = Field(
+            "pruned", pattern=r"^[A-Za-z0-9_.-]+$", description="name of the pruned copy (a new student); null prunes `model` in place"
+        )
         ffn_ratio: float = Field(0.0, ge=0, lt=1, description="share of FFN channels removed in every layer")
         head_ratio: float = Field(0.0, ge=0, lt=1, description="share of attention heads removed (BERT)")
         importance: Literal["magnitude", "taylor"] = Field("magnitude", description="|w|^2, or |w * dL/dw| on task batches")
@@ -47,12 +51,17 @@ class Prune(Pass):
         model = copy.deepcopy(source) if config.output else source
         kind = model.config.model_type
         if config.head_ratio and kind != "bert":
-            raise CompressError(f"prune.head_ratio needs a BERT model; {config.model} is {kind} (its attention width is tied to the hidden size "
-                                "in transformers' config) - prune heads on the teacher, or prune only FFN channels (ffn_ratio)")
+            raise CompressError(
+                f"prune.head_ratio needs a BERT model; {config.model} is {kind} (its attention width is tied to the hidden size "
+                "in transformers' config) - prune heads on the teacher, or prune only FFN channels (ffn_ratio)"
+            )
         model.cpu().eval()
         val = state.encoded("validation")
-        before = {"params": params(model), "gflops": flops_per_sequence(model.config, 128) / 1e9,
-                  "val_accuracy": accuracy(val.labels, predict(model, val, state.device).argmax(1))}
+        before = {
+            "params": count_parameters(model),
+            "gflops": flops_per_sequence(model.config, 128) / 1e9,
+            "val_accuracy": accuracy(val.labels, predict(model, val, state.device).argmax(1)),
+        }
         model.cpu()
         train = state.encoded("train")
         calib = list(batches(train, 32, np.arange(min(config.taylor_samples, len(train)))))
@@ -66,7 +75,7 @@ class Prune(Pass):
                 accumulate_gradients(model, calib)  # new modules: their gradients for the FFN ranking
         if config.ffn_ratio:
             if kind == "bert":
-                example = {k: calib[0][k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+                example = {k: calib[0][k] for k in MODEL_INPUTS}
                 prune_bert_ffn(model, config.ffn_ratio, config.importance, example)
             else:
                 prune_squeezebert_ffn(model, config.ffn_ratio, config.importance)
@@ -77,13 +86,33 @@ class Prune(Pass):
             state.teacher = model
         else:
             state.students[name] = model
-        after = {"params": params(model), "gflops": flops_per_sequence(model.config, 128) / 1e9,
-                 "val_accuracy": accuracy(val.labels, predict(model, val, state.device).argmax(1))}
-        report = {"from": config.model, "importance": config.importance, "scope": config.scope, "heads_removed": heads,
-                  "heads_per_layer": [model.config.num_attention_heads - len(heads.get(i, [])) for i in range(model.config.num_hidden_layers)],
-                  "intermediate_size": model.config.intermediate_size, "before": before, "after": after}
-        state.metrics.setdefault(self.name, {})[name] = report
-        log.info("pruned %s -> %s: params %.1fM -> %.1fM, GFLOPs/seq128 %.2f -> %.2f, heads/layer %s, FFN %d, val acc %.4f -> %.4f (before distillation)",
-                 config.model, name, before["params"] / 1e6, after["params"] / 1e6, before["gflops"], after["gflops"],
-                 report["heads_per_layer"], model.config.intermediate_size, before["val_accuracy"], after["val_accuracy"])
+        after = {
+            "params": count_parameters(model),
+            "gflops": flops_per_sequence(model.config, 128) / 1e9,
+            "val_accuracy": accuracy(val.labels, predict(model, val, state.device).argmax(1)),
+        }
+        report = {
+            "from": config.model,
+            "importance": config.importance,
+            "scope": config.scope,
+            "heads_removed": heads,
+            "heads_per_layer": [model.config.num_attention_heads - len(heads.get(i, [])) for i in range(model.config.num_hidden_layers)],
+            "intermediate_size": model.config.intermediate_size,
+            "before": before,
+            "after": after,
+        }
+        state.report(self.name)[name] = report
+        log.info(
+            "pruned %s -> %s: params %.1fM -> %.1fM, GFLOPs/seq128 %.2f -> %.2f, heads/layer %s, FFN %d, val acc %.4f -> %.4f (before distillation)",
+            config.model,
+            name,
+            before["params"] / 1e6,
+            after["params"] / 1e6,
+            before["gflops"],
+            after["gflops"],
+            report["heads_per_layer"],
+            model.config.intermediate_size,
+            before["val_accuracy"],
+            after["val_accuracy"],
+        )
         return state

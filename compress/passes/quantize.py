@@ -9,12 +9,14 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from compress.errors import CompressError
-from compress.metrics import accuracy, predict, predict_with
-from compress.quantization import neural_compressor_int8, onnxruntime_int8, torch_int8
-from compress.registry import Pass, PassConfig
-from compress.runtime import export
-from compress.state import RunState, Variant
+from compress.core.errors import CompressError
+from compress.deploy.inc import neural_compressor_int8
+from compress.deploy.onnx import export, ort_runner
+from compress.deploy.quantize import onnxruntime_int8, torch_int8
+from compress.modeling.runners import predict, predict_with
+from compress.pipeline.registry import Pass, PassConfig
+from compress.pipeline.state import RunState, Variant
+from compress.tasks.classification import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,8 @@ class Quantize(Pass):
         per_channel: bool = False
         models: list[str] | None = Field(None, description="default: all students")
         mode_onnx: Literal["split", "batched"] | None = Field(
-            None, description="inference form of the grouped layers (see export); default batched, split for per_channel")
+            None, description="inference form of the grouped layers (see export); default batched, split for per_channel"
+        )
         suffix: str = Field("int8", pattern=r"^[A-Za-z0-9_-]+$", description="variant name <model>.<suffix>, file model.<suffix>.onnx")
         eval_batch_size: PositiveInt = 64
         tolerable_loss: float = Field(0.01, ge=0, lt=1, description="neural-compressor: relative validation-accuracy loss allowed")
@@ -41,8 +44,10 @@ class Quantize(Pass):
         @model_validator(mode="after")
         def _per_channel_form(self):
             if self.per_channel and self.mode_onnx == "batched":
-                raise ValueError("per_channel needs 2-D weights: leave mode_onnx unset or set it to split "
-                                 "(ONNX Runtime's int8 MatMul takes per-channel scales only for 2-D weights)")
+                raise ValueError(
+                    "per_channel needs 2-D weights: leave mode_onnx unset or set it to split "
+                    "(ONNX Runtime's int8 MatMul takes per-channel scales only for 2-D weights)"
+                )
             return self
 
     def run(self, state: RunState, config: Config) -> RunState:
@@ -51,7 +56,7 @@ class Quantize(Pass):
         if config.suffix == "onnx":
             raise CompressError("quantize.suffix 'onnx' is reserved for the fp32 export; use e.g. int8")
         val = state.encoded("validation")
-        results = state.metrics.setdefault(self.name, {})
+        results = state.report(self.name)
         for name in names:
             folder = state.model_dir(name)
             fp32_acc = accuracy(val.labels, predict(models[name], val, state.device, config.eval_batch_size).argmax(1))
@@ -67,10 +72,17 @@ class Quantize(Pass):
                     models[name].config.save_pretrained(tmp)
                     dst = folder / f"model.{config.suffix}.onnx"
                     if config.backend == "onnxruntime":
-                        info = onnxruntime_int8(src, dst, static=config.mode == "static", per_channel=config.per_channel,
-                                                calibration=config.calibration, calib=state.encoded("train"), samples=config.calibration_samples)
+                        info = onnxruntime_int8(
+                            src,
+                            dst,
+                            static=config.mode == "static",
+                            per_channel=config.per_channel,
+                            calibration=config.calibration,
+                            calib=state.encoded("train"),
+                            samples=config.calibration_samples,
+                        )
                     else:
-                        val_acc = lambda p: accuracy(val.labels, predict_with(Variant(name, "onnxruntime", "int8", p).runner(state.recipe.threads), val).argmax(1))  # noqa: E731
+                        val_acc = lambda p: accuracy(val.labels, predict_with(ort_runner(p, state.recipe.threads), val).argmax(1))
                         info = neural_compressor_int8(src, dst, val_acc, tolerable_loss=config.tolerable_loss, max_trials=config.max_trials)
                         log.info("%s: neural-compressor tried %s, chose %s", name, info["tried"], info["chosen"])
                     info |= {"form": form, "size_mb_fp32": src.stat().st_size / 2**20, "size_mb_int8": dst.stat().st_size / 2**20}

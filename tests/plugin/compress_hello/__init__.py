@@ -1,6 +1,6 @@
 """A minimal third-party pass: counts the run's models and records a greeting."""
 
-from compress.registry import Pass, PassConfig
+from compress.pipeline import Pass, PassConfig
 
 
 class Hello(Pass):
@@ -12,5 +12,5 @@ class Hello(Pass):
         greeting: str = "hello"
 
     def run(self, state, config):
-        state.metrics[self.name] = {"greeting": config.greeting, "models": sorted(state.models())}
+        state.reports[self.name] = {"greeting": config.greeting, "models": sorted(state.models())}
         return state

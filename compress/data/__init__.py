@@ -1,0 +1,1 @@
+"""Task data: reading sources into train/validation/test splits, and tokenizing them into padded batches."""

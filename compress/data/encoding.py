@@ -1,0 +1,147 @@
+"""Tokenized splits, cached on disk, and padded batches.
+
+Examples are stored unpadded (ragged) and padded per batch, so short tweets do not pay for the longest
+one. Each batch carries the example indices, which is how the distillation pass finds cached teacher
+outputs for exactly these examples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from compress.core.atomic import atomic_path
+from compress.core.hashing import stable_hash
+
+log = logging.getLogger(__name__)
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what every BERT/SqueezeBERT form takes, in this order
+
+
+@dataclass
+class Encoded:
+    """One tokenized split: flat token arrays plus offsets (ragged rows)."""
+
+    input_ids: np.ndarray  # [total_tokens] int32
+    token_type_ids: np.ndarray  # [total_tokens] int8
+    offsets: np.ndarray  # [n + 1] int64
+    labels: np.ndarray  # [n] int64
+    key: str  # content key: same key <=> same tokens
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def subset(self, idx: np.ndarray) -> Encoded:
+        """The examples `idx` as their own split (own content key, so caches keyed by it stay exact)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(self.lengths()[idx])
+        rows = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]
+        flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        return Encoded(self.input_ids[flat], self.token_type_ids[flat], offsets, self.labels[idx], stable_hash([self.key, idx.tobytes().hex()]))
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Identity of a tokenizer's behaviour (vocab, normalizer, special tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        # Truncation/padding are per-call settings the tokenizer remembers; they are not its identity.
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+    else:
+        spec = sorted(tokenizer.get_vocab().items())
+    return stable_hash([type(tokenizer).__name__, spec])
+
+
+def encode(df: pd.DataFrame, tokenizer, max_length: int, cache_dir: Path | None) -> Encoded:
+    """Tokenize a split (text, optional text_pair, label); reuse the cached result for the same content."""
+    content = str(pd.util.hash_pandas_object(df, index=False).sum())
+    key = stable_hash([tokenizer_fingerprint(tokenizer), content, len(df), max_length])
+    path = Path(cache_dir) / "tokens" / f"{key}.npz" if cache_dir else None
+    if path is not None and path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return Encoded(z["input_ids"], z["token_type_ids"], z["offsets"], z["labels"], key)
+        except (OSError, ValueError, KeyError):
+            log.warning("token cache %s is unreadable; rebuilding it", path)
+    pair = df["text_pair"].astype(str).tolist() if "text_pair" in df else None
+    enc = tokenizer(df["text"].astype(str).tolist(), pair, truncation=True, max_length=max_length)
+    ids = enc["input_ids"]
+    types = enc.get("token_type_ids") or [[0] * len(x) for x in ids]
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(x) for x in ids])
+    out = Encoded(
+        input_ids=np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1])),
+        token_type_ids=np.fromiter((t for x in types for t in x), dtype=np.int8, count=int(offsets[-1])),
+        offsets=offsets,
+        labels=df["label"].to_numpy(dtype=np.int64),
+        key=key,
+    )
+    if path is not None:
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, input_ids=out.input_ids, token_type_ids=out.token_type_ids, offsets=out.offsets, labels=out.labels)
+    return out
+
+
+def collate(enc: Encoded, idx: np.ndarray, pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Pad the examples `idx` to their longest length."""
+    starts, ends = enc.offsets[idx], enc.offsets[idx + 1]
+    width = int((ends - starts).max())
+    input_ids = np.full((len(idx), width), pad_id, dtype=np.int64)
+    token_type_ids = np.zeros((len(idx), width), dtype=np.int64)
+    mask = np.zeros((len(idx), width), dtype=np.int64)
+    for r, (s, e) in enumerate(zip(starts, ends, strict=True)):
+        input_ids[r, : e - s] = enc.input_ids[s:e]
+        token_type_ids[r, : e - s] = enc.token_type_ids[s:e]
+        mask[r, : e - s] = 1
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "attention_mask": torch.from_numpy(mask),
+        "token_type_ids": torch.from_numpy(token_type_ids),
+        "labels": torch.from_numpy(enc.labels[idx]),
+        "index": torch.from_numpy(idx.astype(np.int64)),
+    }
+
+
+def batches(enc: Encoded, batch_size: int, order: np.ndarray | None = None, pad_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield padded batches in `order` (default: as stored). See `shuffled` and `by_length`."""
+    order = np.arange(len(enc)) if order is None else order
+    for i in range(0, len(order), batch_size):
+        yield collate(enc, order[i : i + batch_size], pad_id)
+
+
+def shuffled(enc: Encoded, seed: int, batch_size: int = 1, pool: int = 50) -> np.ndarray:
+    """A deterministic training order (pass seed + epoch for a new order each epoch).
+
+    Length-grouped: shuffle, sort each pool of `pool` batches by length, cut into batches, shuffle the
+    batches. Batches hold similar lengths (little padding) while their order stays random.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(enc))
+    if batch_size <= 1:
+        return order
+    lengths, size = enc.lengths(), batch_size * pool
+    pooled = [p[np.argsort(-lengths[p], kind="stable")] for p in np.split(order, range(size, len(order), size))]
+    chunks = [c for p in pooled for c in np.split(p, range(batch_size, len(p), batch_size))]
+    full = [c for c in chunks if len(c) == batch_size]  # a short last batch stays last, so `batches` cuts on chunk edges
+    return np.concatenate([full[i] for i in rng.permutation(len(full))] + [c for c in chunks if len(c) != batch_size])
+
+
+def by_length(enc: Encoded) -> np.ndarray:
+    """Longest-first order for inference: batches of similar length waste little on padding."""
+    return np.argsort(-enc.lengths(), kind="stable")
+
+
+def num_batches(enc: Encoded, batch_size: int) -> int:
+    return (len(enc) + batch_size - 1) // batch_size

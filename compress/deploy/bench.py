@@ -1,0 +1,92 @@
+"""`compress bench`: latency of saved models under torch eager and ONNX Runtime (fp32, int8)."""
+
+from __future__ import annotations
+
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compress.core.errors import CompressError
+from compress.data.sources import sample_texts
+from compress.deploy.flops import flops_per_sequence
+from compress.deploy.latency import real_inputs, repeated
+from compress.deploy.onnx import export, ort_runner
+from compress.deploy.quantize import onnxruntime_int8, torch_int8
+from compress.modeling.loading import load_student, load_tokenizer
+from compress.modeling.runners import Runner, count_parameters, torch_runner
+
+BACKENDS = ("torch", "torch-int8", "ort", "ort-int8")
+
+
+def model_folders(path: Path) -> list[Path]:
+    """A model folder itself, or every model of a run folder (results/<name>/models/*)."""
+    path = Path(path)
+    if (path / "config.json").exists():
+        return [path]
+    models = sorted(p for p in (path / "models").glob("*") if (p / "config.json").exists())
+    if not models:
+        raise CompressError(f"{path}: neither a model folder (config.json) nor a run folder (models/*/config.json)")
+    return models
+
+
+def bench(
+    path: Path, backends: list[str], batch: int = 1, seq: int = 128, threads: int = 2, runs: int = 30, repeats: int = 1
+) -> list[dict[str, Any]]:
+    """Time every model under every backend, interleaved, `repeats` times; one row per (model, backend).
+
+    Inputs are real token ids: the embedded tweets, concatenated to exactly `seq` tokens."""
+    bad = [b for b in backends if b not in BACKENDS]
+    if bad:
+        raise CompressError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
+    torch.set_num_threads(threads)
+    folders = model_folders(path)
+    fns, meta = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        feeds = None
+        for folder in folders:
+            model = load_student(folder).eval()
+            if feeds is None:
+                feeds = real_inputs(load_tokenizer(str(folder)), sample_texts(), batch, seq)
+            info = {"model": folder.name, "params": count_parameters(model), "gflops": flops_per_sequence(model.config, seq) * batch / 1e9}
+            for backend in backends:
+                run = _runner(model, folder, backend, Path(tmp) / folder.name, threads)
+                key = f"{folder.name} / {backend}"
+                fns[key], meta[key] = partial(run, feeds), info | {"backend": backend}
+        timings, redone = repeated(fns, runs=runs, repeats=repeats, max_redo=3 if repeats >= 3 else 0)
+    base = next(iter(timings.values()))["median_ms"]
+    rows = []
+    for key, t in timings.items():
+        rows.append(
+            meta[key]
+            | t
+            | {
+                "batch": batch,
+                "seq": seq,
+                "threads": threads,
+                "repeats_redone": len(redone),
+                "gflops_per_s": meta[key]["gflops"] / (t["median_ms"] / 1000),
+                "speedup_vs_first": base / t["median_ms"],
+            }
+        )
+    return rows
+
+
+def _runner(model: torch.nn.Module, folder: Path, backend: str, tmp: Path, threads: int) -> Runner:
+    if backend == "torch":
+        return torch_runner(model)
+    if backend == "torch-int8":
+        return torch_runner(torch_int8(model))
+    fp32 = folder / "model.onnx"
+    if not fp32.exists():
+        fp32 = tmp / "model.onnx"
+        export(model, fp32)
+    path = fp32
+    if backend == "ort-int8":
+        path = folder / "model.int8.onnx"
+        if not path.exists():
+            path = tmp / "model.int8.onnx"
+            onnxruntime_int8(fp32, path, static=False, per_channel=False)
+    return ort_runner(path, threads)

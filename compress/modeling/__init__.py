@@ -1,0 +1,1 @@
+"""Models: loading teachers and students, and running them on task batches."""

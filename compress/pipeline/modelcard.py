@@ -1,0 +1,56 @@
+"""The model card written beside every saved model: what it is, how good and fast it measured, how to load it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from compress.pipeline.state import RunState
+
+
+def model_card(state: RunState, name: str) -> str:
+    model = state.models()[name]
+    lines = [
+        f"# {name}",
+        "",
+        f"{model.config.model_type} sequence classifier from compress run `{state.recipe.name}` "
+        f"(teacher `{state.recipe.teacher.model}`, task `{state.recipe.task.dataset}`, labels {state.task.labels}).",
+        "",
+    ]
+    conv = state.conversions.get(name)
+    if conv:
+        lines += [f"Converted from the teacher: layers {conv.teacher_layers}, groups {conv.groups}, init {conv.init}.", ""]
+    forms = {k: v for k, v in state.evaluations.items() if v.model == name}
+    if forms:
+        lines += ["| form | test accuracy | macro-F1 | latency ms (batch 1) |", "|---|---|---|---|"]
+        for key, ev in forms.items():
+            t, lat = ev.splits.get("test"), ev.latency
+            acc = f"{t['accuracy']:.4f} [{t.ci95['accuracy'][0]:.3f}, {t.ci95['accuracy'][1]:.3f}]" if t else "-"
+            f1 = f"{t['macro_f1']:.4f}" if t else "-"
+            ms = f"{lat.median_ms:.1f} (seq {lat.seq}, {lat.threads} threads)" if lat else "-"
+            lines.append(f"| {key} | {acc} | {f1} | {ms} |")
+        lines.append("")
+    onnx_files = sorted(p.name for p in state.model_dir(name).glob("*.onnx"))
+    cls = "SqueezeBertForSequenceClassification" if model.config.model_type == "squeezebert" else "BertForSequenceClassification"
+    lines += [
+        "## Load it",
+        "",
+        "```python",
+        f"from transformers import AutoTokenizer, {cls}",
+        f'model = {cls}.from_pretrained("{name}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+        "```",
+        "",
+    ]
+    if onnx_files:
+        lines += [
+            f"ONNX ({', '.join(onnx_files)}): inputs input_ids, attention_mask, token_type_ids (int64, [batch, seq]); output logits.",
+            "",
+            "```python",
+            "import onnxruntime as ort",
+            f'session = ort.InferenceSession("{name}/{onnx_files[-1]}")',
+            'logits = session.run(["logits"], dict(tokenizer(["some text"], return_tensors="np")))[0]',
+            "```",
+            "",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""The `search:` section of a recipe: what `compress search` may change, what it optimizes, what it forbids.
+
+    search:
+      trials: 8
+      objectives: [accuracy, latency]        # + size
+      max_accuracy_drop: 0.01                # constraint vs the teacher (validation accuracy)
+      space:
+        passes.convert.groups: {groups: [1, 2, 4]}   # each of the six group counts from this list
+        passes.convert.layers: {choices: [3, 4, 6]}
+        passes.distill.lr: {low: 5.0e-5, high: 3.0e-4, log: true}
+        passes.quantize.enabled: {choices: [true, false]}
+
+Every key of `space` is a recipe key path (the same paths `--set` takes), so anything a recipe can say,
+a search can vary; each trial is the recipe with the sampled values set. Sampling them is
+`compress.search.space`'s job; this module is only the schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+
+class Param(BaseModel):
+    """One searched value: `choices`, a range (`low`/`high`, optional `log`/`step`), or `groups`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    choices: list[str | int | float | bool | None] | None = Field(None, min_length=1)
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    groups: list[PositiveInt] | None = Field(None, min_length=1, description="six group counts, each chosen from this list")
+    groups_up_to: PositiveInt | None = Field(None, description="six group counts, each from every divisor of the channel counts up to this")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Param:
+        kinds = [self.choices is not None, self.low is not None or self.high is not None, self.groups is not None or self.groups_up_to is not None]
+        if sum(kinds) != 1 or (self.groups is not None and self.groups_up_to is not None):
+            raise ValueError("give exactly one of: choices: [...], low: + high:, groups: [...], groups_up_to: N")
+        if kinds[1]:
+            if self.low is None or self.high is None or self.low > self.high:
+                raise ValueError(f"a range needs low <= high (got low={self.low}, high={self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError("a log range needs low > 0")
+        return self
+
+    def is_int_range(self) -> bool:
+        if self.low is None or self.high is None:
+            return False
+        integral = float(self.low).is_integer() and float(self.high).is_integer()
+        return integral and not self.log and (self.step is None or float(self.step).is_integer())
+
+    def first(self) -> Any:
+        """A representative value (used to check the key path before any trial runs)."""
+        if self.choices is not None:
+            return self.choices[0]
+        if self.groups is not None or self.groups_up_to is not None:
+            return "1,1,1,1,1,1"
+        assert self.low is not None  # a range: checked by _one_kind
+        return int(self.low) if self.is_int_range() else self.low
+
+
+class SearchSpec(BaseModel):
+    """Objectives, constraints, sampler and search space of a study."""
+
+    model_config = ConfigDict(extra="forbid")
+    study: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="study name; default: the recipe name")
+    trials: PositiveInt = Field(12, description="finished (complete or pruned) trials to reach")
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    population: PositiveInt | None = Field(None, description="NSGA-II population; default: about a third of the trials")
+    objectives: list[Literal["accuracy", "latency", "size"]] = Field(["accuracy", "latency"], min_length=2)
+    student: str = Field("student", description="the converted student whose forms are scored")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=1, description="feasible only within this much of the teacher's validation accuracy (0.01 = 1 pt)"
+    )
+    latency_budget_ms: float | None = Field(None, gt=0, description="feasible only at or below this median latency")
+    prune: bool = Field(True, description="stop a trial early when a finished trial that was as cheap was better at the same point")
+    prune_margin: float = Field(0.01, ge=0, description="how much better (validation accuracy) the dominating trial must have been")
+    startup_trials: int = Field(3, ge=0, description="no pruning until this many trials finished")
+    heartbeat_seconds: PositiveInt = 10
+    stale_after_seconds: PositiveInt = Field(30, description="a running trial silent this long is failed and retried")
+    max_retries: int = Field(2, ge=0, description="retries of a trial whose worker died")
+    space: dict[str, Param] = {}
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SearchSpec:
+        if len(set(self.objectives)) != len(self.objectives) or "accuracy" not in self.objectives:
+            raise ValueError(f"objectives must be distinct and include accuracy (got {self.objectives})")
+        return self
+
+    def directions(self) -> list[Literal["maximize", "minimize"]]:
+        return ["maximize" if o == "accuracy" else "minimize" for o in self.objectives]

@@ -1,0 +1,69 @@
+"""The search space: sampling a trial's values, and checking the space before any training.
+
+Every key of `search.space` is a recipe key path; a trial is the recipe with the sampled values set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from compress.convert.groups import (
+    MATRICES,
+    Groups,
+    channels,
+    check_groups,
+    valid_groups,
+)
+from compress.core.errors import CompressError
+from compress.core.hashing import stable_hash
+from compress.modeling.loading import load_config
+from compress.pipeline.registry import resolve_passes
+from compress.recipe import Recipe, parse_recipe, set_path
+from compress.recipe.search import Param, SearchSpec
+
+
+def suggest(param: Param, trial: optuna.Trial, key: str) -> Any:
+    """The trial's value for recipe key `key` (group counts come back as "q,k,v,post,inter,out")."""
+    if param.choices is not None:
+        return trial.suggest_categorical(key, param.choices)
+    if param.groups is not None:
+        return ",".join(str(trial.suggest_categorical(f"{key}.{m}", param.groups)) for m in MATRICES)
+    assert param.low is not None and param.high is not None
+    if param.is_int_range():
+        return trial.suggest_int(key, int(param.low), int(param.high), step=int(param.step or 1))
+    return trial.suggest_float(key, param.low, param.high, log=param.log, step=param.step)
+
+
+def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
+    """Fail before any training: every key must be a real option, every group count must divide.
+
+    Resolves `groups_up_to` in place into the list of group counts it allows."""
+    raw = recipe.raw()
+    for key, param in spec.space.items():
+        set_path(raw, key, param.first(), f"{source}: search.space.{key}")
+    where = f"{source} (search.space values)"
+    resolve_passes(parse_recipe(raw, where), where)
+    groups = {k: p for k, p in spec.space.items() if k.endswith(".groups")}
+    if not groups:
+        return
+    config = load_config(recipe.teacher.model, recipe.teacher.revision)
+    ffns = {config.intermediate_size} | {int(v) for k, p in spec.space.items() if k.endswith(".intermediate_size") for v in (p.choices or []) if v}
+    for key, param in groups.items():
+        if param.groups_up_to is not None:  # every count that divides every channel count, up to the limit
+            ok = set.intersection(*[set(valid_groups(*io)) for ffn in ffns for io in channels(config.hidden_size, ffn).values()])
+            param = spec.space[key] = Param(groups=sorted(g for g in ok if g <= param.groups_up_to))
+        try:
+            candidates = [Groups.parse(str(c)) for c in param.choices or []] + [Groups(**dict.fromkeys(MATRICES, g)) for g in param.groups or []]
+            for g in candidates:
+                for ffn in sorted(ffns):
+                    check_groups(g, config.hidden_size, ffn)
+        except ValueError as e:
+            raise CompressError(f"{source}: search.space.{key}: {e}") from None
+
+
+def fingerprint(recipe: Recipe, spec: SearchSpec) -> str:
+    """What makes trials comparable: the recipe they run and the space they sample (not how many, where, how fast)."""
+    base = recipe.model_dump(mode="json", exclude={"search", "threads", "device", "name", "output_dir", "cache_dir"})
+    return stable_hash({"recipe": base, "space": {k: p.model_dump(exclude_none=True) for k, p in spec.space.items()}, "objectives": spec.objectives})

@@ -1,0 +1,1 @@
+"""Task kinds: what a model predicts and how it is scored."""

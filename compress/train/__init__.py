@@ -1,0 +1,1 @@
+"""Training: the one loop (fine-tuning and distillation), distillation losses, cached teacher outputs."""

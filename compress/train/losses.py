@@ -1,0 +1,90 @@
+"""Distillation losses and the loss function the training loop calls.
+
+    loss = alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels)
+           + hidden_weight * mean MSE(proj(s_hidden[i]), t_hidden[j])   over the hidden-state layer map
+           + attention_weight * mean KL(t_attn[j] || s_attn[i])         over the attention layer map
+
+Teacher outputs come from the on-disk cache (`teacher_cache`) when given, else from the live teacher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from compress.data.encoding import MODEL_INPUTS
+from compress.train.teacher_cache import TeacherOutputs
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2-scaled KL(teacher || student) of temperature-softened distributions (Hinton et al.)."""
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1), log_target=True, reduction="batchmean")
+    return kl * t * t
+
+
+def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over real (unpadded) tokens and channels; `mask` is [B, L, 1]."""
+    return (((student - teacher) ** 2) * mask).sum() / (mask.sum() * student.shape[-1])
+
+
+def attention_kl(student_scores: torch.Tensor, teacher_probs: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of attention distributions, averaged over real query positions and heads.
+
+    SqueezeBERT returns pre-softmax scores (mask already added); BERT returns probabilities."""
+    s_log = F.log_softmax(student_scores, -1)
+    kl = (teacher_probs * (torch.log(teacher_probs.clamp_min(1e-8)) - s_log)).sum(-1)  # [B, heads, L]
+    qmask = attention_mask[:, None, :].float()
+    return (kl * qmask).sum() / (qmask.sum() * kl.shape[1])
+
+
+@dataclass
+class DistillLoss:
+    """The loss of one student, as `fit` wants it: `(model, batch) -> scalar`."""
+
+    teacher: torch.nn.Module
+    temperature: float
+    alpha: float
+    cached: TeacherOutputs | None = None
+    hidden_map: list[tuple[int, int]] = field(default_factory=list)  # (student, teacher) hidden-state indices
+    hidden_weight: float = 0.0
+    attention_map: list[tuple[int, int]] = field(default_factory=list)  # (student, teacher) layers
+    attention_weight: float = 0.0
+    proj: torch.nn.ModuleDict = field(default_factory=torch.nn.ModuleDict)  # student width -> teacher width
+
+    def teacher_outputs(self, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, Any]:
+        if self.cached is not None:
+            t = self.cached.batch(batch["index"], batch["input_ids"].shape[1])
+            return {
+                "logits": t["logits"].to(device),
+                "hidden": {k: v.to(device) for k, v in t["hidden"].items()},
+                "attention": {k: v.to(device) for k, v in t["attention"].items()},
+            }
+        with torch.no_grad():
+            o = self.teacher(
+                *(batch[k] for k in MODEL_INPUTS), output_hidden_states=bool(self.hidden_map), output_attentions=bool(self.attention_map)
+            )
+        return {
+            "logits": o.logits,
+            "hidden": {t: o.hidden_states[t] for _, t in self.hidden_map},
+            "attention": {t: o.attentions[t] for _, t in self.attention_map},
+        }
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = model(*(batch[k] for k in MODEL_INPUTS), output_hidden_states=bool(self.hidden_map), output_attentions=bool(self.attention_map))
+        t = self.teacher_outputs(batch, out.logits.device)
+        kd = kd_loss(out.logits, t["logits"], self.temperature)
+        loss = self.alpha * kd + (1 - self.alpha) * F.cross_entropy(out.logits, batch["labels"]) if self.alpha < 1 else kd
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        for s, tl in self.hidden_map:
+            sh = out.hidden_states[s]
+            sh = self.proj[str(s)](sh) if str(s) in self.proj else sh
+            loss = loss + self.hidden_weight / len(self.hidden_map) * hidden_mse(sh, t["hidden"][tl], mask)
+        for s, tl in self.attention_map:
+            loss = loss + self.attention_weight / len(self.attention_map) * attention_kl(
+                out.attentions[s], t["attention"][tl], batch["attention_mask"]
+            )
+        return loss

@@ -1,0 +1,139 @@
+"""Teacher outputs over the training set, computed once and cached on disk.
+
+Distilling several students (a search runs dozens) should not rerun the teacher every epoch of every
+student. The teacher is deterministic in eval mode, so its logits, and the hidden states / attention
+maps a loss asks for, are stored in a safetensors file keyed by (teacher weights hash, token content
+hash, which outputs). A file whose recorded key or checksum does not match is rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from compress.core.atomic import atomic_path, atomic_write_text
+from compress.core.hashing import file_sha256, stable_hash, state_dict_hash
+from compress.data.encoding import MODEL_INPUTS, Encoded, batches, by_length, num_batches
+from compress.train.loop import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TeacherOutputs:
+    """Per-example teacher outputs; hidden states and attention maps are ragged (no padding stored)."""
+
+    logits: torch.Tensor  # [n, labels] float32
+    token_offsets: torch.Tensor  # [n + 1], from the encoding
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # hidden-state index -> [tokens, H] fp16
+    attention: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> flat [sum heads*l*l] fp16
+    attention_offsets: torch.Tensor | None = None
+    heads: int = 0
+
+    def batch(self, index: torch.Tensor, width: int) -> dict:
+        """Outputs for the examples `index`, padded to `width` tokens like the student's batch."""
+        idx = index.cpu()
+        out: dict = {"logits": self.logits[idx], "hidden": {}, "attention": {}}
+        starts, ends = self.token_offsets[idx], self.token_offsets[idx + 1]
+        for h, flat in self.hidden.items():
+            pad = flat.new_zeros((len(idx), width, flat.shape[1]))
+            for r, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+                pad[r, : e - s] = flat[s:e]
+            out["hidden"][h] = pad.float()
+        for layer, flat in self.attention.items():
+            assert self.attention_offsets is not None  # stored with every attention map
+            pad = flat.new_zeros((len(idx), self.heads, width, width))
+            for r, i in enumerate(idx.tolist()):
+                n = int(self.token_offsets[i + 1] - self.token_offsets[i])
+                a = flat[self.attention_offsets[i] : self.attention_offsets[i + 1]].view(self.heads, n, n)
+                pad[r, :, :n, :n] = a
+            out["attention"][layer] = pad.float()
+        return out
+
+
+def cache_key(teacher_hash: str, enc: Encoded, hidden: list[int], attention: list[int]) -> str:
+    return stable_hash({"teacher": teacher_hash, "tokens": enc.key, "hidden": sorted(hidden), "attention": sorted(attention)})
+
+
+@torch.no_grad()
+def compute(teacher, enc: Encoded, device: torch.device, hidden: list[int], attention: list[int], batch_size: int = 64) -> TeacherOutputs:
+    teacher.eval().to(device)
+    n, lengths = len(enc), enc.lengths()
+    heads = teacher.config.num_attention_heads
+    logits = torch.zeros(n, teacher.config.num_labels)
+    hid = {h: torch.zeros(int(enc.offsets[-1]), teacher.config.hidden_size, dtype=torch.float16) for h in hidden}
+    att_off = torch.zeros(n + 1, dtype=torch.int64)
+    att_off[1:] = torch.cumsum(torch.from_numpy(heads * lengths.astype("int64") ** 2), 0)
+    att = {a: torch.zeros(int(att_off[-1]), dtype=torch.float16) for a in attention}
+    with progress() as bar:
+        task = bar.add_task("teacher outputs", total=num_batches(enc, batch_size), info="")
+        for b in batches(enc, batch_size, by_length(enc)):
+            o = teacher(*(b[k].to(device) for k in MODEL_INPUTS), output_hidden_states=bool(hidden), output_attentions=bool(attention))
+            logits[b["index"]] = o.logits.float().cpu()
+            for r, i in enumerate(b["index"].tolist()):
+                s, e, ln = int(enc.offsets[i]), int(enc.offsets[i + 1]), int(lengths[i])
+                for h in hidden:
+                    hid[h][s:e] = o.hidden_states[h][r, :ln].half().cpu()
+                for a in attention:
+                    att[a][att_off[i] : att_off[i + 1]] = o.attentions[a][r, :, :ln, :ln].reshape(-1).half().cpu()
+            bar.update(task, advance=1)
+    return TeacherOutputs(logits, torch.from_numpy(enc.offsets), hid, att, att_off, heads)
+
+
+def load_or_compute(
+    teacher, enc: Encoded, device: torch.device, cache_dir: Path, hidden: list[int], attention: list[int]
+) -> tuple[TeacherOutputs, str]:
+    """Cached teacher outputs; returns (outputs, 'hit' | 'miss' | 'rebuilt: <why>')."""
+    key = cache_key(state_dict_hash(teacher), enc, hidden, attention)
+    path = Path(cache_dir) / "teacher_outputs" / f"{key}.safetensors"
+    status = "miss"
+    if path.exists():
+        try:
+            out = _load(path, key, enc, hidden, attention, teacher.config.num_attention_heads)
+            log.info("teacher outputs reused from cache %s", path.name)
+            return out, "hit"
+        except ValueError as e:
+            status = f"rebuilt: {e}"
+            log.warning("teacher output cache %s rejected (%s); recomputing", path.name, e)
+    out = compute(teacher, enc, device, hidden, attention)
+    tensors = {"logits": out.logits, "token_offsets": out.token_offsets}
+    tensors |= {f"hidden.{h}": t for h, t in out.hidden.items()} | {f"attention.{a}": t for a, t in out.attention.items()}
+    if out.attention_offsets is not None:
+        tensors["attention_offsets"] = out.attention_offsets
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"key": key})
+        checksum = file_sha256(tmp)
+    atomic_write_text(path.with_suffix(".json"), json.dumps({"key": key, "sha256": checksum}))
+    return out, status
+
+
+def _load(path: Path, key: str, enc: Encoded, hidden: list[int], attention: list[int], heads: int) -> TeacherOutputs:
+    meta_path = path.with_suffix(".json")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"missing or unreadable {meta_path.name}") from e
+    if meta.get("key") != key:
+        raise ValueError("recorded key does not match this teacher/data")
+    if file_sha256(path) != meta.get("sha256"):
+        raise ValueError("checksum mismatch (corrupt file)")
+    try:
+        t = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"unreadable ({e})") from e
+    if t["logits"].shape[0] != len(enc) or not torch.equal(t["token_offsets"], torch.from_numpy(enc.offsets)):
+        raise ValueError("shape does not match the training data")
+    return TeacherOutputs(
+        t["logits"],
+        t["token_offsets"],
+        {h: t[f"hidden.{h}"] for h in hidden},
+        {a: t[f"attention.{a}"] for a in attention},
+        t.get("attention_offsets"),
+        heads,
+    )
