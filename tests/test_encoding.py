@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import make_rows
 
 from compress.data.encoding import batches, by_length, encode, shuffled, tokenizer_fingerprint
+from conftest import make_rows
 
 
 def _df(n=50):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_recipe
 from transformers import DistilBertConfig, DistilBertModel, SqueezeBertForSequenceClassification
 
 from compress.core.records import SCHEMA_VERSION, read_metrics
+from conftest import tiny_recipe
 
 FULL = [
     {"name": "finetune_teacher", "options": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "cache": False}},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_metrics, tiny_bert, write_tiny_recipe
 from transformers import AutoModelForSequenceClassification
 
 from compress.convert.build import convert
@@ -14,6 +13,7 @@ from compress.deploy.flops import flops_per_sequence
 from compress.deploy.matmul_form import EncoderForInference
 from compress.prune.ffn import check_squeeze_ratio, prune_bert_ffn, prune_squeezebert_ffn
 from compress.prune.heads import plan_heads
+from conftest import run_metrics, tiny_bert, write_tiny_recipe
 
 
 def _batch(n: int = 4, seq: int = 12, labels: int = 3) -> dict[str, torch.Tensor]:

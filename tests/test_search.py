@@ -16,13 +16,13 @@ import optuna.storages
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_recipe
 from optuna.trial import TrialState
 
 from compress.core.errors import CompressError
-from compress.core.records import TeacherReference, TrialScore
+from compress.core.records import Frontier, TeacherReference, TrialScore, read_metrics
 from compress.recipe.search import Param
 from compress.search.frontier import hypervolume, knee, pareto
+from conftest import tiny_recipe
 
 TRIAL_PASSES = [
     {"name": "finetune_teacher", "options": {"epochs": 1}},
@@ -35,12 +35,13 @@ TRIAL_PASSES = [
 SPACE = {
     "passes.convert.groups": {"groups": [1, 2, 4]},
     "passes.convert.layers": {"choices": [1, 2]},
-    "passes.quantize.enabled": {"choices": [True, False]},
+    "passes.distill.lr": {"low": 1.0e-4, "high": 1.0e-3, "log": True},
 }
+FINALIZE = {"top_k": 2, "set": {"passes.distill.epochs": 2}, "runs": 5, "repeats": 2, "natural_texts": 6}
 
 
 def write_recipe(tmp_path: Path, csv: Path, teacher: Path, **search) -> Path:
-    raw = tiny_recipe(tmp_path, csv, teacher, TRIAL_PASSES, search={"trials": 3, "space": SPACE} | search)
+    raw = tiny_recipe(tmp_path, csv, teacher, TRIAL_PASSES, search={"trials": 3, "space": SPACE, "calibration_runs": 5} | search)
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -50,38 +51,72 @@ def load(path: Path, name: str = "tiny") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{path}")
 
 
-def test_search_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli):
-    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir)
+def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    recipe = write_recipe(
+        tmp_path, tiny_csv, tiny_teacher_dir, finalize=FINALIZE, baselines=["layerdrop", {"name": "pruned", "options": {"ffn_ratio": 0.5}}]
+    )
     code, _out, err = cli("search", recipe)
     assert code == 0, err
     folder = tmp_path / "results" / "tiny"
     study = load(folder / "study.db")
     done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(done) >= 3
+    model = json.loads((folder / "latency_model.onnxruntime-int8.json").read_text())
+    assert model["fingerprint"]["threads"] == 1 and model["fingerprint"]["seq"] == 16 and model["teacher_ms"] and model["anchors"]
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         config, s = t.user_attrs["config"], TrialScore.model_validate(t.user_attrs["score"])
-        assert set(config) == set(SPACE) and s.form.startswith("student") and t.values[0] == s.validation["accuracy"]
-        assert (Path(s.path) / "metrics.json").is_file() and 0 <= s.validation["accuracy"] <= 1 and s.latency.median_ms > 0 < s.speedup
-        assert s.groups == config["passes.convert.groups"] and s.layers == config["passes.convert.layers"]
-        assert (s.form == "student.int8") == config["passes.quantize.enabled"]  # int8 is the fastest form when made
+        assert set(config) == set(SPACE) and s.form == "student.int8" and s.target == "onnxruntime-int8"
+        assert t.values == [s.validation["accuracy"], s.predicted_ms]  # the search optimizes the prediction
+        assert (Path(s.path) / "metrics.json").is_file() and s.latency.p10_ms > 0 and s.measured_speedup > 0 < s.predicted_speedup
+        assert (
+            len(s.arch["heads"]) == config["passes.convert.layers"]
+            and ",".join(map(str, s.arch["groups"].values())) == config["passes.convert.groups"]
+        )
     teacher = TeacherReference.model_validate(json.loads((folder / "search.json").read_text())["teacher"])
-    assert teacher.latency_ms > 0 and teacher.latency["teacher.onnx"].runtime == "onnxruntime" and 0 <= teacher.test["accuracy"] <= 1
+    assert set(teacher.forms) == {"teacher", "teacher.onnx", "teacher.int8"} and teacher.fastest().latency.speedup == 1.0
+    assert teacher.model.natural.texts == 6 and 0 <= teacher.accuracy("test") <= 1
 
-    # the same study again: refused without --resume; with it, nothing more to do
+    frontier = Frontier.model_validate(json.loads((folder / "final" / "frontier.json").read_text()))
+    kinds = [e.kind for e in frontier.entries]
+    assert kinds[0] == "teacher" and kinds.count("baseline") == 2 and 1 <= kinds.count("final") <= 2
+    assert frontier.reference == f"teacher/{frontier.entries[0].best().form}" and frontier.repeats == 2
+    for e in frontier.entries:
+        for f in e.forms.values():
+            assert f.latency.speedup == pytest.approx(frontier.reference_ms / f.latency.p10_ms) and f.natural.texts == 6 and "test" in f.splits
+    finals = [e for e in frontier.entries if e.kind == "final"]
+    assert all(read_metrics(Path(e.path) / "metrics.json").reports["distill"]["student"]["history"][-1]["epoch"] == 2 for e in finals)  # full budget
+    layerdrop = next(e for e in frontier.entries if e.name == "layerdrop")
+    assert len(layerdrop.arch["heads"]) == 1 and set(layerdrop.arch["groups"].values()) == {1}  # every other layer of 2, dense
+    assert next(e for e in frontier.entries if e.name == "pruned").arch["ffn"] == 32  # half of the teacher's 64
+
+    # the same study again: refused without --resume; with it, nothing more to do (finalize reuses its runs)
     code, _, err = cli("search", recipe)
     assert code == 2 and "--resume" in err
     code, _, err = cli("search", recipe, "--resume")
     assert code == 0 and len(load(folder / "study.db").trials) == len(study.trials)
+    assert Frontier.model_validate(json.loads((folder / "final" / "frontier.json").read_text())) == frontier  # nothing retrained: timing kept
 
     out_dir = tmp_path / "report"
     code, _, err = cli("report", folder, "--out", out_dir)
     assert code == 0, err
     csv = pd.read_csv(out_dir / "trials.csv")
-    assert len(csv) == len(study.trials) and {"val_accuracy", "test_accuracy", "latency_ms", "speedup_vs_teacher", "groups"} <= set(csv.columns)
+    assert len(csv) == len(study.trials) + len(frontier.entries) + 2  # the teacher in each of its three forms
+    assert {"val_accuracy", "test_accuracy", "latency_ms", "speedup", "predicted_ms", "measured_speedup", "groups", "kind"} <= set(csv.columns)
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert [b["name"] for b in summary["baselines"]] == ["layerdrop", "pruned"] and len(summary["teacher_forms"]) == 3
+    assert summary["baselines_total"] == 5  # the peers and the teacher in every deploy form
+    assert summary["reference"] == frontier.reference and len(summary["finals"]) == kinds.count("final")
+    assert summary["predictor"]["trials"] >= 2 and -1 <= summary["predictor"]["spearman"] <= 1
     md = (out_dir / "report.md").read_text()
-    assert "Pareto front" in md and "Recommended" in md and "pareto.png" in md
+    assert "Final students vs what you get without compress" in md and "layerdrop" in md and frontier.reference in md and "pareto.png" in md
     assert (out_dir / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    check_offline_html((out_dir / "index.html").read_text(), front_size=json.loads((out_dir / "summary.json").read_text())["front_size"])
+    check_offline_html((out_dir / "index.html").read_text(), front_size=summary["front_size"], finals=len(frontier.entries) + 2)  # 3 teacher forms
+
+    # --retime: the same runs timed again, nothing retrained
+    code, _, err = cli("finalize", folder, "--retime", "--out", tmp_path / "again.json")
+    assert code == 0, err
+    again = Frontier.model_validate(json.loads((tmp_path / "again.json").read_text()))
+    assert [e.path for e in again.entries] == [e.path for e in frontier.entries]
 
 
 class _Page(HTMLParser):
@@ -109,14 +144,14 @@ class _Page(HTMLParser):
             self.scripts[-1] += len(data)
 
 
-def check_offline_html(text: str, front_size: int) -> None:
-    """No headless browser here: check the page is self-contained and holds the plot and the front."""
+def check_offline_html(text: str, front_size: int, finals: int) -> None:
+    """Parse the page: self-contained, with the plot, the final table and the proxy front."""
     page = _Page()
     page.feed(text)
     assert not page.external, page.external  # nothing loaded from a CDN
     assert max(page.scripts) > 1_000_000  # plotly.js embedded
-    assert "frontier" in page.ids and "pareto" in page.ids
-    assert page.rows == front_size + 1  # header + one row per front student
+    assert {"frontier", "pareto", "finals"} <= page.ids
+    assert page.rows == front_size + 1 + finals + 1  # header + one row per front student; header + teacher form, final or baseline
     assert "Plotly.newPlot(" in text and '"frontier"' in text
 
 
@@ -171,6 +206,16 @@ def test_search_bad_input(tmp_path, tiny_csv, tiny_teacher_dir, cli):
         ({"space": {"passes.convert.groups": {"choices": ["4,4,4,1,4,5"]}}}, "groups.output=5"),
         ({"space": {"passes.distill.epoch": {"choices": [1, 2]}}}, "did you mean 'epochs'"),
         ({"space": {"passes.distill.lr": {"choices": [1], "low": 1, "high": 2}}}, "exactly one of"),
+        (
+            {"baselines": ["layerdrop", "prunned"]},
+            "search.baselines[1]: unknown baseline 'prunned'; did you mean 'pruned'? available: layerdrop, pruned",
+        ),
+        ({"target": "onnxruntime-int4"}, "unknown deploy target 'onnxruntime-int4' (did you mean 'onnxruntime-int8'?)"),
+        ({"space": SPACE | {"passes.quantize.enabled": {"choices": [True, False]}}}, "search.target onnxruntime-int8 needs the student in that form"),
+        (
+            {"finalize": {"set": {"passes.distill.epoch": 3}}},
+            "(search.finalize.set): passes[2] (distill).options.epoch: unknown key; did you mean 'epochs'?",
+        ),
     ]
     for search, needle in cases:
         code, _, err = cli("search", write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, **search))
@@ -196,18 +241,25 @@ def test_report_refuses_empty_study(tmp_path, cli):
     (folder / "search.json").write_text(json.dumps({"study": "empty", "storage": url, "teacher": {}}))
     code, _, err = cli("report", folder, "--out", tmp_path / "r")
     assert code == 2 and "no teacher reference this compress version reads" in err and len(err.strip().splitlines()) == 1
-    teacher = TeacherReference(validation={"n": 1, "metrics": {"accuracy": 0.5}}, latency={})
+    teacher = TeacherReference(forms={})
     (folder / "search.json").write_text(json.dumps({"study": "empty", "storage": url, "teacher": teacher.model_dump(mode="json")}))
     code, _, err = cli("report", folder, "--out", tmp_path / "r")
     assert code == 2 and "no finished trial" in err and not (tmp_path / "r").exists()
     code, _, err = cli("report", tmp_path / "nothing-here")
     assert code == 2 and "neither a study folder" in err
+    (folder / "search.json").write_text(
+        json.dumps({"study": "empty", "storage": url, "teacher": teacher.model_dump(mode="json"), "recipe": "r.yaml"})
+    )
+    code, _, err = cli("finalize", folder)
+    assert code == 2 and "recipe 'r.yaml' not found" in err
+    code, _, err = cli("finalize", tmp_path / "nothing-here")
+    assert code == 2 and "not a study folder (no search.json)" in err
 
 
 def _points(rows):
     return pd.DataFrame(
         [
-            {"source": "s", "trial": i, "state": "COMPLETE", "feasible": True, "val_accuracy": a, "speedup_vs_teacher": x, "test_accuracy": a}
+            {"source": "s", "trial": i, "name": f"s#{i}", "state": "COMPLETE", "feasible": True, "val_accuracy": a, "speedup": x, "test_accuracy": a}
             for i, (a, x) in enumerate(rows)
         ]
     )
@@ -238,12 +290,12 @@ def test_score_requires_timed_student():
     from compress.recipe.search import SearchSpec
     from compress.search.objective import score
 
-    untimed = FormEval(
+    fp32 = FormEval(
         form="student", model="student", runtime="torch", precision="fp32", splits={"validation": SplitScores(n=1, metrics={"accuracy": 1.0})}
     )
-    metrics = RunMetrics(name="t", status="complete", compress_version="x", evaluations={"student": untimed})
-    with pytest.raises(CompressError, match="did not time student"):
-        score(metrics, SearchSpec(space={}), None, Path("."))
+    metrics = RunMetrics(name="t", status="complete", compress_version="x", evaluations={"student": fp32})
+    with pytest.raises(CompressError, match=r"did not score student 'student' in search\.target onnxruntime-int8 on validation"):
+        score(metrics, SearchSpec(space={}), None, Path("."), None)
 
 
 def test_groups_up_to_offers_the_divisors(tmp_path, tiny_csv, tiny_teacher_dir):
@@ -274,3 +326,38 @@ def test_hypervolume_2d_matches_optunas_own():
         ref = np.array([1.1, 1.2])
         assert hypervolume_2d(pts, ref) == pytest.approx(compute_hypervolume(pts, ref), rel=1e-12)
     assert hypervolume_2d(np.array([[0.0, 0.5], [0.5, 0.0]]), np.array([1.0, 1.0])) == pytest.approx(0.75)
+
+
+def test_finalists_are_distinct_front_architectures_spread_along_it():
+    from compress.core.records import SplitScores
+    from compress.search.finalize import pick
+
+    def score(acc, ms, layers=3, feasible=True):
+        return TrialScore(
+            form="s",
+            path="p",
+            target="t",
+            validation=SplitScores(n=1, metrics={"accuracy": acc}),
+            test=None,
+            predicted_ms=ms,
+            predicted_speedup=1.0,
+            latency=None,
+            size_mb=1.0,
+            arch={"layers": layers, "ms": ms},
+            constraints=[0.0],
+            feasible=feasible,
+        )
+
+    trials = [
+        (0, score(0.70, 2.0)),
+        (1, score(0.72, 3.0)),
+        (2, score(0.74, 4.0)),
+        (3, score(0.76, 5.0)),
+        (4, score(0.75, 6.0)),  # 4: dominated
+        (5, score(0.80, 1.0, feasible=False)),
+        (6, score(0.78, 7.0)),
+        (7, score(0.78, 7.0).model_copy(update={"arch": {"layers": 3, "ms": 7.0}})),
+    ]
+    assert [n for n, _ in pick(trials, 10)] == [0, 1, 2, 3, 6]  # the infeasible and the dominated never; one per architecture
+    assert [n for n, _ in pick(trials, 3)] == [0, 2, 6]  # from the fastest to the most accurate
+    assert [n for n, _ in pick(trials, 1)] == [2]  # one: the middle of the front

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_bert
 from transformers import SqueezeBertForSequenceClassification
 
 from compress.convert.build import build_student, convert, dense_layers, select_layers
 from compress.convert.groups import Groups, check_groups
 from compress.convert.perms import identity_perms, retained_energy, search_perms
 from compress.core.errors import CompressError
+from conftest import tiny_bert
 
 PAPER = Groups(4, 4, 4, 1, 4, 4)
 

@@ -14,9 +14,11 @@ so no consumer re-parses dictionaries by hand.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from compress.core.errors import CompressError
@@ -42,7 +44,13 @@ class SplitScores(Record):
 
 
 class Latency(Record):
-    """One form timed by the latency harness; `speedup` is against `reference`, timed in the same run."""
+    """One form timed by the latency harness at a fixed shape.
+
+    `p10_ms` is what comparisons use: on a shared machine interference only adds time, and the 10th
+    percentile of the per-call times measured 10-50x more stable across repeats than the median (README,
+    Latency). `speedup` is `reference`'s p10 over this form's p10, both timed in the same run, where the
+    reference is the teacher's fastest deploy form; `speedups` holds the ratio against every teacher form.
+    """
 
     runtime: str  # torch | onnxruntime
     precision: str  # fp32 | int8
@@ -50,6 +58,7 @@ class Latency(Record):
     batch: int
     seq: int
     threads: int
+    p10_ms: float
     median_ms: float
     p90_ms: float
     iqr_ms: float
@@ -59,10 +68,56 @@ class Latency(Record):
     gflops: float
     reference: str | None = None
     speedup: float | None = None
+    speedups: dict[str, float] = {}
+
+    @classmethod
+    def of(cls, stats: Mapping[str, Any], teacher_p10: Mapping[str, float], **context: Any) -> Latency:
+        """A timing's statistics (p10_ms, median_ms, p90_ms, iqr_ms, cv, runs), with speed-ups against the teacher's
+        forms timed in the same run (`teacher_p10`: form -> p10 ms; the fastest is the reference)."""
+        p10 = float(stats["p10_ms"])
+        reference = min(teacher_p10, key=teacher_p10.__getitem__) if teacher_p10 else None
+        return cls(
+            **{k: stats[k] for k in ("p10_ms", "median_ms", "p90_ms", "iqr_ms", "cv", "runs")},
+            **context,
+            reference=reference,
+            speedup=teacher_p10[reference] / p10 if reference else None,
+            speedups={k: v / p10 for k, v in teacher_p10.items()},
+        )
 
     @property
     def gflops_per_s(self) -> float:
         return self.gflops / (self.median_ms / 1000)
+
+
+class NaturalLatency(Record):
+    """Batch-1 latency over real texts of the task at their own lengths (dynamic shapes).
+
+    `speedup` is the median over texts of reference time / this form's time, each pair timed back to back."""
+
+    texts: int
+    mean_tokens: float  # per text
+    mean_ms: float  # what a stream of such requests costs per request
+    median_ms: float
+    speedup: float | None = None
+    reference: str | None = None
+
+    @classmethod
+    def of(cls, times_s: Mapping[str, Any], teacher_forms: Collection[str], tokens: float) -> dict[str, NaturalLatency]:
+        """Per form, from its seconds per text (the same texts, in order, for every form); the reference is the
+        teacher form with the lowest mean."""
+        teacher = {k: float(np.mean(times_s[k])) for k in teacher_forms}
+        ref = min(teacher, key=teacher.__getitem__) if teacher else None
+        return {
+            k: cls(
+                texts=len(v),
+                mean_tokens=tokens,
+                mean_ms=1000 * float(np.mean(v)),
+                median_ms=1000 * float(np.median(v)),
+                reference=ref,
+                speedup=float(np.median(np.asarray(times_s[ref]) / np.asarray(v))) if ref else None,
+            )
+            for k, v in times_s.items()
+        }
 
 
 class FormEval(Record):
@@ -76,6 +131,7 @@ class FormEval(Record):
     size_mb: float | None = None
     splits: dict[str, SplitScores] = {}
     latency: Latency | None = None
+    natural: NaturalLatency | None = None
 
 
 class Conversion(Record):
@@ -115,33 +171,72 @@ class RunMetrics(Record):
 
 
 class TeacherReference(Record):
-    """The teacher measured once per study: accuracy, and the latency of each of its timed forms."""
+    """The teacher measured once per study, in every deploy form: what a user gets without compress."""
 
-    validation: SplitScores
-    test: SplitScores | None = None
-    latency: dict[str, Latency]  # form -> timing ("teacher" = PyTorch fp32, "teacher.onnx" = ONNX Runtime fp32)
+    forms: dict[str, FormEval]  # "teacher" (PyTorch fp32), "teacher.onnx", "teacher.int8", ...
 
     @property
-    def latency_ms(self) -> float:
-        """The teacher in PyTorch fp32, the reference of `speedup` in trials."""
-        return self.latency["teacher"].median_ms
+    def model(self) -> FormEval:
+        return self.forms["teacher"]
+
+    def fastest(self) -> FormEval:
+        """The teacher's fastest timed form (p10), the reference of every speed-up."""
+        timed = [f for f in self.forms.values() if f.latency is not None]
+        return min(timed, key=lambda f: f.latency.p10_ms if f.latency else float("inf"))
+
+    def accuracy(self, split: str) -> float | None:
+        scores = self.model.splits.get(split)
+        return scores["accuracy"] if scores else None
 
 
 class TrialScore(Record):
-    """A search trial's result: its fastest timed form of the student and what the report shows of it."""
+    """A search trial's result: the student in the study's deploy target, its predicted and measured latency."""
 
     form: str
     path: str
+    target: str
     validation: SplitScores
     test: SplitScores | None
-    latency: Latency
-    speedup: float  # vs the teacher timed in the same run
+    predicted_ms: float  # the latency model's p10 prediction: what the search optimizes
+    predicted_speedup: float  # the teacher's fastest form (timed at calibration) over predicted_ms
+    latency: Latency | None  # measured in the trial's own run, when its evaluate pass timed the form
     size_mb: float
-    layers: int
-    intermediate_size: int
-    groups: str
+    arch: dict[str, Any]  # compress.deploy.blocks.Architecture
     constraints: list[float]
     feasible: bool
+
+    @property
+    def measured_speedup(self) -> float | None:
+        return self.latency.speedup if self.latency else None
+
+
+class FrontierEntry(Record):
+    """A model of the final timing run: the teacher, a retrained front student, or a peer baseline."""
+
+    name: str
+    kind: Literal["teacher", "final", "baseline"]
+    trial: int | None = None  # the proxy trial a final student was retrained from
+    path: str
+    arch: dict[str, Any]
+    forms: dict[str, FormEval]  # accuracy from its run, latency from the shared timing session
+
+    def best(self) -> FormEval:
+        """The fastest form (p10): how this model would be shipped."""
+        return min(self.forms.values(), key=lambda f: f.latency.p10_ms if f.latency else float("inf"))
+
+
+class Frontier(Record):
+    """The final students, the peer baselines and the teacher's forms, timed together in one repeated run."""
+
+    target: str
+    reference: str  # the teacher's fastest form: every speedup is against it
+    reference_ms: float
+    seq: int
+    threads: int
+    runs: int
+    repeats: int
+    repeats_redone: int
+    entries: list[FrontierEntry]
 
 
 def read_metrics(path: Path) -> RunMetrics:

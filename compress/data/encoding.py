@@ -23,6 +23,7 @@ from compress.core.hashing import stable_hash
 log = logging.getLogger(__name__)
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what every BERT/SqueezeBERT form takes, in this order
+NO_LABEL = -100  # a text the teacher labels (cross-entropy's ignore_index)
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Encoded:
     input_ids: np.ndarray  # [total_tokens] int32
     token_type_ids: np.ndarray  # [total_tokens] int8
     offsets: np.ndarray  # [n + 1] int64
-    labels: np.ndarray  # [n] int64
+    labels: np.ndarray  # [n] int64; NO_LABEL for texts without one (distillation only)
     key: str  # content key: same key <=> same tokens
 
     def __len__(self) -> int:
@@ -40,6 +41,17 @@ class Encoded:
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def concat(self, other: Encoded) -> Encoded:
+        """This split followed by `other` (own content key)."""
+        offsets = np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]])
+        return Encoded(
+            np.concatenate([self.input_ids, other.input_ids]),
+            np.concatenate([self.token_type_ids, other.token_type_ids]),
+            offsets,
+            np.concatenate([self.labels, other.labels]),
+            stable_hash([self.key, other.key]),
+        )
 
     def subset(self, idx: np.ndarray) -> Encoded:
         """The examples `idx` as their own split (own content key, so caches keyed by it stay exact)."""
@@ -85,7 +97,7 @@ def encode(df: pd.DataFrame, tokenizer, max_length: int, cache_dir: Path | None)
         input_ids=np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1])),
         token_type_ids=np.fromiter((t for x in types for t in x), dtype=np.int8, count=int(offsets[-1])),
         offsets=offsets,
-        labels=df["label"].to_numpy(dtype=np.int64),
+        labels=df["label"].to_numpy(dtype=np.int64) if "label" in df else np.full(len(df), NO_LABEL, dtype=np.int64),
         key=key,
     )
     if path is not None:
@@ -136,6 +148,12 @@ def shuffled(enc: Encoded, seed: int, batch_size: int = 1, pool: int = 50) -> np
     chunks = [c for p in pooled for c in np.split(p, range(batch_size, len(p), batch_size))]
     full = [c for c in chunks if len(c) == batch_size]  # a short last batch stays last, so `batches` cuts on chunk edges
     return np.concatenate([full[i] for i in rng.permutation(len(full))] + [c for c in chunks if len(c) != batch_size])
+
+
+def single_batches(enc: Encoded, n: int, seed: int) -> tuple[list[dict[str, torch.Tensor]], float]:
+    """`n` examples drawn by seed, each as a batch of one at its own length, and their mean token count."""
+    idx = np.sort(np.random.default_rng(seed).permutation(len(enc))[:n])
+    return [collate(enc, np.array([i])) for i in idx], float(enc.lengths()[idx].mean()) if len(idx) else 0.0
 
 
 def by_length(enc: Encoded) -> np.ndarray:

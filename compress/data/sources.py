@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,7 @@ class TaskData:
     splits: dict[str, pd.DataFrame]
     labels: list[str]
     is_pair: bool
+    unused: pd.DataFrame = field(default_factory=pd.DataFrame)  # training rows beyond task.max_train_samples (distillation can use their text)
 
     def summary(self) -> str:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
@@ -111,11 +112,12 @@ def load_task(spec: TaskSpec, seed: int) -> TaskData:
 
     splits = _split(frames, spec, seed)
     limits = {"train": spec.max_train_samples, "validation": spec.max_validation_samples, "test": spec.max_test_samples}
+    unused = splits["train"].iloc[limits["train"] :].reset_index(drop=True) if limits["train"] else splits["train"].iloc[:0]
     splits = {s: (df.iloc[: limits[s]] if limits[s] else df).reset_index(drop=True) for s, df in splits.items()}
     for s, df in splits.items():
         if len(df) == 0:
             raise CompressError(f"the {s} split is empty; lower task.{s if s != 'train' else 'validation'}_fraction or add data")
-    return TaskData(splits=splits, labels=labels, is_pair="text_pair" in cols)
+    return TaskData(splits=splits, labels=labels, is_pair="text_pair" in cols, unused=unused)
 
 
 def _clean(df: pd.DataFrame, spec: TaskSpec, cols: dict[str, str]) -> pd.DataFrame:
@@ -225,3 +227,25 @@ def _read_hub(name: str, config: str | None) -> dict[str, pd.DataFrame]:
 def sample_texts(n: int = 2000, seed: int = 0) -> list[str]:
     """Real texts for timing inputs when no task is at hand: the embedded tweets."""
     return load_task(TaskSpec(max_train_samples=n), seed).splits["train"]["text"].tolist()
+
+
+def read_texts(path: str, column: str, pair_column: str | None) -> pd.DataFrame:
+    """Texts without labels for distillation: a .txt file (one text per line) or a table with `column`
+    (and `pair_column` for sentence-pair tasks); returned with the task's column names `text`[, `text_pair`]."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CompressError(f"unlabeled texts {path!r}: no such file; give a .txt (one text per line) or a table ({', '.join(_READERS)})")
+    if p.suffix.lower() == ".txt":
+        if pair_column:
+            raise CompressError(
+                f"unlabeled texts {path}: a sentence-pair task needs two texts per example; give a table with {column!r} and {pair_column!r}"
+            )
+        lines = [line.strip() for line in p.read_text(encoding="utf-8", errors="replace").splitlines()]
+        return pd.DataFrame({"text": [t for t in lines if t]})
+    df = _read_one(p)
+    wanted = [column, *([pair_column] if pair_column else [])]
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise CompressError(f"unlabeled texts {path}: no column {missing[0]!r}; columns are {list(df.columns)} - set distill.unlabeled_column")
+    out = pd.DataFrame({"text": df[column].astype(str)} | ({"text_pair": df[pair_column].astype(str)} if pair_column else {})).dropna()
+    return out[out["text"].str.strip().str.len() > 0].reset_index(drop=True)

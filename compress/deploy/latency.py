@@ -12,6 +12,7 @@ import statistics
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ import torch
 class Timing:
     name: str
     median_ms: float
+    p10_ms: float  # the speed the code runs at when the machine's neighbours leave it alone (see README, Latency)
     p90_ms: float
     iqr_ms: float
     cv: float  # std / mean of the samples
@@ -29,8 +31,8 @@ class Timing:
 
 def summarize(name: str, samples_s: list[float]) -> Timing:
     ms = np.asarray(samples_s) * 1000
-    q1, q3 = np.percentile(ms, [25, 75])
-    return Timing(name, float(np.median(ms)), float(np.percentile(ms, 90)), float(q3 - q1), float(ms.std() / ms.mean()), len(ms))
+    p10, q1, q3, p90 = np.percentile(ms, [10, 25, 75, 90])
+    return Timing(name, float(np.median(ms)), float(p10), float(p90), float(q3 - q1), float(ms.std() / ms.mean()), len(ms))
 
 
 WARMUP, BLOCK, SETTLE_S = 3, 3, 0.02  # see interleaved()
@@ -82,8 +84,9 @@ def _samples(fns: Fns, runs: int, warmup: int, block: int, settle_s: float, cuda
 def repeated(
     fns: Fns, runs: int = 30, repeats: int = 5, max_redo: int = 3, load_factor: float = 1.05, cuda: Collection[str] = ()
 ) -> tuple[dict[str, dict], list[float]]:
-    """`repeats` independent interleaved measurements; per callable the median of their medians, their CV,
-    and p90/IQR/CV over all samples kept. Returns (results, load factors of the repeats that were redone).
+    """`repeats` independent interleaved measurements; per callable the median of their medians and of their
+    10th percentiles, the CV of each, and p90/IQR/CV over all samples kept. Returns (results, load factors of
+    the repeats that were redone).
 
     Other tenants of a shared machine sometimes slow *everything* for tens of seconds. Such a repeat shows as
     a common-mode shift: the typical callable (median over callables) runs more than `load_factor` times its
@@ -107,16 +110,40 @@ def repeated(
     for k in fns:
         pooled = summarize(k, [x for rep in kept for x in rep[k]])
         per = [m[k] for m in medians]
+        p10s = [1000 * float(np.percentile(rep[k], 10)) for rep in kept]
         out[k] = {
             "median_ms": statistics.median(per),
             "medians_ms": per,
             "cv_of_medians": cv_of(per),
+            "p10_ms": statistics.median(p10s),
+            "p10s_ms": p10s,
+            "cv_of_p10s": cv_of(p10s),
             "p90_ms": pooled.p90_ms,
             "iqr_ms": pooled.iqr_ms,
             "cv": pooled.cv,
             "runs": pooled.runs,
         }
     return out, redone
+
+
+def natural_lengths(
+    fns: Mapping[str, Callable[[dict[str, torch.Tensor]], object]], batches: list[dict[str, torch.Tensor]], chunk: int = 5, settle_s: float = SETTLE_S
+) -> dict[str, np.ndarray]:
+    """Seconds per call of each runner on each of `batches` (real texts at their own lengths), interleaved by
+    chunks of texts: for each chunk, each runner after a settle and one untimed call. Entry i of every
+    array is the same text, so per-text ratios compare like with like, timed seconds apart."""
+    for fn in fns.values():
+        for b in batches[:WARMUP]:
+            fn(b)
+    out = {k: np.zeros(len(batches)) for k in fns}
+    for start in range(0, len(batches), chunk):
+        part = range(start, min(start + chunk, len(batches)))
+        for name, fn in fns.items():
+            time.sleep(settle_s)
+            fn(batches[part[0]])
+            for i in part:
+                out[name][i] = _timed(partial(fn, batches[i]), False)
+    return out
 
 
 def real_inputs(tokenizer, texts: list[str], batch: int, seq: int, seed: int = 0) -> dict[str, torch.Tensor]:

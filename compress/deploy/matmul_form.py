@@ -143,18 +143,42 @@ class Layer(nn.Module):
         self.ln1, self.ln2, self.heads = ln1, ln2, heads
         self.d = q.groups * q.out_per_group // heads  # head size; heads * d < hidden once heads are pruned
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, l, _ = x.shape
-        d = self.d
+    # The parts of a layer, each a method so the latency model can time exactly what ships (deploy/blocks.py).
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Q, K, V in head layout [B, A, L, d]."""
         if self.qkv is not None:
-            q, k, v = self.qkv(x)
-        else:
-            split = lambda t: t.reshape(b, l, self.heads, d).transpose(1, 2)
-            q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+            return self.qkv(x)
+        return self.project_one(self.q, x), self.project_one(self.k, x), self.project_one(self.v, x)
+
+    def project_one(self, lin: GroupedLinear, x: torch.Tensor) -> torch.Tensor:
+        b, l, _ = x.shape
+        return lin(x).reshape(b, l, self.heads, self.d).transpose(1, 2)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Scaled dot-product attention; the context back in [B, L, A*d]."""
+        b, _, l, d = q.shape
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d) + mask
-        ctx = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(b, l, self.heads * d)
-        x = self.ln1(self.post(ctx) + x)
-        return self.ln2((self.ffn(x) if self.ffn is not None else self.out(F.gelu(self.inter(x)))) + x)
+        return torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(b, l, self.heads * d)
+
+    def post_attention(self, ctx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.ln1(self.post(ctx) + x)
+
+    def intermediate(self, x: torch.Tensor) -> torch.Tensor:
+        """The unfused FFN's first half: GELU(intermediate(x))."""
+        return F.gelu(self.inter(x))
+
+    def output(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The unfused FFN's second half with the residual and layer norm."""
+        return self.ln2(self.out(h) + x)
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ffn is not None:
+            return self.ln2(self.ffn(x) + x)
+        return self.output(self.intermediate(x), x)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.project(x)
+        return self.feed_forward(self.post_attention(self.attend(q, k, v, mask), x))
 
 
 class EncoderForInference(nn.Module):

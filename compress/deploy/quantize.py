@@ -50,14 +50,17 @@ def onnxruntime_int8(
 
 @contextmanager
 def quiet_root_logger() -> Iterator[None]:
-    """WARNING and above only on the root logger, where onnxruntime's quantizer and INC's tuning log per tensor/trial."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.WARNING)
+    """WARNING and above only on the root logger, where onnxruntime's quantizer and INC's tuning log per tensor/trial;
+    optimum's "could not load the config" warning is expected for graphs without a config.json (blocks)."""
+    loggers = {"": logging.WARNING, "optimum": logging.ERROR}
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name, level in loggers.items():
+        logging.getLogger(name).setLevel(level)
     try:
         yield
     finally:
-        root.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _quantize(src: Path, dst: Path, qconfig, static: bool, per_channel: bool, calibration: str, calib: Encoded | None, samples: int) -> dict:

@@ -14,7 +14,8 @@ import torch
 from pydantic import Field, PositiveInt
 
 from compress.core.errors import CompressError
-from compress.data.encoding import tokenizer_fingerprint
+from compress.data.encoding import Encoded, encode, tokenizer_fingerprint
+from compress.data.sources import read_texts
 from compress.modeling.loading import load_student, load_tokenizer
 from compress.passes.options import TrainOptions
 from compress.pipeline.registry import Pass
@@ -44,6 +45,11 @@ class Distill(Pass):
         attention_map: list[tuple[int, int]] | None = Field(None, description="[student, teacher] layer indices; default: the converted layers")
         cache_teacher: bool = Field(True, description="cache teacher outputs on disk (off: run the teacher every step)")
         max_train_samples: PositiveInt | None = Field(None, description="distill on a seeded random subset of the train split (fast search trials)")
+        unlabeled: int = Field(0, ge=0, description="extra texts labelled by the teacher (KD term only): more data for the same labels")
+        unlabeled_source: str = Field(
+            "unused", description="'unused': the task's training rows beyond task.max_train_samples; or a .txt / table file"
+        )
+        unlabeled_column: str = Field("text", description="text column of an unlabeled table (text_pair too for sentence-pair tasks)")
 
     def run(self, state: RunState, config: Config) -> RunState:
         if state.teacher is None:
@@ -82,15 +88,27 @@ class Distill(Pass):
         attn_map = (
             _check_map(config.attention_map, list(enumerate(layers)), student, teacher, "attention_map", offset=0) if config.attention_weight else []
         )
-        train = state.encoded("train")
-        if config.max_train_samples and config.max_train_samples < len(train):
-            train = train.subset(np.sort(np.random.default_rng(state.seed).permutation(len(train))[: config.max_train_samples]))
+        full = state.encoded("train")
+        idx = None
+        if config.max_train_samples and config.max_train_samples < len(full):
+            idx = np.sort(np.random.default_rng(state.seed).permutation(len(full))[: config.max_train_samples])
+        train = full.subset(idx) if idx is not None else full
+        labelled = len(train)
+        extra = _unlabeled(state, config) if config.unlabeled else None
+        if extra is not None:
+            train = train.concat(extra)
         t0 = time.perf_counter()
         cached: TeacherOutputs | None = None
         cache_status = "off"
         if config.cache_teacher:
-            hidden, attention = sorted({t for _, t in hidden_map}), sorted({t for _, t in attn_map})
-            cached, cache_status = load_or_compute(teacher, train, state.device, state.cache_dir, hidden, attention)
+            # Cached per whole split (the train split; the unlabeled texts) and sliced: a study's trials, final
+            # students and baselines distill different subsets of one split and share one teacher pass over it.
+            outputs = sorted({t for _, t in hidden_map}), sorted({t for _, t in attn_map})
+            cached, cache_status = load_or_compute(teacher, full, state.device, state.cache_dir, *outputs)
+            cached = cached.select(idx) if idx is not None else cached
+            if extra is not None:
+                more, status = load_or_compute(teacher, extra, state.device, state.cache_dir, *outputs)
+                cached, cache_status = cached.concat(more), f"{cache_status}; unlabeled {status}"
         cache_seconds = time.perf_counter() - t0
         proj = torch.nn.ModuleDict()
         if hidden_map and student.config.hidden_size != teacher.config.hidden_size:
@@ -117,10 +135,29 @@ class Distill(Pass):
         return {
             "history": history,
             "best_val_accuracy": max(h["val_accuracy"] for h in history),
+            "examples": labelled,
+            "unlabeled_examples": len(train) - labelled,
             "teacher_cache": cache_status,
             "teacher_cache_seconds": cache_seconds,
             "seconds_per_epoch": sum(h["train_seconds"] for h in history) / len(history),
         }
+
+
+def _unlabeled(state: RunState, config: Distill.Config) -> Encoded:
+    """`config.unlabeled` texts for the teacher to label, tokenized like the task (labels NO_LABEL)."""
+    if config.unlabeled_source == "unused":
+        texts = state.task.unused.drop(columns=["label"], errors="ignore")
+        if texts.empty:
+            raise CompressError(
+                "distill.unlabeled: the task has no unused training rows (task.max_train_samples keeps them all); "
+                "set distill.unlabeled_source to a file of texts, or lower task.max_train_samples"
+            )
+    else:
+        texts = read_texts(config.unlabeled_source, config.unlabeled_column, "text_pair" if state.task.is_pair else None)
+    picked = texts.iloc[np.sort(np.random.default_rng(state.seed).permutation(len(texts))[: config.unlabeled])].reset_index(drop=True)
+    if len(picked) < config.unlabeled:
+        log.warning("distill.unlabeled asks for %d texts; %s has %d, all used", config.unlabeled, config.unlabeled_source, len(picked))
+    return encode(picked, state.tokenizer, state.recipe.task.max_length, state.cache_dir)
 
 
 def _check_map(given, default, student, teacher, what: str, offset: int) -> list[tuple[int, int]]:

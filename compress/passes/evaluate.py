@@ -1,9 +1,15 @@
-"""Measure accuracy and macro-F1 of every model and deployable variant, and optionally their latency."""
+"""Measure accuracy and macro-F1 of every model and deployable variant, and optionally their latency.
+
+Latency is measured against the teacher's deploy forms (PyTorch fp32, ONNX Runtime fp32 and int8, built
+once per teacher into the cache when the run has not made them): every speed-up is against the fastest
+of those, timed in the same interleaved run.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import logging
+from dataclasses import asdict
 from functools import partial
 from typing import Literal
 
@@ -12,20 +18,18 @@ from pydantic import Field, PositiveInt
 from rich.console import Console
 from rich.table import Table
 
-from compress.core.records import FormEval, Latency, SplitScores
+from compress.core.records import FormEval, Latency, NaturalLatency, SplitScores
+from compress.data.encoding import single_batches
 from compress.deploy.flops import flops_per_sequence
-from compress.deploy.latency import interleaved, real_inputs
-from compress.modeling.runners import (
-    Runner,
-    count_parameters,
-    predict_with,
-    torch_runner,
-)
+from compress.deploy.latency import interleaved, natural_lengths, real_inputs
+from compress.deploy.targets import TARGETS, cached_runner, form_name
+from compress.modeling.runners import Runner, count_parameters, predict_with, torch_runner
 from compress.pipeline.registry import Pass, PassConfig
 from compress.pipeline.state import RunState
 from compress.tasks.classification import classification_scores
 
 log = logging.getLogger(__name__)
+Kind = tuple[str, str, str]  # (model, runtime, precision)
 
 
 class Evaluate(Pass):
@@ -37,11 +41,12 @@ class Evaluate(Pass):
         splits: tuple[Literal["validation", "test"], ...] = ("validation", "test")
         models: list[str] | None = Field(None, description="models/variants to evaluate, glob patterns allowed (student*); default: all")
         batch_size: PositiveInt = 64
-        latency: bool = Field(False, description="also time each one (interleaved, median of latency_runs)")
+        latency: bool = Field(False, description="also time each one (interleaved, p10 and median of latency_runs)")
         latency_batch: PositiveInt = 1
         latency_seq: int = Field(128, ge=8, le=512)
         latency_runs: int = Field(30, ge=5)
-        latency_reference: bool = Field(True, description="time the teacher alongside (speedup_vs_teacher) even when models leaves it out")
+        latency_reference: bool = Field(True, description="time the teacher's deploy forms alongside; speed-ups are against the fastest")
+        latency_natural: int = Field(0, ge=0, description="also time batch 1 on this many validation texts at their own lengths (0: off)")
 
     def run(self, state: RunState, config: Config) -> RunState:
         models = state.models()
@@ -54,9 +59,6 @@ class Evaluate(Pass):
         names = state.pick(wanted, available, "evaluate.models")
         # Build runners only for what is evaluated (each ONNX variant opens a session).
         runners = {n: torch_runner(models[n], state.device) if n in models else state.variants[n].runner(state.recipe.threads) for n in names}
-        timed = dict(runners)
-        if config.latency and config.latency_reference and "teacher" in models and "teacher" not in runners:
-            timed["teacher"] = torch_runner(models["teacher"], state.device)  # timed only, as the speed reference
         scores: dict[str, dict[str, SplitScores]] = {
             name: {
                 split: classification_scores(
@@ -69,63 +71,81 @@ class Evaluate(Pass):
             }
             for name in names
         }
-        latency = self._latency(state, config, timed) if config.latency else {}
+        kinds = {n: _kind(state, n) for n in names}
+        timed = dict(runners)
+        if config.latency and config.latency_reference and "teacher" in models:
+            for target in TARGETS.values():  # the teacher in every deploy form: what a user gets without compress
+                name = form_name("teacher", target)
+                if name not in timed:
+                    variant = state.variants.get(name)
+                    timed[name] = (
+                        variant.runner(state.recipe.threads)
+                        if variant
+                        else cached_runner(models["teacher"], target, state.cache_dir, state.recipe.threads)
+                    )
+                    kinds[name] = ("teacher", target.runtime, target.precision)
+        latency = self._latency(state, config, timed, kinds) if config.latency else {}
+        natural = self._natural(state, config, timed, kinds) if config.latency and config.latency_natural else {}
         for name in dict.fromkeys([*names, *latency]):
-            state.evaluations[name] = _form(state, name, scores.get(name, {}), latency.get(name))
+            state.evaluations[name] = _form(state, name, kinds[name], scores.get(name, {}), latency.get(name), natural.get(name))
         _print(state, names)
         return state
 
-    def _latency(self, state: RunState, config: Config, runners: dict[str, Runner]) -> dict[str, Latency]:
+    def _latency(self, state: RunState, config: Config, runners: dict[str, Runner], kinds: dict[str, Kind]) -> dict[str, Latency]:
         batch = real_inputs(state.tokenizer, state.task.splits["train"]["text"].tolist(), config.latency_batch, config.latency_seq, state.seed)
-        on_gpu = {n for n in runners if n in state.models() and state.device.type == "cuda"}
+        on_gpu = {n for n in runners if kinds[n][1] == "torch" and state.device.type == "cuda"}
         timings = interleaved({n: partial(r, batch) for n, r in runners.items()}, runs=config.latency_runs, cuda=on_gpu)
-        models, base = state.models(), timings.get("teacher")
+        teacher = {n: t.p10_ms for n, t in timings.items() if kinds[n][0] == "teacher"}
+        models, threads = state.models(), state.recipe.threads or torch.get_num_threads()
         out = {}
         for name, t in timings.items():
-            origin = models[state.origin(name)]
-            runtime, precision = _kind(state, name)
-            out[name] = Latency(
-                runtime=runtime,
-                precision=precision,
+            origin = models[kinds[name][0]]
+            out[name] = Latency.of(
+                asdict(t),
+                teacher,
+                runtime=kinds[name][1],
+                precision=kinds[name][2],
                 device="cuda" if name in on_gpu else "cpu",
                 batch=config.latency_batch,
                 seq=config.latency_seq,
-                threads=state.recipe.threads or torch.get_num_threads(),
-                median_ms=t.median_ms,
-                p90_ms=t.p90_ms,
-                iqr_ms=t.iqr_ms,
-                cv=t.cv,
-                runs=t.runs,
+                threads=threads,
                 params=count_parameters(origin),
                 gflops=flops_per_sequence(origin.config, config.latency_seq) * config.latency_batch / 1e9,
-                reference="teacher" if base else None,
-                speedup=base.median_ms / t.median_ms if base else None,
             )
+        if teacher:
+            reference = min(teacher, key=teacher.__getitem__)
+            log.info("latency reference: the teacher's fastest form, %s (%.2f ms p10 at seq %d)", reference, teacher[reference], config.latency_seq)
         return out
 
+    def _natural(self, state: RunState, config: Config, runners: dict[str, Runner], kinds: dict[str, Kind]) -> dict[str, NaturalLatency]:
+        batches, tokens = single_batches(state.encoded("validation"), config.latency_natural, state.seed)
+        return NaturalLatency.of(natural_lengths(runners, batches), [n for n in runners if kinds[n][0] == "teacher"], tokens)
 
-def _kind(state: RunState, name: str) -> tuple[str, str]:
-    """(runtime, precision) of a model or variant."""
+
+def _kind(state: RunState, name: str) -> Kind:
     if name in state.variants:
-        return state.variants[name].runtime, state.variants[name].precision
-    return "torch", "fp32"
+        v = state.variants[name]
+        return v.model, v.runtime, v.precision
+    return name, "torch", "fp32"
 
 
-def _form(state: RunState, name: str, splits: dict[str, SplitScores], latency: Latency | None) -> FormEval:
+def _form(
+    state: RunState, name: str, kind: Kind, splits: dict[str, SplitScores], latency: Latency | None, natural: NaturalLatency | None
+) -> FormEval:
     """The form's record, keeping what an earlier evaluate pass measured and this one did not."""
     prev = state.evaluations.get(name)
     variant = state.variants.get(name)
     path = variant.path if variant else None
-    runtime, precision = _kind(state, name)
     return FormEval(
         form=name,
-        model=state.origin(name),
-        runtime=runtime,
-        precision=precision,
+        model=kind[0],
+        runtime=kind[1],
+        precision=kind[2],
         path=str(path.relative_to(state.out_dir)) if path and path.is_relative_to(state.out_dir) else None,
         size_mb=path.stat().st_size / 2**20 if path and path.exists() else None,
         splits={**(prev.splits if prev else {}), **splits},
         latency=latency or (prev.latency if prev else None),
+        natural=natural or (prev.natural if prev else None),
     )
 
 
@@ -139,8 +159,8 @@ def _print(state: RunState, names: list[str]) -> None:
         table.add_column(f"{split} macro-F1", justify="right")
     timed = any(e.latency for e in evals)
     if timed:
-        table.add_column("latency ms (p90)", justify="right")
-        table.add_column("x teacher", justify="right")
+        table.add_column("latency ms p10 (median)", justify="right")
+        table.add_column("x teacher's fastest", justify="right")
     for e in evals:
         cells = []
         for split in splits:
@@ -149,6 +169,9 @@ def _print(state: RunState, names: list[str]) -> None:
             cells += [f"{r['accuracy']:.4f} [{lo:.3f}, {hi:.3f}]", f"{r['macro_f1']:.4f}"] if r else ["-", "-"]
         if timed:
             lat = e.latency
-            cells += [f"{lat.median_ms:.1f} ({lat.p90_ms:.1f})" if lat else "-", f"{lat.speedup:.2f}" if lat and lat.speedup else "-"]
+            cells += [f"{lat.p10_ms:.2f} ({lat.median_ms:.2f})" if lat else "-", f"{lat.speedup:.2f}" if lat and lat.speedup else "-"]
         table.add_row(e.form, *cells)
+    reference = next((e.latency.reference for e in evals if e.latency and e.latency.reference), None)
+    if reference:
+        table.caption = f"x teacher's fastest: against {reference}, timed in the same run (p10 of the per-call times)"
     Console(stderr=True, width=max(140, Console(stderr=True).width)).print(table)

@@ -20,15 +20,25 @@ def model_card(state: RunState, name: str) -> str:
     conv = state.conversions.get(name)
     if conv:
         lines += [f"Converted from the teacher: layers {conv.teacher_layers}, groups {conv.groups}, init {conv.init}.", ""]
-    forms = {k: v for k, v in state.evaluations.items() if v.model == name}
+    forms = {k: v for k, v in state.evaluations.items() if v.model == name and v.splits}
     if forms:
-        lines += ["| form | test accuracy | macro-F1 | latency ms (batch 1) |", "|---|---|---|---|"]
+        reference = next((f.latency.reference for f in state.evaluations.values() if f.latency and f.latency.reference), None)
+        lines += [
+            "| form | test accuracy [95% CI] | macro-F1 | latency ms, batch 1: p10 (median) | x the teacher's fastest form |",
+            "|---|---|---|---|---|",
+        ]
         for key, ev in forms.items():
             t, lat = ev.splits.get("test"), ev.latency
             acc = f"{t['accuracy']:.4f} [{t.ci95['accuracy'][0]:.3f}, {t.ci95['accuracy'][1]:.3f}]" if t else "-"
             f1 = f"{t['macro_f1']:.4f}" if t else "-"
-            ms = f"{lat.median_ms:.1f} (seq {lat.seq}, {lat.threads} threads)" if lat else "-"
-            lines.append(f"| {key} | {acc} | {f1} | {ms} |")
+            ms = f"{lat.p10_ms:.2f} ({lat.median_ms:.2f}), seq {lat.seq}, {lat.threads} threads" if lat else "-"
+            lines.append(f"| {key} | {acc} | {f1} | {ms} | {f'{lat.speedup:.2f}' if lat and lat.speedup else '-'} |")
+        if reference:
+            lines += [
+                "",
+                f"Speed-ups are against the teacher's fastest deploy form ({reference}), timed in the same interleaved run; p10 is the "
+                "10th percentile of per-call times (the speed when the machine's other tenants leave it alone).",
+            ]
         lines.append("")
     onnx_files = sorted(p.name for p in state.model_dir(name).glob("*.onnx"))
     cls = "SqueezeBertForSequenceClassification" if model.config.model_type == "squeezebert" else "BertForSequenceClassification"

@@ -62,6 +62,34 @@ class Param(BaseModel):
         return int(self.low) if self.is_int_range() else self.low
 
 
+class BaselineSpec(BaseModel):
+    """A peer baseline trained like the final students: `layerdrop` (DistilBERT-style: every other teacher
+    layer, dense, distilled) or `pruned` (the teacher with heads and FFN channels pruned, distilled)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    options: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class FinalizeSpec(BaseModel):
+    """After the proxy trials: retrain the best distinct front students at full budget, time them with the baselines."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: int = Field(0, ge=0, description="front students to retrain when the search ends (0: only by compress finalize)")
+    set: dict[str, Any] = Field(
+        default_factory=lambda: {"passes.distill.max_train_samples": None},
+        description="recipe key paths -> values for the full budget (more data, epochs); applied to finalists and baselines alike",
+    )
+    runs: PositiveInt = Field(50, description="timed calls per form and repeat in the final timing run")
+    repeats: PositiveInt = Field(3, description="independent repeats of the final timing run (a repeat slowed by machine load is redone)")
+    natural_texts: int = Field(100, ge=0, description="validation texts timed at their own lengths, batch 1")
+
+
 class SearchSpec(BaseModel):
     """Objectives, constraints, sampler and search space of a study."""
 
@@ -72,10 +100,14 @@ class SearchSpec(BaseModel):
     population: PositiveInt | None = Field(None, description="NSGA-II population; default: about a third of the trials")
     objectives: list[Literal["accuracy", "latency", "size"]] = Field(["accuracy", "latency"], min_length=2)
     student: str = Field("student", description="the converted student whose forms are scored")
+    target: str = Field("onnxruntime-int8", description="deploy target every trial is scored in (latency predicted, accuracy of that form)")
+    baselines: list[BaselineSpec] = Field([], description="peer baselines timed with the final students: layerdrop, pruned")
+    finalize: FinalizeSpec = Field(default_factory=FinalizeSpec)
+    calibration_runs: PositiveInt = Field(30, description="timed calls per block in each of the 3 calibration repeats")
     max_accuracy_drop: float | None = Field(
         None, ge=0, le=1, description="feasible only within this much of the teacher's validation accuracy (0.01 = 1 pt)"
     )
-    latency_budget_ms: float | None = Field(None, gt=0, description="feasible only at or below this median latency")
+    latency_budget_ms: float | None = Field(None, gt=0, description="feasible only at or below this predicted latency (p10 ms in the target)")
     prune: bool = Field(True, description="stop a trial early when a finished trial that was as cheap was better at the same point")
     prune_margin: float = Field(0.01, ge=0, description="how much better (validation accuracy) the dominating trial must have been")
     startup_trials: int = Field(3, ge=0, description="no pruning until this many trials finished")

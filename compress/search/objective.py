@@ -1,22 +1,28 @@
-"""One trial of a study: the recipe with the sampled values, run, scored into a `TrialScore`."""
+"""One trial of a study: the recipe with the sampled values, run, scored into a `TrialScore`.
+
+The latency objective is the latency model's prediction for the trial's student in the study's target
+(stable); the latency measured in the trial's own run is recorded beside it, for the report to show how
+well the prediction holds.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 from optuna.trial import TrialState
 
-from compress.convert.groups import Groups
 from compress.core.errors import CompressError, Interrupted
 from compress.core.records import RunMetrics, TeacherReference, TrialScore
+from compress.deploy.blocks import Architecture
 from compress.deploy.flops import flops_per_sequence
+from compress.deploy.latency_model import LatencyModel
+from compress.deploy.targets import get_target
+from compress.modeling.loading import load_config
 from compress.pipeline.runner import run_recipe
 from compress.pipeline.state import OnValidation
 from compress.recipe import Recipe, parse_recipe, set_path
@@ -31,16 +37,16 @@ class TrialFailed(Exception):
 
 
 def objective_values(score: TrialScore, objectives: Sequence[str]) -> tuple[float, ...]:
-    """The study's objectives, in order: accuracy (validation), latency (ms), size (MB)."""
-    value = {"accuracy": score.validation["accuracy"], "latency": score.latency.median_ms, "size": score.size_mb}
+    """The study's objectives, in order: accuracy (validation), latency (predicted p10 ms), size (MB)."""
+    value = {"accuracy": score.validation["accuracy"], "latency": score.predicted_ms, "size": score.size_mb}
     return tuple(value[o] for o in objectives)
 
 
 class Objective:
-    """One trial: set the sampled values in the recipe, run it, score its fastest form of the student."""
+    """One trial: set the sampled values in the recipe, run it, score the student in the study's target."""
 
-    def __init__(self, recipe: Recipe, spec: SearchSpec, folder: Path, source: str, teacher: TeacherReference) -> None:
-        self.recipe, self.spec, self.folder, self.source, self.teacher = recipe, spec, folder, source, teacher
+    def __init__(self, recipe: Recipe, spec: SearchSpec, folder: Path, source: str, teacher: TeacherReference, predictor: LatencyModel) -> None:
+        self.recipe, self.spec, self.folder, self.source, self.teacher, self.predictor = recipe, spec, folder, source, teacher, predictor
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         values = {key: suggest(param, trial, key) for key, param in self.spec.space.items()}
@@ -52,7 +58,7 @@ class Objective:
         log.info("trial %d: %s", trial.number, values)
         try:
             run = run_recipe(parse_recipe(raw, f"{self.source} (trial {trial.number})"), self.source, on_validation=self._pruner(trial))
-            result = score(run.metrics, self.spec, self.teacher, run.folder)
+            result = score(run.metrics, self.spec, self.teacher, run.folder, self.predictor)
         except Interrupted:
             raise
         except CompressError as e:
@@ -61,13 +67,15 @@ class Objective:
             raise TrialFailed(str(e)) from None
         trial.set_user_attr("score", result.model_dump(mode="json"))
         trial.set_user_attr("constraints", result.constraints)
+        measured = f", measured {result.latency.p10_ms:.2f} ms ({result.measured_speedup:.2f}x)" if result.latency and result.measured_speedup else ""
         log.info(
-            "trial %d: %s val acc %.4f, %.2f ms (%.2fx teacher)%s",
+            "trial %d: %s val acc %.4f, predicted %.2f ms (%.2fx the teacher's fastest form)%s%s",
             trial.number,
             result.form,
             result.validation["accuracy"],
-            result.latency.median_ms,
-            result.speedup,
+            result.predicted_ms,
+            result.predicted_speedup,
+            measured,
             "" if result.feasible else ", infeasible",
         )
         return objective_values(result, self.spec.objectives)
@@ -101,38 +109,41 @@ class Objective:
         return on_validation
 
 
-def score(metrics: RunMetrics, spec: SearchSpec, teacher: TeacherReference, run: Path) -> TrialScore:
-    """The trial's result: its fastest timed form of the student, with what the report shows of it."""
-    s = spec.student
-    forms = [f for f in metrics.forms_of(s).values() if f.latency is not None and "validation" in f.splits]
-    if not forms:
+def score(metrics: RunMetrics, spec: SearchSpec, teacher: TeacherReference, run: Path, predictor: LatencyModel) -> TrialScore:
+    """The trial's result: its student in the study's target, with predicted and (when timed) measured latency."""
+    target = get_target(spec.target)
+    forms = [f for f in metrics.forms_of(spec.student).values() if (f.runtime, f.precision) == (target.runtime, target.precision)]
+    form = next((f for f in forms if "validation" in f.splits), None)
+    if form is None:
         raise CompressError(
-            f"the trial's evaluate pass did not time student {s!r} on validation; give evaluate latency: true and "
-            f"splits including validation, and keep search.student equal to convert.student"
+            f"the trial's evaluate pass did not score student {spec.student!r} in search.target {target.name} on validation; "
+            "evaluate that form (evaluate.models) and keep search.student equal to convert.student"
         )
-    best = min(forms, key=lambda f: f.latency.median_ms if f.latency else float("inf"))
-    lat = best.latency
-    assert lat is not None
-    config = SimpleNamespace(**json.loads((run / "models" / s / "config.json").read_text()))
-    size_mb = best.size_mb if best.size_mb is not None else lat.params * (1 if best.precision == "int8" else 4) / 2**20
-    val = best.splits["validation"]
+    arch = Architecture.of(load_config(str(run / "models" / spec.student)))
+    predictor.extend([arch], target)
+    predicted = predictor.predict(arch)
+    fastest = teacher.fastest().latency
+    reference = predictor.reference_ms() or (fastest.p10_ms if fastest else predicted)
+    val = form.splits["validation"]
+    params = form.latency.params if form.latency else 0
+    size_mb = form.size_mb if form.size_mb is not None else params * (1 if form.precision == "int8" else 4) / 2**20
     constraints = []
     if spec.max_accuracy_drop is not None:
-        constraints.append(teacher.validation["accuracy"] - spec.max_accuracy_drop - val["accuracy"])
+        constraints.append((teacher.accuracy("validation") or 0.0) - spec.max_accuracy_drop - val["accuracy"])
     if spec.latency_budget_ms is not None:
-        constraints.append(lat.median_ms - spec.latency_budget_ms)
+        constraints.append(predicted - spec.latency_budget_ms)
     constraints = constraints or [0.0]
     return TrialScore(
-        form=best.form,
+        form=form.form,
         path=str(run),
+        target=target.name,
         validation=val,
-        test=best.splits.get("test"),
-        latency=lat,
-        speedup=lat.speedup or teacher.latency_ms / lat.median_ms,
+        test=form.splits.get("test"),
+        predicted_ms=predicted,
+        predicted_speedup=reference / predicted,
+        latency=form.latency,
         size_mb=size_mb,
-        layers=config.num_hidden_layers,
-        intermediate_size=config.intermediate_size,
-        groups=str(Groups.of(config)),
+        arch=arch.model_dump(),
         constraints=constraints,
         feasible=all(c <= 0 for c in constraints),
     )

@@ -1,29 +1,27 @@
-"""Rendering of `compress report`: the PNG (matplotlib), the Markdown page and the offline HTML page (plotly)."""
+"""The report's pages: Markdown (for git) and an offline HTML page (plotly embedded), from the report's frame."""
 
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from compress.core.records import TeacherReference
+from compress.search.plots import plotly_div
 
-COLUMNS = [
-    "trial",
+FINAL_COLUMNS = [
+    "model",
     "form",
     "test acc [95% CI]",
-    "val acc",
-    "latency ms (p90)",
-    "x teacher",
-    "params M",
-    "GFLOPs",
-    "size MB",
+    "ms p10 (median)",
+    "x teacher's fastest",
+    "ms natural (x)",
+    "x teacher PyTorch fp32",
     "layers",
-    "FFN",
     "groups",
+    "FFN",
 ]
+PROXY_COLUMNS = ["trial", "val acc", "test acc [95% CI]", "predicted ms", "predicted x", "measured ms p10", "measured x", "layers", "groups", "FFN"]
 
 
 def fmt_ci(row: Any) -> str:
@@ -34,226 +32,186 @@ def fmt_ci(row: Any) -> str:
     return f"{acc:.4f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and not pd.isna(lo) else "")
 
 
+def _num(value: Any, spec: str = ".2f", suffix: str = "") -> str:
+    return "-" if value is None or pd.isna(value) else f"{value:{spec}}{suffix}"
+
+
 def escape(text: Any) -> str:
     return html.escape(str(text))
 
 
-def table_rows(front: pd.DataFrame) -> list[list[str]]:
+def final_rows(points: pd.DataFrame) -> list[list[str]]:
+    """Final students, then baselines, then the teacher's forms: the table a user decides from."""
     rows = []
-    for _, r in front.iterrows():
+    order = {"final": 0, "student": 0, "baseline": 1, "teacher": 2}
+    ranked = (
+        points[points["kind"].isin(list(order))].assign(_o=lambda d: d["kind"].map(order)).sort_values(["_o", "speedup"], ascending=[True, False])
+    )
+    for r in ranked.itertuples():
+        natural = f"{_num(getattr(r, 'natural_ms', None))} ({_num(getattr(r, 'natural_speedup', None), suffix='x')})"
         rows.append(
             [
-                f"{r.source}#{int(r.trial)}",
+                str(r.name),
                 str(r.form),
                 fmt_ci(r),
-                f"{r.val_accuracy:.4f}",
-                f"{r.latency_ms:.2f} ({r.latency_p90_ms:.2f})",
-                f"{r.speedup_vs_teacher:.2f}",
-                f"{r.params_m:.1f}",
-                f"{r.gflops:.2f}",
-                "-" if pd.isna(r.size_mb) else f"{r.size_mb:.1f}",
-                "-" if pd.isna(r.layers) else str(int(r.layers)),
-                "-" if pd.isna(r.intermediate_size) else str(int(r.intermediate_size)),
-                str(r.groups or "-"),
+                f"{_num(r.latency_ms)} ({_num(r.median_ms)})",
+                _num(r.speedup, suffix="x"),
+                natural,
+                _num(getattr(r, "speedup_vs_torch", None), suffix="x"),
+                _num(getattr(r, "layers", None), ".0f"),
+                str(getattr(r, "groups", "") or "-"),
+                _num(getattr(r, "intermediate_size", None), ".0f"),
             ]
         )
     return rows
 
 
-def _teacher_line(teacher: TeacherReference) -> str:
-    t = teacher.test
-    test = f"test accuracy {t['accuracy']:.4f} [{t.ci95['accuracy'][0]:.3f}, {t.ci95['accuracy'][1]:.3f}], " if t else ""
-    onnx = teacher.latency.get("teacher.onnx")
-    onnx_text = f", ONNX Runtime fp32 {onnx.median_ms:.2f} ms" if onnx else ""
-    return f"Teacher: {test}validation {teacher.validation['accuracy']:.4f}; latency {teacher.latency_ms:.2f} ms (torch fp32 eager{onnx_text})."
+def proxy_rows(front: pd.DataFrame) -> list[list[str]]:
+    return [
+        [
+            str(r.name),
+            _num(r.val_accuracy, ".4f"),
+            fmt_ci(r),
+            _num(getattr(r, "predicted_ms", None)),
+            _num(r.speedup, suffix="x"),
+            _num(getattr(r, "latency_ms", None)),
+            _num(getattr(r, "measured_speedup", None), suffix="x"),
+            _num(getattr(r, "layers", None), ".0f"),
+            str(getattr(r, "groups", "") or "-"),
+            _num(getattr(r, "intermediate_size", None), ".0f"),
+        ]
+        for r in front.itertuples()
+    ]
 
 
-def _budget_lines(summary: dict) -> list[str]:
+def _headline(summary: dict[str, Any]) -> list[str]:
+    best = summary["best_speedup_vs_teacher_fastest_within_1pt"]
+    timing = summary["timing"]
+    how = (
+        (
+            f"timed together in one run ({timing['repeats']} repeats x {timing['runs']} calls, seq {timing['seq']}, {timing['threads']} threads, "
+            "p10 of per-call times)"
+        )
+        if timing
+        else "timed in the study's reference run (run `compress finalize` to time the final students with it)"
+    )
+    lines = [
+        f"Deploy target: **{summary['target']}**. Every speed-up is against the teacher's fastest deploy form, **{summary['reference']}**, {how}."
+    ]
+    if summary["finals"]:
+        lines.append(
+            f"Fastest final student within 1 pt of the teacher's test accuracy: **{_num(best, suffix='x') if best else 'none'}**. "
+            f"Baselines (teacher forms and peers) matched or beaten on both axes by a final student: "
+            f"**{summary['baselines_dominated']} of {summary['baselines_total']}**."
+        )
+    p = summary["predictor"]
+    if p["spearman"] is not None:
+        lines.append(
+            f"Latency model over {p['trials']} proxy trials (predicted vs measured in each trial's own run, both relative to the teacher's "
+            f"fastest form): rank correlation {p['spearman']:.3f}, median |error| {100 * p['median_abs_err']:.1f}%."
+        )
+    return lines
+
+
+def _knee(summary: dict[str, Any]) -> str:
+    r, k = summary["_knee_row"], summary["knee"]
+    if r is None:
+        return "No recommendation among the proxy trials: no feasible finished trial."
+    return (
+        f"Knee of the proxy front: {r['name']} (groups {r.get('groups')}, {_num(r.get('layers'), '.0f')} layers): predicted {_num(r['speedup'])}x at "
+        f"test accuracy {fmt_ci(r)} - {k['why']}."
+    )
+
+
+def _budgets(summary: dict[str, Any]) -> list[str]:
     out = []
     for b in summary["_budget_rows"]:
         r = b["row"]
-        ms = TeacherReference.model_validate(summary["teacher"]).latency_ms / b["speedup_at_least"]
         out.append(
-            f"- at least {b['speedup_at_least']}x faster than the teacher (about {ms:.1f} ms or less): "
-            + (
-                "no feasible student"
-                if r is None
-                else f"{r.source}#{int(r.trial)} ({r.form}), {r.speedup_vs_teacher:.2f}x, test accuracy {fmt_ci(r)}"
-            )
+            f"- at least {b['speedup_at_least']}x (predicted): "
+            + ("no feasible student" if r is None else f"{r['name']}, {r['speedup']:.2f}x, test {fmt_ci(r)}")
         )
     return out
 
 
-def _knee_line(summary: dict) -> str:
-    r, k = summary["_knee_row"], summary["knee"]
-    if r is None:
-        return "No recommendation: no feasible finished trial."
-    return (
-        f"**Recommended: {r.source}#{int(r.trial)}** ({r.form}; groups {r.groups}, {int(r.layers)} layers): {r.speedup_vs_teacher:.2f}x "
-        f"faster than the teacher at test accuracy {fmt_ci(r)} - {k['why']}. Folder: `{r.path}`."
-    )
+def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
-def render_markdown(points: pd.DataFrame, front: pd.DataFrame, teacher: TeacherReference, summary: dict, name: str) -> str:
+def render_markdown(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any], name: str) -> str:
     counts = ", ".join(f"{v} {k.lower()}" for k, v in summary["trials"].items())
     lines = [
         f"# Report: {name}",
         "",
-        f"Sources: {', '.join(sorted(points['source'].unique()))}. Trials: {counts}.",
+        *_headline(summary),
         "",
-        _teacher_line(teacher),
+        "![accuracy vs speed-up](pareto.png)",
         "",
-        "![accuracy vs latency](pareto.png)",
+        "## Final students vs what you get without compress",
         "",
-        _knee_line(summary),
+        *_table(FINAL_COLUMNS, final_rows(points)),
         "",
-        f"## Pareto front ({len(front)} students; chosen on validation accuracy, reported with test accuracy)",
+        "Final students: the distinct front architectures retrained at full budget; baselines trained with the same budget. "
+        "`ms natural`: batch 1 over validation texts at their own lengths (mean), with its speed-up per text.",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-    ]
-    lines += ["| " + " | ".join(r) + " |" for r in table_rows(front)]
-    hv = ", ".join(f"{s}: {v:.4f}" for s, v in summary["hypervolume_by_source"].items())
-    best = summary["best_speedup_within_1pt_test"]
-    lines += [
+        f"## Search: proxy trials ({counts})",
         "",
-        "## Best student per speed level",
+        _knee(summary),
         "",
-        *_budget_lines(summary),
+        *_table(PROXY_COLUMNS, proxy_rows(front)),
         "",
-        "Fastest front student within 1 pt of the teacher's test accuracy: " + (f"**{best:.2f}x**." if best else "none."),
+        "Proxy trials train briefly; the front is chosen on validation accuracy and predicted latency (the search's objectives).",
         "",
-        f"Hypervolume (validation accuracy x latency relative to the teacher, reference point: teacher - 10 pt at the teacher's "
-        f"latency): {summary['hypervolume']:.4f} ({hv}).",
+        "### Best proxy student per speed level",
         "",
-        "Latency: median of interleaved runs, batch 1, real token ids; `x teacher` is measured against the teacher timed in the "
-        "same interleaved run (torch fp32 eager), which keeps trials timed at different moments comparable.",
+        *_budgets(summary),
         "",
-        "All trials with every metric: [trials.csv](trials.csv); interactive view: [index.html](index.html).",
+        f"Hypervolume of the proxy front (validation accuracy x predicted latency relative to the teacher's fastest form; reference point: "
+        f"teacher - 10 pt at 1x): {summary['hypervolume']:.4f}.",
+        "",
+        "Every point with every metric: [trials.csv](trials.csv); interactive view: [index.html](index.html).",
         "",
     ]
     return "\n".join(lines)
 
 
-def render_png(points: pd.DataFrame, front: pd.DataFrame, teacher: TeacherReference, path: Path, floor: float | None = None) -> None:
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    done = points[(points["state"] == "COMPLETE") & points["val_accuracy"].notna()]
-    for source, df in done.groupby("source"):
-        ok = df["feasible"].fillna(False).astype(bool)
-        ax.scatter(df.loc[ok, "speedup_vs_teacher"], df.loc[ok, "val_accuracy"], s=28, alpha=0.7, label=f"{source}: trials")
-        if (~ok).any():
-            ax.scatter(df.loc[~ok, "speedup_vs_teacher"], df.loc[~ok, "val_accuracy"], s=28, marker="x", color="grey", label=f"{source}: infeasible")
-    if not front.empty:
-        f = front.sort_values("speedup_vs_teacher")
-        ax.step(f["speedup_vs_teacher"], f["val_accuracy"], where="pre", color="crimson", lw=1.5)
-        ax.scatter(f["speedup_vs_teacher"], f["val_accuracy"], s=60, facecolors="none", edgecolors="crimson", lw=1.5, label="Pareto front")
-    ax.scatter([1.0], [teacher.validation["accuracy"]], marker="*", s=220, color="gold", edgecolors="black", label="teacher", zorder=5)
-    if floor is not None:
-        ax.axhline(floor, color="grey", ls="--", lw=1, label=f"accuracy floor (teacher - {teacher.validation['accuracy'] - floor:.2f})")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
-    ax.set_xlabel("speedup vs the teacher (torch fp32 eager, timed in the same run; log scale)")
-    ax.set_ylabel("validation accuracy")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="best")
-    ax.set_title("accuracy vs speed: every trial, the Pareto front and the teacher")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def render_html(points: pd.DataFrame, front: pd.DataFrame, teacher: TeacherReference, summary: dict, name: str, floor: float | None = None) -> str:
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    done = points[(points["state"] == "COMPLETE") & points["val_accuracy"].notna()]
-    hover = lambda df: [
-        f"{r.source}#{int(r.trial)} {r.form}<br>val {r.val_accuracy:.4f}, test {fmt_ci(r)}<br>{r.latency_ms:.2f} ms, "
-        f"{r.speedup_vs_teacher:.2f}x teacher<br>groups {r.groups}, layers {r.layers}, FFN {r.intermediate_size}<br>{escape(r.config)}"
-        for r in df.itertuples()
-    ]
-    for source, df in done.groupby("source"):
-        ok = df["feasible"].fillna(False).astype(bool)
-        fig.add_trace(
-            go.Scatter(
-                x=df.loc[ok, "speedup_vs_teacher"],
-                y=df.loc[ok, "val_accuracy"],
-                mode="markers",
-                name=f"{source}: trials",
-                text=hover(df[ok]),
-                hoverinfo="text",
-                marker={"size": 9, "opacity": 0.75},
-            )
+def _hover(rows: pd.DataFrame) -> list[str]:
+    out = []
+    for r in rows.itertuples():
+        measured = f"<br>measured {_num(getattr(r, 'latency_ms', None))} ms p10" if getattr(r, "latency_ms", None) is not None else ""
+        layers, ffn = _num(getattr(r, "layers", None), ".0f"), _num(getattr(r, "intermediate_size", None), ".0f")
+        arch = f"groups {escape(getattr(r, 'groups', '-'))}, layers {layers}, FFN {ffn}"
+        out.append(
+            f"{escape(r.name)} {escape(r.form)}<br>test {fmt_ci(r)}, val {_num(r.val_accuracy, '.4f')}<br>{_num(r.speedup)}x the teacher's "
+            f"fastest form{measured}<br>{arch}<br>{escape(getattr(r, 'config', '') or '')}"
         )
-        if (~ok).any():
-            fig.add_trace(
-                go.Scatter(
-                    x=df.loc[~ok, "speedup_vs_teacher"],
-                    y=df.loc[~ok, "val_accuracy"],
-                    mode="markers",
-                    name=f"{source}: infeasible",
-                    text=hover(df[~ok]),
-                    hoverinfo="text",
-                    marker={"symbol": "x", "color": "grey", "size": 8},
-                )
-            )
-    if not front.empty:
-        f = front.sort_values("speedup_vs_teacher")
-        fig.add_trace(
-            go.Scatter(
-                x=f["speedup_vs_teacher"],
-                y=f["val_accuracy"],
-                mode="lines+markers",
-                name="Pareto front",
-                text=hover(f),
-                hoverinfo="text",
-                line={"shape": "vh", "color": "crimson"},
-                marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "crimson"}},
-            )
-        )
-    fig.add_trace(
-        go.Scatter(
-            x=[1.0],
-            y=[teacher.validation["accuracy"]],
-            mode="markers",
-            name="teacher",
-            marker={"symbol": "star", "size": 18, "color": "gold", "line": {"width": 1, "color": "black"}},
-            hoverinfo="text",
-            text=[f"teacher<br>{teacher.latency_ms:.2f} ms, val {teacher.validation['accuracy']:.4f}"],
-        )
-    )
-    if floor is not None:
-        fig.add_hline(y=floor, line_dash="dash", line_color="grey", annotation_text="accuracy floor (max_accuracy_drop)")
-    fig.update_layout(
-        xaxis={"type": "log", "title": "speedup vs the teacher (torch fp32 eager, timed in the same run)", "ticksuffix": "x"},
-        yaxis={"title": "validation accuracy"},
-        template="plotly_white",
-        height=520,
-        margin={"l": 60, "r": 20, "t": 30, "b": 50},
-    )
-    plot = fig.to_html(full_html=False, include_plotlyjs=True, div_id="frontier")  # script embedded: no CDN, works offline
-    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in table_rows(front))
-    budgets = "".join(f"<li>{escape(line[2:])}</li>" for line in _budget_lines(summary))
-    knee = escape(_knee_line(summary).replace("**", ""))
+    return out
+
+
+def _html_table(table_id: str, columns: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def render_html(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any], name: str, floor: float | None = None) -> str:
+    plot = plotly_div(points, front, summary, _hover)
+    headline = "".join(f"<p>{escape(line.replace('**', ''))}</p>" for line in _headline(summary))
+    budgets = "".join(f"<li>{escape(line[2:])}</li>" for line in _budgets(summary))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>compress report: {escape(name)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}}table{{border-collapse:collapse;font-size:13px}}
+<style>body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1250px;color:#222}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f3f3f3}}.note{{color:#555;font-size:13px}}</style></head>
 <body><h1>compress report: {escape(name)}</h1>
-<p>{escape(_teacher_line(teacher))}</p>
-<p><b>{knee}</b></p>
+{headline}
 {plot}
-<h2>Pareto front ({len(front)} students)</h2>
-<p class="note">Chosen on validation accuracy, reported with test accuracy (95% bootstrap interval). Hover a point for its configuration.</p>
-<table id="pareto"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<h2>Best student per speed level</h2><ul>{budgets}</ul>
-<p>Hypervolume: {summary["hypervolume"]:.4f}. Trials: {escape(summary["trials"])}. All metrics: <a href="trials.csv">trials.csv</a>.</p>
+<h2>Final students vs what you get without compress</h2>
+{_html_table("finals", FINAL_COLUMNS, final_rows(points))}
+<p class="note">Final students: the distinct front architectures retrained at full budget; baselines trained with the same budget.</p>
+<h2>Search: proxy front ({len(front)} students)</h2>
+<p>{escape(_knee(summary))}</p>
+{_html_table("pareto", PROXY_COLUMNS, proxy_rows(front))}
+<h2>Best proxy student per speed level</h2><ul>{budgets}</ul>
+<p>Hypervolume: {summary["hypervolume"]:.4f}. Trials: {escape(summary["trials"])}. All points: <a href="trials.csv">trials.csv</a>.</p>
 </body></html>
 """

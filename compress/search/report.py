@@ -1,12 +1,14 @@
-"""`compress report`: the accuracy/latency frontier of one or more studies (or plain runs).
+"""`compress report`: what a study found, against what a user gets without compress.
 
-    reports/<name>/index.html   interactive scatter (plotly, embedded: works offline), Pareto front, tables
-    reports/<name>/report.md    the same tables for git, with pareto.png
-    reports/<name>/trials.csv   every trial and metric (pandas)
+    reports/<name>/index.html   interactive chart (plotly, embedded: works offline) and tables
+    reports/<name>/report.md    the same for git, with pareto.png
+    reports/<name>/trials.csv   every proxy trial, final student, baseline and teacher form (pandas)
+    reports/<name>/summary.json the numbers: teacher forms, baselines, final students, predictor quality
 
-Points are read from typed records (a study's `TrialScore`s, a run's `RunMetrics`) into one DataFrame;
-everything shown is derived from that frame. The front is chosen on *validation* accuracy (what the search
-optimized) and reported with *test* accuracy, so the test split never influences which students are shown.
+Points are read from typed records (`TrialScore`s in the study, `Frontier` of `compress finalize`,
+`RunMetrics` of a plain run) into one DataFrame; everything shown is derived from that frame. Proxy trials
+stand at their *predicted* speed-up (what the search optimized); final students, baselines and teacher
+forms at the speed-up *measured* in one timing run against the teacher's fastest deploy form.
 """
 
 from __future__ import annotations
@@ -15,19 +17,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from pydantic import ValidationError
+from scipy.stats import spearmanr
 
 from compress.core.atomic import atomic_dir
 from compress.core.errors import CompressError
-from compress.core.records import FormEval, TeacherReference, TrialScore, read_metrics
+from compress.core.records import FormEval, Frontier, FrontierEntry, TeacherReference, TrialScore, read_metrics
+from compress.deploy.blocks import Architecture
 from compress.search.frontier import budgets, hypervolume, knee, pareto
-from compress.search.render import render_html, render_markdown, render_png
+from compress.search.plots import render_png
+from compress.search.render import render_html, render_markdown
 
 
-def load_points(source: Path) -> tuple[pd.DataFrame, TeacherReference]:
-    """All scored points of a study folder (search.json) or a run folder (metrics.json), and its teacher."""
+def load_points(source: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Every point of a study folder (search.json) or a run folder (metrics.json), and the study's context."""
     source = Path(source)
     if (source / "search.json").is_file():
         info = json.loads((source / "search.json").read_text())
@@ -42,126 +48,240 @@ def load_points(source: Path) -> tuple[pd.DataFrame, TeacherReference]:
             study = optuna.load_study(study_name=info["study"], storage=info["storage"])
         except Exception as e:
             raise CompressError(f"{source}: cannot open study {info['study']!r} in {info['storage']} ({str(e).splitlines()[0]})") from None
-        rows = []
-        for t in study.trials:
-            a = t.user_attrs
-            score = TrialScore.model_validate(a["score"]) if "score" in a else None
-            rows.append(
-                {
-                    "source": source.name,
-                    "trial": t.number,
-                    "state": t.state.name,
-                    **_row(score),
-                    "config": json.dumps(a.get("config", {}), sort_keys=True),
-                    "error": a.get("error"),
-                    "pruned_by": a.get("pruned_by"),
-                }
-            )
-        return pd.DataFrame(rows), teacher
+        rows = [
+            {
+                "source": source.name,
+                "kind": "trial",
+                "name": f"{source.name}#{t.number}",
+                "trial": t.number,
+                "state": t.state.name,
+                **_trial_row(TrialScore.model_validate(t.user_attrs["score"]) if "score" in t.user_attrs else None),
+                "config": json.dumps(t.user_attrs.get("config", {}), sort_keys=True),
+                "error": t.user_attrs.get("error"),
+                "pruned_by": t.user_attrs.get("pruned_by"),
+            }
+            for t in study.trials
+        ]
+        frontier = _frontier(source)
+        rows += [r for e in frontier.entries for r in _entry_rows(source.name, e)] if frontier else _teacher_rows(source.name, teacher)
+        return pd.DataFrame(rows), {"teacher": teacher, "frontier": frontier, "info": info, "source": source}
     if (source / "metrics.json").is_file():
         m = read_metrics(source / "metrics.json")
-        ev = m.evaluations.get("teacher")
-        if m.status != "complete" or ev is None or "validation" not in ev.splits or ev.latency is None:
+        forms = m.forms_of("teacher")
+        if m.status != "complete" or not any(f.latency and "validation" in f.splits for f in forms.values()):
             raise CompressError(f"{source}: run is not complete or did not evaluate and time the teacher; rerun it, or report a study folder")
-        teacher = TeacherReference(validation=ev.splits["validation"], test=ev.splits.get("test"), latency={"teacher": ev.latency})
+        teacher = TeacherReference(forms=forms)
         rows = [
-            {"source": source.name, "trial": i, "state": "COMPLETE", **_row(_as_score(v, str(source))), "config": k}
-            for i, (k, v) in enumerate(m.evaluations.items())
-            if k != "teacher" and v.latency is not None and "validation" in v.splits
+            _form_row(source.name, "teacher" if ev.model == "teacher" else "student", ev, None if ev.model == "teacher" else ev.form)
+            for ev in m.evaluations.values()
+            if ev.latency and ev.splits
         ]
-        return pd.DataFrame(rows), teacher
+        return pd.DataFrame(rows), {"teacher": teacher, "frontier": None, "info": {}, "source": source}
     raise CompressError(f"{source}: neither a study folder (search.json) nor a run folder (metrics.json); pass results/<study> or results/<run>")
 
 
-def _as_score(ev: FormEval, path: str) -> TrialScore:
-    """A form of a plain run, as the report sees a trial (no architecture details, always feasible)."""
-    assert ev.latency is not None
-    return TrialScore(
-        form=ev.form,
-        path=path,
-        validation=ev.splits["validation"],
-        test=ev.splits.get("test"),
-        latency=ev.latency,
-        speedup=ev.latency.speedup or 1.0,
-        size_mb=ev.size_mb or 0.0,
-        layers=0,
-        intermediate_size=0,
-        groups="",
-        constraints=[0.0],
-        feasible=True,
-    )
+def _frontier(source: Path) -> Frontier | None:
+    path = source / "final" / "frontier.json"
+    return Frontier.model_validate(json.loads(path.read_text())) if path.is_file() else None
 
 
-def _row(s: TrialScore | None) -> dict[str, Any]:
-    """The report's columns for one scored point (NaN where a trial has no score)."""
+def _scores(splits: dict[str, Any]) -> dict[str, Any]:
+    val, test = splits.get("validation"), splits.get("test")
+    lo, hi = test.ci95.get("accuracy", (None, None)) if test else (None, None)
+    return {
+        "val_accuracy": val["accuracy"] if val else None,
+        "test_accuracy": test["accuracy"] if test else None,
+        "test_ci_low": lo,
+        "test_ci_high": hi,
+        "test_macro_f1": test.metrics.get("macro_f1") if test else None,
+    }
+
+
+def _arch_cols(arch: dict[str, Any]) -> dict[str, Any]:
+    a = Architecture.model_validate(arch)
+    return {
+        "layers": len(a.heads),
+        "intermediate_size": a.ffn,
+        "groups": ",".join(str(g) for g in a.groups.values()),
+        "heads": a.heads[0] if a.heads else None,
+    }
+
+
+def _trial_row(s: TrialScore | None) -> dict[str, Any]:
     if s is None:
         return {"form": None, "feasible": None, "val_accuracy": None}
-    test_ci = s.test.ci95.get("accuracy", (None, None)) if s.test else (None, None)
+    lat = s.latency
     return {
         "form": s.form,
         "feasible": s.feasible,
-        "val_accuracy": s.validation["accuracy"],
-        "test_accuracy": s.test["accuracy"] if s.test else None,
-        "test_ci_low": test_ci[0],
-        "test_ci_high": test_ci[1],
-        "test_macro_f1": s.test.metrics.get("macro_f1") if s.test else None,
-        "latency_ms": s.latency.median_ms,
-        "latency_p90_ms": s.latency.p90_ms,
-        "speedup_vs_teacher": s.speedup,
-        "params_m": s.latency.params / 1e6,
-        "gflops": s.latency.gflops,
+        **_scores({"validation": s.validation, "test": s.test}),
+        "speedup": s.predicted_speedup,
+        "predicted_ms": s.predicted_ms,
+        "latency_ms": lat.p10_ms if lat else None,
+        "median_ms": lat.median_ms if lat else None,
+        "measured_speedup": lat.speedup if lat else None,
+        "measured_threads": lat.threads if lat else None,
         "size_mb": s.size_mb,
-        "layers": s.layers or None,
-        "intermediate_size": s.intermediate_size or None,
-        "groups": s.groups or None,
+        "params_m": lat.params / 1e6 if lat else None,
+        **_arch_cols(s.arch),
         "path": s.path,
     }
 
 
+def _entry_rows(source: str, e: FrontierEntry) -> list[dict[str, Any]]:
+    """A final student or baseline in its fastest form; the teacher in every form (what a user gets without compress)."""
+    forms = list(e.forms.values()) if e.kind == "teacher" else [e.best()]
+    return [_form_row(source, e.kind, f, e.name if e.kind != "teacher" else None, e.trial, e.arch, e.path) for f in forms]
+
+
+def _teacher_rows(source: str, teacher: TeacherReference) -> list[dict[str, Any]]:
+    """The teacher's forms from the study's reference run (before `compress finalize` times everything together)."""
+    return [_form_row(source, "teacher", ev) for ev in teacher.forms.values() if ev.latency]
+
+
+def _form_row(
+    source: str,
+    kind: str,
+    ev: FormEval,
+    name: str | None = None,
+    trial: int | None = None,
+    arch: dict[str, Any] | None = None,
+    path: str | None = None,
+) -> dict[str, Any]:
+    lat, nat = ev.latency, ev.natural
+    assert lat is not None
+    torch_key = next((k for k in lat.speedups if k.split("/")[-1] == "teacher"), None)  # the teacher in PyTorch fp32: a secondary ratio
+    return {
+        "source": source,
+        "kind": kind,
+        "name": name or f"teacher ({ev.runtime} {ev.precision})",
+        "trial": trial,
+        "state": "COMPLETE",
+        "form": ev.form,
+        "feasible": True,
+        **_scores(ev.splits),
+        "speedup": lat.speedup,
+        "latency_ms": lat.p10_ms,
+        "median_ms": lat.median_ms,
+        "natural_ms": nat.mean_ms if nat else None,
+        "natural_speedup": nat.speedup if nat else None,
+        "speedup_vs_torch": lat.speedups.get(torch_key) if torch_key else None,
+        "params_m": lat.params / 1e6,
+        **(_arch_cols(arch) if arch else {}),
+        "path": path,
+    }
+
+
+def predictor_quality(points: pd.DataFrame) -> dict[str, Any]:
+    """How well the predicted speed-up ranks and matches the one measured in each trial's own run."""
+    t = (
+        points[(points["kind"] == "trial") & points.get("measured_speedup", pd.Series(dtype=float)).notna()]
+        if "measured_speedup" in points
+        else points.iloc[:0]
+    )
+    if len(t) < 2:
+        return {"trials": len(t), "spearman": None, "median_abs_err": None}
+    pred, meas = t["speedup"].to_numpy(float), t["measured_speedup"].to_numpy(float)
+    return {"trials": len(t), "spearman": float(spearmanr(pred, meas)[0]), "median_abs_err": float(np.median(np.abs(pred / meas - 1)))}
+
+
 def build(sources: list[Path], out: Path) -> Path:
     """Write the report for `sources` into `out` (replaced whole, only when everything was written)."""
-    frames, teachers = [], {}
-    for s in sources:
-        df, teacher = load_points(Path(s))
-        frames.append(df)
-        teachers[Path(s).name] = teacher
-    points = pd.concat(frames, ignore_index=True)
-    scored = points[(points["state"] == "COMPLETE") & points["val_accuracy"].notna()] if "val_accuracy" in points else points.iloc[:0]
+    loaded = [load_points(Path(s)) for s in sources]
+    points = pd.concat([df for df, _ in loaded], ignore_index=True)
+    context = loaded[0][1]
+    scored = (
+        points[(points["state"] == "COMPLETE") & points["val_accuracy"].notna() & (points["kind"] != "teacher")]
+        if "val_accuracy" in points
+        else points.iloc[:0]
+    )
     if scored.empty:
         raise CompressError(f"{', '.join(map(str, sources))}: no finished trial to report yet; run compress search (or --resume) first")
-    teacher = next(iter(teachers.values()))
-    front = pareto(points)
-    summary = _summary(points, front, teacher, teachers)
-    floor = _floor(sources[0], teacher)
+    trials = points[points["kind"].isin(["trial", "student"])]
+    front = pareto(trials)
+    summary = _summary(points, front, context, {s: c["teacher"] for s, (_, c) in zip([Path(x).name for x in sources], loaded, strict=True)})
+    floor = _floor(context)
     with atomic_dir(out) as tmp:
         points.to_csv(tmp / "trials.csv", index=False)
-        render_png(points, front, teacher, tmp / "pareto.png", floor)
-        (tmp / "report.md").write_text(render_markdown(points, front, teacher, summary, out.name))
-        (tmp / "index.html").write_text(render_html(points, front, teacher, summary, out.name, floor))
-        (tmp / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=2))
+        render_png(points, front, summary, tmp / "pareto.png", floor)
+        (tmp / "report.md").write_text(render_markdown(points, front, summary, out.name))
+        (tmp / "index.html").write_text(render_html(points, front, summary, out.name, floor))
+        (tmp / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=2, default=str))
     return out
 
 
-def _floor(source: Path, teacher: TeacherReference) -> float | None:
-    """The study's accuracy constraint as a line on the plots (None without one)."""
-    info = Path(source) / "search.json"
-    drop = json.loads(info.read_text()).get("search", {}).get("max_accuracy_drop") if info.is_file() else None
-    return None if drop is None else teacher.validation["accuracy"] - drop
+def _floor(context: dict[str, Any]) -> float | None:
+    """The study's accuracy constraint (on validation) as a line on the plots (None without one)."""
+    drop = context["info"].get("search", {}).get("max_accuracy_drop")
+    val = context["teacher"].accuracy("validation")
+    return None if drop is None or val is None else val - drop
 
 
-def _summary(points: pd.DataFrame, front: pd.DataFrame, teacher: TeacherReference, teachers: dict[str, TeacherReference]) -> dict[str, Any]:
-    tv, tt = teacher.validation["accuracy"], teacher.test["accuracy"] if teacher.test else None
-    pick, why = knee(front, tv)
-    within = front[front["test_accuracy"] >= tt - 0.01] if tt is not None else front.iloc[:0]
+def _row_summary(r: pd.Series) -> dict[str, Any]:
+    keys = (
+        "name",
+        "form",
+        "test_accuracy",
+        "test_ci_low",
+        "test_ci_high",
+        "val_accuracy",
+        "latency_ms",
+        "median_ms",
+        "natural_ms",
+        "speedup",
+        "natural_speedup",
+        "speedup_vs_torch",
+        "layers",
+        "groups",
+        "intermediate_size",
+        "trial",
+        "path",
+    )
+    return {k: (None if pd.isna(r[k]) else r[k].item() if hasattr(r[k], "item") else r[k]) for k in keys if k in r}
+
+
+def _summary(points: pd.DataFrame, front: pd.DataFrame, context: dict[str, Any], teachers: dict[str, TeacherReference]) -> dict[str, Any]:
+    teacher: TeacherReference = context["teacher"]
+    tv, tt = teacher.accuracy("validation"), teacher.accuracy("test")
+    pick, why = knee(front, tv) if tv is not None else (None, "no teacher validation accuracy")
+    kind = points["kind"]
+    finals, peers, forms = points[kind == "final"], points[kind == "baseline"], points[kind == "teacher"]
+    within = finals[finals["test_accuracy"] >= tt - 0.01] if tt is not None and not finals.empty else finals.iloc[:0]
+    rivals = pd.concat([peers, forms])
+    dominated = [
+        bool(((finals["test_accuracy"] >= r.test_accuracy) & (finals["speedup"] >= r.speedup)).any()) if not finals.empty else False
+        for r in rivals.itertuples()
+    ]
     levels = budgets(front)
+    frontier: Frontier | None = context["frontier"]
     return {
-        "teacher": teacher.model_dump(mode="json"),
-        "trials": points.groupby("state").size().to_dict(),
+        "target": context["info"].get("target"),
+        "reference": frontier.reference if frontier else f"teacher/{teacher.fastest().form}",
+        "timing": None
+        if frontier is None
+        else {
+            "seq": frontier.seq,
+            "threads": frontier.threads,
+            "runs": frontier.runs,
+            "repeats": frontier.repeats,
+            "statistic": "p10 of per-call times",
+            "repeats_redone": frontier.repeats_redone,
+        },
+        "teacher_accuracy": {"validation": tv, "test": tt},
+        "teacher_forms": [_row_summary(r) for _, r in forms.iterrows()],
+        "baselines": [_row_summary(r) | {"dominated": d} for (_, r), d in zip(rivals.iterrows(), dominated, strict=True) if r["kind"] == "baseline"],
+        "finals": [_row_summary(r) for _, r in finals.sort_values("speedup", ascending=False).iterrows()],
+        "best_speedup_vs_teacher_fastest_within_1pt": float(within["speedup"].max()) if not within.empty else None,
+        "baselines_total": len(rivals),
+        "baselines_dominated": int(sum(dominated)),
+        "predictor": predictor_quality(points),
+        "trials": points[kind == "trial"].groupby("state").size().to_dict(),
         "front_size": len(front),
-        "hypervolume": hypervolume(front, tv) if len(front) else 0.0,
-        "hypervolume_by_source": {s: hypervolume(pareto(points[points["source"] == s]), t.validation["accuracy"]) for s, t in teachers.items()},
-        "knee": None if pick is None else {"source": pick.source, "trial": int(pick.trial), "why": why},
-        "best_speedup_within_1pt_test": float(within["speedup_vs_teacher"].max()) if not within.empty else None,
+        "hypervolume": hypervolume(front, tv) if len(front) and tv is not None else 0.0,
+        "hypervolume_by_source": {
+            s: hypervolume(pareto(points[(points["source"] == s) & (kind == "trial")]), t.accuracy("validation") or 0.0) for s, t in teachers.items()
+        },
+        "knee": None if pick is None else {"name": pick["name"], "why": why},
         "budgets": [{k: v for k, v in b.items() if k != "row"} for b in levels],
         "_knee_row": pick,
         "_budget_rows": levels,

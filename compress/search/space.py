@@ -22,6 +22,7 @@ from compress.modeling.loading import load_config
 from compress.pipeline.registry import resolve_passes
 from compress.recipe import Recipe, parse_recipe, set_path
 from compress.recipe.search import Param, SearchSpec
+from compress.search import baselines
 
 
 def suggest(param: Param, trial: optuna.Trial, key: str) -> Any:
@@ -45,6 +46,12 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
         set_path(raw, key, param.first(), f"{source}: search.space.{key}")
     where = f"{source} (search.space values)"
     resolve_passes(parse_recipe(raw, where), where)
+    baselines.check(spec.baselines, source)
+    final = recipe.raw()
+    for key, value in spec.finalize.set.items():
+        set_path(final, key, value, f"{source}: search.finalize.set.{key}")
+    where = f"{source} (search.finalize.set)"
+    resolve_passes(parse_recipe(final, where), where)
     groups = {k: p for k, p in spec.space.items() if k.endswith(".groups")}
     if not groups:
         return

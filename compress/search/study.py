@@ -30,11 +30,14 @@ from compress.core.atomic import atomic_write_json
 from compress.core.errors import CompressError, Interrupted
 from compress.core.hashing import stable_hash
 from compress.core.records import TeacherReference
+from compress.deploy.latency_model import LatencyModel
 from compress.pipeline.runner import run_recipe
 from compress.recipe import Recipe, load_recipe, parse_recipe
 from compress.recipe.search import SearchSpec
 from compress.search.objective import Objective, TrialFailed
+from compress.search.predictor import latency_model, target_form
 from compress.search.space import check_space, fingerprint
+from compress.search.timing import timing_options
 
 log = logging.getLogger(__name__)
 
@@ -64,31 +67,36 @@ def search(
     name = spec.study or recipe.name
     url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
     check_space(recipe, spec, source)
+    target_form(recipe, spec, source)
     if worker is not None:  # a process started by --workers: the parent checked and prepared everything
         study = optuna.load_study(study_name=name, storage=_storage(url, spec), sampler=_sampler(spec, recipe.seed + worker))
         teacher = TeacherReference.model_validate(json.loads((folder / "search.json").read_text())["teacher"])
-        _work(study, recipe, spec, folder, source, teacher)
+        _work(study, recipe, spec, folder, source, teacher, latency_model(folder, recipe, spec, calibrate_if_needed=False))
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     study = _open_study(url, name, recipe, spec, folder, resume=resume, force_new=force_new)
     teacher = teacher_reference(recipe, folder)
-    atomic_write_json(
-        folder / "search.json",
-        {
-            "study": name,
-            "storage": url,
-            "recipe": source,
-            "overrides": overrides or [],
-            "objectives": spec.objectives,
-            "directions": spec.directions(),
-            "teacher": teacher.model_dump(mode="json"),
-            "search": spec.model_dump(mode="json"),
-        },
-    )
+    predictor = latency_model(folder, recipe, spec)
+    info = {
+        "study": name,
+        "storage": url,
+        "recipe": source,
+        "overrides": overrides or [],
+        "objectives": spec.objectives,
+        "directions": spec.directions(),
+        "target": spec.target,
+        "teacher": teacher.model_dump(mode="json"),
+        "search": spec.model_dump(mode="json"),
+    }
+    atomic_write_json(folder / "search.json", info)
     if workers == 1:
-        _work(study, recipe, spec, folder, source, teacher)
+        _work(study, recipe, spec, folder, source, teacher, predictor)
     else:
         _spawn(recipe_path, overrides or [], url, workers, recipe.threads)
+    if spec.finalize.top_k:
+        from compress.search.finalize import finalize
+
+        finalize(folder)
     return folder
 
 
@@ -155,7 +163,8 @@ def _open_study(url: str, name: str, recipe: Recipe, spec: SearchSpec, folder: P
 
 
 def teacher_reference(recipe: Recipe, folder: Path) -> TeacherReference:
-    """Teacher accuracy (validation, test) and latency (torch eager, ONNX Runtime fp32), measured once per study.
+    """The teacher in every deploy form (PyTorch fp32, ONNX Runtime fp32 and int8): accuracy on validation and
+    test, latency at the trials' shape and at the task's natural lengths, measured once per study.
 
     Runs the recipe's leading teacher passes (fine-tuning is cached) and reuses a finished reference run.
     """
@@ -166,11 +175,13 @@ def teacher_reference(recipe: Recipe, folder: Path) -> TeacherReference:
         lead.append(p.model_dump(mode="json"))
     evaluate = next((p.options for p in recipe.passes if p.name == "evaluate"), {})
     timing = {k: evaluate[k] for k in ("latency_batch", "latency_seq", "latency_runs") if k in evaluate}
+    natural = recipe.search.finalize.natural_texts if recipe.search else 0
     raw = recipe.raw(name="reference", output_dir=str(folder), cache_dir=str(recipe.cache_path()))
     raw["passes"] = [
         *lead,
         {"name": "export", "options": {"models": ["teacher"]}},
-        {"name": "evaluate", "options": {"models": ["teacher", "teacher.onnx"], "latency": True} | timing},
+        {"name": "quantize", "options": {"models": ["teacher"], "backend": "onnxruntime", "mode": "dynamic"}},
+        {"name": "evaluate", "options": {"models": ["teacher*"], "latency": True, "latency_natural": natural} | timing},
     ]
     key = stable_hash(raw | {"threads": None})
     done = folder / "reference" / "reference.json"
@@ -178,14 +189,21 @@ def teacher_reference(recipe: Recipe, folder: Path) -> TeacherReference:
         old = json.loads(done.read_text())
         if old.get("key") == key:
             return TeacherReference.model_validate(old["teacher"])
-    ev = run_recipe(parse_recipe(raw, "search reference run")).metrics.evaluations
-    latency = {k: ev[k].latency for k in ("teacher", "teacher.onnx") if ev[k].latency is not None}
-    teacher = TeacherReference(validation=ev["teacher"].splits["validation"], test=ev["teacher"].splits.get("test"), latency=latency)
+    teacher = TeacherReference(forms=run_recipe(parse_recipe(raw, "search reference run")).metrics.forms_of("teacher"))
     atomic_write_json(done, {"key": key, "teacher": teacher.model_dump(mode="json")})
+    fastest = teacher.fastest()
+    log.info(
+        "the teacher's fastest deploy form: %s, %.2f ms (p10, seq %d): every speed-up is against it",
+        fastest.form,
+        fastest.latency.p10_ms if fastest.latency else float("nan"),
+        timing_options(recipe)["seq"],
+    )
     return teacher
 
 
-def _work(study: optuna.Study, recipe: Recipe, spec: SearchSpec, folder: Path, source: str, teacher: TeacherReference) -> None:
+def _work(
+    study: optuna.Study, recipe: Recipe, spec: SearchSpec, folder: Path, source: str, teacher: TeacherReference, predictor: LatencyModel
+) -> None:
     """Run trials until the study holds `spec.trials` finished ones (shared with every other worker)."""
     if len(study.get_trials(deepcopy=False, states=DONE)) >= spec.trials:
         log.info("study %s already has %d finished trials", study.study_name, spec.trials)
@@ -197,7 +215,7 @@ def _work(study: optuna.Study, recipe: Recipe, spec: SearchSpec, folder: Path, s
             study.stop()
             log.error("stopping: %d trials failed; the last said: %s", len(failed), failed[-1].user_attrs["error"])
 
-    objective = Objective(recipe, spec, folder, source, teacher)
+    objective = Objective(recipe, spec, folder, source, teacher, predictor)
     while len(study.get_trials(deepcopy=False, states=DONE)) < spec.trials:
         try:
             study.optimize(

@@ -1,6 +1,6 @@
 """Distillation losses and the loss function the training loop calls.
 
-    loss = alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels)
+    loss = alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels)    (CE over labelled texts only)
            + hidden_weight * mean MSE(proj(s_hidden[i]), t_hidden[j])   over the hidden-state layer map
            + attention_weight * mean KL(t_attn[j] || s_attn[i])         over the attention layer map
 
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from compress.data.encoding import MODEL_INPUTS
+from compress.data.encoding import MODEL_INPUTS, NO_LABEL
 from compress.train.teacher_cache import TeacherOutputs
 
 
@@ -77,7 +77,9 @@ class DistillLoss:
         out = model(*(batch[k] for k in MODEL_INPUTS), output_hidden_states=bool(self.hidden_map), output_attentions=bool(self.attention_map))
         t = self.teacher_outputs(batch, out.logits.device)
         kd = kd_loss(out.logits, t["logits"], self.temperature)
-        loss = self.alpha * kd + (1 - self.alpha) * F.cross_entropy(out.logits, batch["labels"]) if self.alpha < 1 else kd
+        loss = self.alpha * kd if self.alpha < 1 else kd
+        if self.alpha < 1 and bool((batch["labels"] != NO_LABEL).any()):  # teacher-labelled texts have only the KD term
+            loss = loss + (1 - self.alpha) * F.cross_entropy(out.logits, batch["labels"], ignore_index=NO_LABEL)
         mask = batch["attention_mask"].unsqueeze(-1).float()
         for s, tl in self.hidden_map:
             sh = out.hidden_states[s]

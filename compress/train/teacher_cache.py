@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -55,6 +56,56 @@ class TeacherOutputs:
                 pad[r, :, :n, :n] = a
             out["attention"][layer] = pad.float()
         return out
+
+    def select(self, idx: np.ndarray) -> TeacherOutputs:
+        """The outputs of examples `idx`, in that order (a subset of the split they were computed on)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        tokens = _ranges(self.token_offsets, idx)
+        attention = {}
+        offsets = None
+        if self.attention:
+            assert self.attention_offsets is not None
+            cells = _ranges(self.attention_offsets, idx)
+            attention = {k: v[cells] for k, v in self.attention.items()}
+            offsets = _offsets(np.diff(self.attention_offsets.numpy())[idx])
+        return TeacherOutputs(
+            self.logits[idx],
+            _offsets(np.diff(self.token_offsets.numpy())[idx]),
+            {k: v[tokens] for k, v in self.hidden.items()},
+            attention,
+            offsets,
+            self.heads,
+        )
+
+    def concat(self, other: TeacherOutputs) -> TeacherOutputs:
+        """These examples followed by `other`'s (the same outputs must have been computed for both)."""
+        shift = lambda a, b: torch.cat([a, b[1:] + a[-1]])
+        offsets = (
+            shift(self.attention_offsets, other.attention_offsets)
+            if self.attention_offsets is not None and other.attention_offsets is not None
+            else None
+        )
+        return TeacherOutputs(
+            torch.cat([self.logits, other.logits]),
+            shift(self.token_offsets, other.token_offsets),
+            {k: torch.cat([v, other.hidden[k]]) for k, v in self.hidden.items()},
+            {k: torch.cat([v, other.attention[k]]) for k, v in self.attention.items()},
+            offsets,
+            self.heads,
+        )
+
+
+def _ranges(offsets: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    """Flat positions of the ragged rows `idx` under `offsets`."""
+    o = offsets.numpy()
+    parts = [np.arange(o[i], o[i + 1]) for i in idx]
+    return torch.from_numpy(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
+
+
+def _offsets(lengths: np.ndarray) -> torch.Tensor:
+    out = np.zeros(len(lengths) + 1, dtype=np.int64)
+    out[1:] = np.cumsum(lengths)
+    return torch.from_numpy(out)
 
 
 def cache_key(teacher_hash: str, enc: Encoded, hidden: list[int], attention: list[int]) -> str:

@@ -1,0 +1,155 @@
+"""Frontier benchmark on the embedded default: does the honest front beat what users get without compress?
+
+Runs recipes/quickstart.yaml's passes at benchmark size (8,000 labelled tweets, 1,000 validation, 2,000
+test) over a wider space (2-4 layers, every group count up to 12 that divides the channels, FFN 1536 or
+768) as a study of --trials proxy trials (each distilling --proxy-samples tweets x --proxy-epochs), then
+`finalize`: the --top-k distinct front students are retrained at full budget (all labelled training
+tweets + --unlabeled teacher-labelled unused tweets, --epochs epochs), the peer baselines (layerdrop,
+pruned) are trained alike, and everything is timed with the teacher's deploy forms in one interleaved,
+repeated run. Then that timing run is repeated in --remeasure separate processes. The recipe it runs is
+written to results/bench/frontier.yaml. Writes results/bench/frontier.json with:
+
+    best_speedup_vs_teacher_fastest_within_1pt   fastest final student within 1 pt of the teacher (test)
+    baselines_total, baselines_dominated         teacher forms and peers; matched or beaten on both axes
+    predictor_spearman, predictor_median_abs_err the latency model over the study's trials
+    remeasure_spread                             largest relative spread of a final student's speed-up
+
+    python bench/frontier.py [--trials 20] [--top-k 4] [--epochs 3] [--unlabeled 8000] [--remeasure 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from compress.core.atomic import atomic_write_json
+from compress.core.records import Frontier
+from compress.search.report import build
+from compress.search.study import search
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--proxy-samples", type=int, default=3000)
+    ap.add_argument("--proxy-epochs", type=int, default=1)
+    ap.add_argument("--top-k", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=3, help="distillation epochs of the final students and baselines")
+    ap.add_argument("--unlabeled", type=int, default=8000, help="teacher-labelled unused training tweets added to their distillation")
+    ap.add_argument("--hidden-weight", type=float, default=0.0, help="intermediate-layer (hidden-state) distillation weight, finals and baselines")
+    ap.add_argument("--remeasure", type=int, default=3, help="separate processes that time the final front again")
+    ap.add_argument("--study", default="bench-frontier")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    recipe = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
+    recipe["task"] |= {"max_train_samples": 8000, "max_validation_samples": 1000, "max_test_samples": 2000}
+    recipe["output_dir"], recipe["cache_dir"] = str(ROOT / "results"), str(ROOT / "results" / "cache")
+    convert = next(p for p in recipe["passes"] if p["name"] == "convert")
+    convert["options"] |= {"iterations": 3, "fit_samples": 256}
+    distill = next(p for p in recipe["passes"] if p["name"] == "distill")
+    distill["options"] |= {"max_train_samples": args.proxy_samples, "epochs": args.proxy_epochs}
+    recipe["search"] |= {
+        "study": args.study,
+        "trials": args.trials,
+        "population": 6,
+        "baselines": ["layerdrop", "pruned"],
+        "finalize": {
+            "top_k": args.top_k,
+            "natural_texts": 100,
+            "set": {
+                "passes.distill.max_train_samples": None,
+                "passes.distill.epochs": args.epochs,
+                "passes.distill.unlabeled": args.unlabeled,
+                "passes.distill.hidden_weight": args.hidden_weight,
+            },
+        },
+        "space": {
+            "passes.convert.groups": {"groups_up_to": 12},
+            "passes.convert.layers": {"choices": [2, 3, 4]},
+            "passes.convert.intermediate_size": {"choices": [None, 768]},
+            "passes.distill.lr": {"low": 2.0e-4, "high": 6.0e-4, "log": True},
+        },
+    }
+    path = ROOT / "results" / "bench" / "frontier.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    t0 = time.perf_counter()
+    folder = search(path, resume=True)  # a finished study (and finalize) is reused: rerunning re-reports
+    minutes = (time.perf_counter() - t0) / 60
+    retimes = []
+    for i in range(args.remeasure):
+        out = ROOT / "results" / "bench" / f"frontier-retime-{i}.json"
+        subprocess.run([sys.executable, "-m", "compress", "-q", "finalize", str(folder), "--retime", "--out", str(out)], check=True)
+        retimes.append(Frontier.model_validate(json.loads(out.read_text())))
+    report = build([folder], ROOT / "reports" / "bench-frontier")
+    summary = json.loads((report / "summary.json").read_text())
+    spreads = {}
+    for e in retimes[0].entries:
+        if e.kind == "final":
+            x = [r.entries[[f.name for f in r.entries].index(e.name)].best().latency.speedup for r in retimes]  # type: ignore[union-attr]
+            spreads[e.name] = float((max(x) - min(x)) / np.median(x))
+    p = summary["predictor"]
+    result = {
+        "best_speedup_vs_teacher_fastest_within_1pt": summary["best_speedup_vs_teacher_fastest_within_1pt"],
+        "baselines_total": summary["baselines_total"],
+        "baselines_dominated": summary["baselines_dominated"],
+        "predictor_spearman": p["spearman"],
+        "predictor_median_abs_err": p["median_abs_err"],
+        "predictor_trials": p["trials"],
+        "remeasure_spread": max(spreads.values()) if spreads else None,
+        "remeasure_spreads": spreads,
+        "reference": summary["reference"],
+        "teacher_accuracy": summary["teacher_accuracy"],
+        "finals": summary["finals"],
+        "baselines": summary["baselines"],
+        "teacher_forms": summary["teacher_forms"],
+        "settings": vars(args) | {"minutes": minutes},
+        "report": str(report.relative_to(ROOT)),
+    }
+    atomic_write_json(ROOT / "results" / "bench" / "frontier.json", result)
+    table = Table(title=f"bench/frontier.py: finals and baselines vs {summary['reference']} (p10, one timing run)")
+    for col in ("model", "form", "test acc", "ms p10", "x teacher's fastest", "x (natural lengths)", "layers", "groups", "FFN"):
+        table.add_column(col, justify="right")
+    for r in [*summary["finals"], *summary["baselines"], *summary["teacher_forms"]]:
+        table.add_row(
+            str(r["name"]),
+            str(r["form"]),
+            f"{r['test_accuracy']:.4f}",
+            f"{r['latency_ms']:.2f}",
+            f"{r['speedup']:.2f}",
+            f"{r['natural_speedup']:.2f}" if r.get("natural_speedup") else "-",
+            str(r.get("layers") or "-"),
+            str(r.get("groups") or "-"),
+            str(r.get("intermediate_size") or "-"),
+        )
+    Console(width=160).print(table)
+    print(
+        {
+            k: result[k]
+            for k in (
+                "best_speedup_vs_teacher_fastest_within_1pt",
+                "baselines_total",
+                "baselines_dominated",
+                "predictor_spearman",
+                "predictor_median_abs_err",
+                "remeasure_spread",
+            )
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

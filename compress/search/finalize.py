@@ -1,0 +1,119 @@
+"""`compress finalize STUDY`: the front, retrained and timed honestly.
+
+    proxy trials -> distinct front students (spread along the front) -> retrained at full budget
+    peer baselines (search.baselines) -> trained with the same budget
+    teacher forms + final students + baselines -> one interleaved, repeated timing run -> final/frontier.json
+
+Each retraining is an ordinary run (`final/final-NNNN/`, `baselines/baseline-<name>/`) and is skipped when a
+finished one with the same resolved recipe exists, so an interrupted finalize resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import yaml
+
+from compress.core.atomic import atomic_write_json
+from compress.core.errors import CompressError
+from compress.core.records import Frontier, TrialScore, read_metrics
+from compress.modeling.loading import load_config
+from compress.pipeline.runner import run_recipe
+from compress.recipe import Recipe, load_recipe, parse_recipe, set_path
+from compress.search.baselines import baseline_passes
+from compress.search.timing import Entry, time_frontier
+
+log = logging.getLogger(__name__)
+
+
+def study_info(folder: Path) -> tuple[dict[str, Any], Recipe]:
+    """search.json of a study folder and its recipe (with the study's overrides)."""
+    info_path = Path(folder) / "search.json"
+    if not info_path.is_file():
+        raise CompressError(f"{folder}: not a study folder (no search.json); run compress search first, or pass results/<study>")
+    info = json.loads(info_path.read_text())
+    return info, load_recipe(info["recipe"], info.get("overrides"))
+
+
+def scored_trials(info: dict[str, Any]) -> list[tuple[int, TrialScore]]:
+    study = optuna.load_study(study_name=info["study"], storage=info["storage"])
+    done = optuna.trial.TrialState.COMPLETE
+    return [(t.number, TrialScore.model_validate(t.user_attrs["score"])) for t in study.trials if t.state == done and "score" in t.user_attrs]
+
+
+def pick(trials: list[tuple[int, TrialScore]], k: int) -> list[tuple[int, TrialScore]]:
+    """Up to `k` distinct architectures of the feasible front (validation accuracy vs predicted latency),
+    spread evenly along it from the fastest to the most accurate (one: its middle)."""
+    ok = [(n, s) for n, s in trials if s.feasible]
+    front = [(n, s) for n, s in ok if not any(_dominates(o, s) for _, o in ok)]
+    distinct: dict[str, tuple[int, TrialScore]] = {}
+    for n, s in sorted(front, key=lambda t: -t[1].validation["accuracy"]):
+        distinct.setdefault(json.dumps(s.arch, sort_keys=True), (n, s))
+    ordered = sorted(distinct.values(), key=lambda t: t[1].predicted_ms)
+    if len(ordered) <= k:
+        return ordered
+    at = [len(ordered) // 2] if k == 1 else np.round(np.linspace(0, len(ordered) - 1, k)).astype(int).tolist()  # one: the middle of the front
+    return [ordered[i] for i in sorted(set(at))]
+
+
+def _dominates(a: TrialScore, b: TrialScore) -> bool:
+    better_or_equal = a.validation["accuracy"] >= b.validation["accuracy"] and a.predicted_ms <= b.predicted_ms
+    return better_or_equal and (a.validation["accuracy"] > b.validation["accuracy"] or a.predicted_ms < b.predicted_ms)
+
+
+def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, out: Path | None = None) -> Path:
+    """Retrain the front (unless `retime`), then time it with the baselines and the teacher; returns frontier.json."""
+    folder = Path(folder)
+    info, recipe = study_info(folder)
+    assert recipe.search is not None
+    spec = recipe.search
+    k = top_k or spec.finalize.top_k or 1
+    trials = scored_trials(info)
+    if not trials:
+        raise CompressError(f"study {info['study']!r} has no finished trial to finalize; run compress search (or --resume) until one finishes")
+    entries = [Entry("teacher", "teacher", None, folder / "reference", False, "teacher")]
+    for number, score in pick(trials, k):
+        raw = yaml.safe_load((Path(score.path) / "recipe.yaml").read_text()) | {"name": f"final-{number:04d}", "output_dir": str(folder / "final")}
+        entries.append(Entry(f"final-{number:04d}", "final", number, *_run(raw, spec.finalize.set, retime), spec.student))
+    teacher_layers = load_config(str(folder / "reference" / "models" / "teacher")).num_hidden_layers
+    for b in spec.baselines:
+        raw = recipe.raw(name=f"baseline-{b.name}", output_dir=str(folder / "baselines"), cache_dir=str(recipe.cache_path()))
+        raw["passes"] = baseline_passes(b, raw["passes"], teacher_layers, spec.student)
+        entries.append(Entry(b.name, "baseline", None, *_run(raw, spec.finalize.set, retime), spec.student))
+    path = out or folder / "final" / "frontier.json"
+    if not retime and not any(e.fresh for e in entries) and path.is_file():
+        old = Frontier.model_validate(json.loads(path.read_text()))
+        if [(e.name, e.path) for e in old.entries] == [(e.name, str(e.run)) for e in entries]:
+            log.info("final students, baselines and their timing are unchanged since %s; --retime times them again", path)
+            return path
+    frontier: Frontier = time_frontier(recipe, spec, entries)
+    atomic_write_json(path, frontier.model_dump(mode="json"))
+    ref = frontier.reference
+    for e in frontier.entries:
+        best, lat = e.best(), e.best().latency
+        test = f"{best.splits['test']['accuracy']:.4f}" if "test" in best.splits else "-"
+        if lat is not None:
+            log.info("%s: %s %.2f ms (p10) = %.2fx %s, test accuracy %s", e.name, best.form, lat.p10_ms, lat.speedup or 0, ref, test)
+    return path
+
+
+def _run(raw: dict[str, Any], overrides: dict[str, Any], retime: bool) -> tuple[Path, bool]:
+    """Run (or reuse) a final run: the recipe with the full-budget overrides; a finished run of the same recipe is kept.
+    Returns (its folder, whether it was trained now)."""
+    for key, value in overrides.items():
+        set_path(raw, key, value, f"search.finalize.set.{key}")
+    recipe = parse_recipe(raw, f"finalize ({raw['name']})")
+    folder = Path(recipe.output_dir) / recipe.name
+    same = (folder / "recipe.yaml").is_file() and yaml.safe_load((folder / "recipe.yaml").read_text()) == recipe.model_dump(mode="json")
+    if same and read_metrics(folder / "metrics.json").status == "complete":
+        log.info("%s: finished before, reused", recipe.name)
+        return folder, False
+    if retime:
+        raise CompressError(f"{folder} is not a finished final run of this study; run compress finalize without --retime first")
+    log.info("%s: training at full budget (%s)", recipe.name, ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the recipe as is")
+    return run_recipe(recipe, f"finalize ({recipe.name})").folder, True

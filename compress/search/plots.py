@@ -1,0 +1,129 @@
+"""The report's chart: accuracy against speed-up over the teacher's fastest deploy form, as PNG and as plotly.
+
+Layers, back to front: proxy trials (grey, at their predicted speed-up), the proxy front, the teacher's
+forms (stars), peer baselines (labelled), final students (crimson, measured). x is logarithmic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+TEXT = "speed-up vs the teacher's fastest deploy form (proxies: predicted; others: measured in one run; log)"
+
+
+def layers(points: pd.DataFrame, front: pd.DataFrame) -> list[dict[str, Any]]:
+    """(label, rows, style) per layer of the chart; `labels` marks layers whose points carry their names."""
+    done = (
+        points[(points["state"] == "COMPLETE") & points["test_accuracy"].notna() & points["speedup"].notna()]
+        if "speedup" in points
+        else points.iloc[:0]
+    )
+    kind = done["kind"]
+    trials = done[kind.isin(["trial", "student"])]
+    return [
+        {"label": "proxy trials (predicted)", "rows": trials, "color": "#b0b0b0", "marker": "o", "size": 26, "labels": False},
+        {
+            "label": "proxy front",
+            "rows": front[front["test_accuracy"].notna()] if "test_accuracy" in front else front,
+            "color": "#707070",
+            "marker": "o",
+            "size": 60,
+            "hollow": True,
+            "labels": False,
+        },
+        {"label": "teacher forms", "rows": done[kind == "teacher"], "color": "gold", "marker": "*", "size": 220, "labels": True},
+        {"label": "baselines", "rows": done[kind == "baseline"], "color": "#1f77b4", "marker": "s", "size": 70, "labels": True},
+        {"label": "final students (measured)", "rows": done[kind == "final"], "color": "crimson", "marker": "D", "size": 70, "labels": True},
+    ]
+
+
+def within_line(summary: dict[str, Any]) -> float | None:
+    test = summary["teacher_accuracy"]["test"]
+    return None if test is None else test - 0.01
+
+
+def render_png(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any], path: Path, floor: float | None = None) -> None:
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
+    for layer in layers(points, front):
+        rows = layer["rows"]
+        if rows.empty:
+            continue
+        face = "none" if layer.get("hollow") else layer["color"]
+        ax.scatter(
+            rows["speedup"],
+            rows["test_accuracy"],
+            s=layer["size"],
+            marker=layer["marker"],
+            facecolors=face,
+            edgecolors=layer["color"] if layer.get("hollow") else "black",
+            linewidths=0.8,
+            label=layer["label"],
+            zorder=3 if layer["labels"] else 2,
+        )
+        if layer["labels"]:
+            for r in rows.itertuples():
+                ax.annotate(str(r.name), (r.speedup, r.test_accuracy), textcoords="offset points", xytext=(6, 4), fontsize=7)
+    line = within_line(summary)
+    if line is not None:
+        ax.axhline(line, color="grey", ls="--", lw=1, label="teacher test accuracy - 1 pt")
+    ax.axvline(1.0, color="grey", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.set_xlabel(TEXT, fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"accuracy vs speed ({summary.get('target') or 'target'}; reference {summary['reference']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plotly_div(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any], hover: Any) -> str:
+    import plotly.graph_objects as go
+
+    symbols = {"o": "circle", "*": "star", "s": "square", "D": "diamond"}
+    fig = go.Figure()
+    for layer in layers(points, front):
+        rows = layer["rows"]
+        if rows.empty:
+            continue
+        marker = {
+            "symbol": symbols[layer["marker"]],
+            "size": max(8, layer["size"] ** 0.5 * 1.6),
+            "color": "rgba(0,0,0,0)" if layer.get("hollow") else layer["color"],
+            "line": {"width": 1.5 if layer.get("hollow") else 0.5, "color": layer["color"] if layer.get("hollow") else "black"},
+        }
+        fig.add_trace(
+            go.Scatter(
+                x=rows["speedup"],
+                y=rows["test_accuracy"],
+                mode="markers+text" if layer["labels"] else "markers",
+                name=layer["label"],
+                text=[str(n) for n in rows["name"]] if layer["labels"] else None,
+                textposition="top right",
+                hovertext=hover(rows),
+                hoverinfo="text",
+                marker=marker,
+            )
+        )
+    line = within_line(summary)
+    if line is not None:
+        fig.add_hline(y=line, line_dash="dash", line_color="grey", annotation_text="teacher - 1 pt (test)")
+    fig.update_layout(
+        xaxis={"type": "log", "title": TEXT, "ticksuffix": "x"},
+        yaxis={"title": "test accuracy"},
+        template="plotly_white",
+        height=560,
+        margin={"l": 60, "r": 20, "t": 30, "b": 50},
+    )
+    return fig.to_html(full_html=False, include_plotlyjs=True, div_id="frontier")  # script embedded: no CDN, works offline

@@ -1,0 +1,125 @@
+"""The final timing run: the teacher's forms, the final students and the baselines, timed together.
+
+One process, one interleaved session repeated `finalize.repeats` times (a repeat slowed by machine load is
+redone): every speed-up is the teacher's fastest form's p10 over a form's p10, both from this session,
+so milliseconds and speed-ups can never disagree. Then batch 1 at the task's natural lengths.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from compress.core.records import FormEval, Frontier, FrontierEntry, Latency, NaturalLatency, read_metrics
+from compress.data.encoding import encode, single_batches
+from compress.data.sources import load_task
+from compress.deploy.blocks import Architecture
+from compress.deploy.flops import flops_per_sequence
+from compress.deploy.latency import natural_lengths, real_inputs, repeated
+from compress.deploy.onnx import ort_runner
+from compress.modeling.loading import load_config, load_student, load_tokenizer
+from compress.modeling.runners import Runner, torch_runner
+from compress.recipe import Recipe
+from compress.recipe.search import SearchSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    kind: Literal["teacher", "final", "baseline"]
+    trial: int | None
+    run: Path  # a finished run folder
+    fresh: bool  # trained by this finalize (so earlier timings no longer describe it)
+    model: str  # the model of that run whose forms are timed
+
+
+def timing_options(recipe: Recipe) -> dict[str, Any]:
+    """The evaluate pass's timing shape: what trials are measured at, so what the model predicts."""
+    evaluate = next((p.options for p in recipe.passes if p.name == "evaluate"), {})
+    return {"seq": int(evaluate.get("latency_seq", 128)), "batch": int(evaluate.get("latency_batch", 1))}
+
+
+def forms_on_disk(run: Path, model: str, threads: int | None) -> dict[str, tuple[FormEval, Runner]]:
+    """The evaluated forms of `model` in a finished run that can be rebuilt from disk (PyTorch weights, ONNX files)."""
+    out = {}
+    for name, form in read_metrics(run / "metrics.json").forms_of(model).items():
+        if not form.splits:
+            continue
+        if form.runtime == "torch" and form.precision == "fp32":
+            out[name] = (form, torch_runner(load_student(run / "models" / model)))
+        elif form.path:
+            out[name] = (form, ort_runner(run / form.path, threads))
+    return out
+
+
+def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Frontier:
+    shape, threads = timing_options(recipe), recipe.threads or 1
+    torch.set_num_threads(threads)
+    teacher_dir = entries[0].run / "models" / "teacher"
+    tokenizer = load_tokenizer(str(teacher_dir))
+    task = load_task(recipe.task, recipe.seed)
+    feeds = real_inputs(tokenizer, task.splits["train"]["text"].tolist(), shape["batch"], shape["seq"])
+    forms = {e.name: forms_on_disk(e.run, e.model, threads) for e in entries}
+    fns = {f"{e}/{f}": partial(r, feeds) for e, fs in forms.items() for f, (_, r) in fs.items()}
+    log.info(
+        "final timing run: %d forms, %d repeats x %d calls each (seq %d, %d threads)",
+        len(fns),
+        spec.finalize.repeats,
+        spec.finalize.runs,
+        shape["seq"],
+        threads,
+    )
+    timed, redone = repeated(fns, runs=spec.finalize.runs, repeats=spec.finalize.repeats, max_redo=3)
+    natural = _natural(forms, recipe, tokenizer, task, spec.finalize.natural_texts, recipe.seed)
+    teacher = {f"teacher/{f}": timed[f"teacher/{f}"]["p10_ms"] for f in forms["teacher"]}
+    out = []
+    for e in entries:
+        config = load_config(str(e.run / "models" / e.model))
+        gflops = flops_per_sequence(config, shape["seq"]) * shape["batch"] / 1e9
+        timed_forms = {}
+        for f, (ev, _) in forms[e.name].items():
+            latency = Latency.of(
+                timed[f"{e.name}/{f}"],
+                teacher,
+                runtime=ev.runtime,
+                precision=ev.precision,
+                batch=shape["batch"],
+                seq=shape["seq"],
+                threads=threads,
+                params=ev.latency.params if ev.latency else 0,
+                gflops=gflops,
+            )
+            timed_forms[f] = ev.model_copy(update={"latency": latency, "natural": natural.get(f"{e.name}/{f}")})
+        out.append(
+            FrontierEntry(name=e.name, kind=e.kind, trial=e.trial, path=str(e.run), arch=Architecture.of(config).model_dump(), forms=timed_forms)
+        )
+    reference = min(teacher, key=teacher.__getitem__)
+    return Frontier(
+        target=spec.target,
+        reference=reference,
+        reference_ms=teacher[reference],
+        seq=shape["seq"],
+        threads=threads,
+        runs=spec.finalize.runs,
+        repeats=spec.finalize.repeats,
+        repeats_redone=len(redone),
+        entries=out,
+    )
+
+
+def _natural(
+    forms: dict[str, dict[str, tuple[FormEval, Runner]]], recipe: Recipe, tokenizer: Any, task: Any, n: int, seed: int
+) -> dict[str, NaturalLatency]:
+    """Batch 1 over `n` validation texts at their own lengths; speed-ups per text against the teacher's fastest form."""
+    if n <= 0:
+        return {}
+    batches, tokens = single_batches(encode(task.splits["validation"], tokenizer, recipe.task.max_length, recipe.cache_path()), n, seed)
+    times = natural_lengths({f"{e}/{f}": r for e, fs in forms.items() for f, (_, r) in fs.items()}, batches)
+    return NaturalLatency.of(times, [k for k in times if k.startswith("teacher/")], tokens)

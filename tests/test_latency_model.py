@@ -1,0 +1,138 @@
+"""Blocks and the latency model: plans mirror how the inference form fuses, calibration fits, mismatches recalibrate."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+import yaml
+from transformers import BertConfig
+
+from compress.deploy.blocks import Architecture, block, plan
+from compress.deploy.latency import real_inputs
+from compress.deploy.latency_model import LatencyModel, calibrate, fingerprint, load
+from compress.deploy.matmul_form import EncoderForInference
+from compress.deploy.targets import TARGETS
+from conftest import tiny_recipe
+
+G = ("q", "k", "v", "post_attention", "intermediate", "output")
+
+
+def arch(groups, layers=2, heads=4, ffn=64, hidden=32) -> Architecture:
+    return Architecture(hidden=hidden, head_size=hidden // heads, heads=[heads] * layers, ffn=ffn, groups=dict(zip(G, groups, strict=True)), labels=3)
+
+
+def test_plan_mirrors_how_the_inference_form_fuses():
+    fused = plan(arch((2, 2, 2, 1, 2, 2)))
+    assert (
+        fused["qkv:hidden=32:heads=4:head_size=8:g=2"] == 2
+        and fused["ffn:hidden=32:ffn=64:g=2"] == 2
+        and fused["post:hidden=32:heads=4:head_size=8:g=1"] == 2
+    )
+    unfused = plan(arch((2, 1, 2, 1, 1, 2)))
+    assert unfused["proj:hidden=32:heads=4:head_size=8:g=2"] == 4 and unfused["proj:hidden=32:heads=4:head_size=8:g=1"] == 2
+    assert unfused["inter:hidden=32:ffn=64:g=1"] == 2 and unfused["out:hidden=32:ffn=64:g=2"] == 2 and unfused["base:hidden=32:labels=3"] == 1
+    assert "qkv:hidden=32:heads=4:head_size=8:g=8" not in plan(arch((8,) * 6, heads=4))  # 8 groups cannot split 4 heads: Q, K, V apart
+    model = torch.nn.Module()
+    model.config = BertConfig(
+        hidden_size=32, num_attention_heads=4, intermediate_size=64, num_hidden_layers=3, num_labels=2, pruned_heads={1: [0, 2]}
+    )
+    assert Architecture.of(model.config).heads == [4, 2, 4]  # pruned heads narrow their layer
+
+
+def test_every_block_runs_with_the_shapes_of_its_name():
+    a = arch((2, 1, 2, 2, 1, 2))
+    for name in plan(a) | plan(arch((2,) * 6)):
+        module, inputs = block(name, seq=7)
+        with torch.no_grad():
+            out = module(*inputs.values())
+        first = out[0] if isinstance(out, tuple) else out
+        assert first.shape[0] == 1 and (name.startswith("base") or first.shape[-2] == 7), name
+
+
+def test_calibration_fits_anchors_and_predicts_more_for_more_work(tokenizer, tmp_path):
+    target = TARGETS["torch-fp32"]
+    fp = fingerprint(target, seq=16, batch=1, threads=1)
+    feeds = real_inputs(tokenizer, ["a short text", "another one here"], 1, 16)
+    anchors = [arch((1,) * 6, layers=2), arch((2,) * 6, layers=1), arch((4, 4, 4, 1, 4, 4), layers=2)]
+    model = calibrate(target, fp, [arch((2, 1, 2, 1, 2, 1))], anchors, {"teacher": lambda: None}, feeds, runs=8)
+    assert model.blocks and model.overhead_ms > 0 and len(model.anchors) == 3 and "teacher" in model.teacher_ms
+    assert model.predict(arch((1,) * 6, layers=4)) > model.predict(arch((1,) * 6, layers=1)) > 0
+    assert not model.missing([arch((2, 1, 2, 1, 2, 1))]) and model.missing([arch((1,) * 6, ffn=32)])
+    model.extend([arch((1,) * 6, ffn=32)], target, runs=5)
+    assert not model.missing([arch((1,) * 6, ffn=32)])
+    path = tmp_path / "lm.json"
+    model.save(path)
+    again, why = load(path, fp)
+    assert again is not None and why == "" and again.predict(anchors[0]) == pytest.approx(model.predict(anchors[0]))
+    other, why = load(path, fp.model_copy(update={"threads": 2}))
+    assert other is None and "threads 1 -> 2" in why
+    path.write_text("{not json")
+    assert load(path, fp)[0] is None
+
+
+def test_a_model_from_another_machine_is_detected_recalibrated_and_said(tmp_path, tiny_csv, tiny_teacher_dir, caplog):
+    from compress.recipe import parse_recipe
+    from compress.search.predictor import latency_model
+    from compress.search.study import teacher_reference
+
+    passes = [
+        {"name": "convert", "options": {"groups": "2,2,2,1,2,2"}},
+        {"name": "export", "options": {"models": ["student"]}},
+        {"name": "quantize"},
+        {"name": "evaluate", "options": {"models": ["student*"], "latency": True, "latency_seq": 16, "latency_runs": 5}},
+    ]
+    recipe = parse_recipe(
+        tiny_recipe(
+            tmp_path,
+            tiny_csv,
+            tiny_teacher_dir,
+            passes,
+            search={"space": {"passes.convert.layers": {"choices": [1, 2]}}, "calibration_runs": 5, "target": "onnxruntime-fp32"},
+        )
+    )
+    folder = tmp_path / "study"
+    teacher_reference(recipe, folder)
+    model = latency_model(folder, recipe, recipe.search)
+    path = folder / "latency_model.onnxruntime-fp32.json"
+    saved = json.loads(path.read_text())
+    assert saved["fingerprint"]["machine"] == model.fingerprint.machine and set(saved["teacher_ms"]) == {"teacher", "teacher.onnx", "teacher.int8"}
+    saved["fingerprint"]["machine"] = "some other CPU x64 (arm64)"
+    path.write_text(json.dumps(saved))
+    with caplog.at_level(logging.INFO, logger="compress.search.predictor"):
+        again = latency_model(folder, recipe, recipe.search)
+    assert "calibrated for another setting (machine some other CPU x64 (arm64) -> " in caplog.text
+    assert again.fingerprint.machine == model.fingerprint.machine == json.loads(path.read_text())["fingerprint"]["machine"]
+    assert isinstance(LatencyModel.model_validate(json.loads(path.read_text())), LatencyModel)
+
+
+def test_blocks_use_the_shipped_layer_code():
+    """A fused QKV block is the very Layer.project of the inference form (not a re-implementation)."""
+    module, _ = block("qkv:hidden=32:heads=4:head_size=8:g=2", seq=5)
+    assert type(module.layer).__module__ == EncoderForInference.__module__ and module.method == "project"
+
+
+def test_target_form_errors_name_the_fix(tmp_path, tiny_csv, tiny_teacher_dir):
+    from compress.core.errors import CompressError
+    from compress.recipe import parse_recipe
+    from compress.search.predictor import target_form
+
+    base = [{"name": "convert"}, {"name": "export", "options": {"models": ["student"]}}, {"name": "quantize"}]
+    ev = {"name": "evaluate", "options": {"models": ["student.onnx"]}}
+
+    def recipe(passes, **search):
+        return parse_recipe(yaml.safe_load(yaml.safe_dump(tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes, search={"space": {}} | search))))
+
+    r = recipe([*base, ev])
+    with pytest.raises(CompressError, match=r"the evaluate pass must score 'student\.int8'"):
+        target_form(r, r.search, "r.yaml")
+    r = recipe([*base, ev], target="onnxruntime-fp32")
+    assert target_form(r, r.search, "r.yaml")[1] == "student.onnx"
+    r = recipe([base[0], ev], target="onnxruntime-fp32")
+    with pytest.raises(CompressError, match="add an export pass"):
+        target_form(r, r.search, "r.yaml")
+    r = recipe([base[0], {"name": "quantize", "options": {"backend": "torch"}}, {"name": "evaluate"}])
+    with pytest.raises(CompressError, match="add a quantize pass"):
+        target_form(r, r.search, "r.yaml")
