@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast lint bench bench-distill bench-speed bench-prune bench-search clean
+.PHONY: install system-deps demo test test-fast lint bench bench-distill bench-speed bench-prune bench-frontier bench-targets clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ demo: install
 	$(BIN)/compress search recipes/quickstart.yaml --resume
 	$(BIN)/compress report results/quickstart --out reports/quickstart
 
-## The whole test suite (unit tests on tiny random models + integration tests on the embedded default).
-test: install
+## Real components the tests use (a PostgreSQL server, headless Chromium): Debian packages, installed when missing.
+system-deps:
+	@bash .ci/system-deps
+
+## The whole test suite (unit tests on tiny random models + integration tests on the embedded default,
+## a real PostgreSQL server and a real browser).
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
 ## Lint and types: ruff (rules and formatting) and mypy, as CI runs them.
@@ -43,7 +48,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not integration"
 
 ## Benchmarks: tables on stdout, JSON in results/bench/ (distill first: speed uses its student).
-bench: bench-distill bench-speed bench-prune bench-search
+bench: bench-distill bench-speed bench-prune bench-frontier bench-targets
 
 bench-distill: install
 	$(BIN)/python bench/distill.py
@@ -54,8 +59,11 @@ bench-speed: install
 bench-prune: install
 	$(BIN)/python bench/prune.py
 
-bench-search: install
-	$(BIN)/python bench/search.py
+bench-frontier: install
+	$(BIN)/python bench/frontier.py
+
+bench-targets: install
+	$(BIN)/python bench/targets.py
 
 clean:
 	rm -rf $(VENV) results/cache .pytest_cache

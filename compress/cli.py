@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from compress.core.errors import CompressError
@@ -72,7 +73,10 @@ def run(recipe: Path, set_: Sets = None) -> None:
 def search_cmd(
     recipe: Path,
     set_: Sets = None,
-    storage: Annotated[str | None, typer.Option(help="Optuna storage URL; default sqlite:///<output_dir>/<study>/study.db")] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="sqlite:///..., postgresql://..., journal:PATH or env COMPRESS_STORAGE; default sqlite:///<output_dir>/<study>/study.db"),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="worker processes on this machine (they share the CPU threads)")] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="continue (or join) an existing study with the same space")] = False,
     force_new: Annotated[bool, typer.Option("--force-new", help="delete an existing study of this name and start over")] = False,
@@ -92,11 +96,12 @@ def finalize_cmd(
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="front students to retrain; default search.finalize.top_k (or 1)")] = None,
     retime: Annotated[bool, typer.Option("--retime", help="only time the finished final students, baselines and teacher again")] = False,
     out: Annotated[Path | None, typer.Option(help="where to write the timing record; default <study>/final/frontier.json")] = None,
+    storage: Annotated[str | None, typer.Option(help="the study's storage URL, if search.json recorded it without its password")] = None,
 ) -> None:
     """Retrain the best distinct front students at full budget, train the baselines, time them all with the teacher."""
     from compress.search.finalize import finalize
 
-    path = finalize(study, top_k, retime=retime, out=out)
+    path = finalize(study, top_k, retime=retime, out=out, storage=storage)
     typer.echo(f"frontier: {path} (next: compress report {study})")
 
 
@@ -104,11 +109,12 @@ def finalize_cmd(
 def report_cmd(
     sources: Annotated[list[Path], typer.Argument(help="study folders (results/<study>) or run folders; several are overlaid")],
     out: Annotated[Path | None, typer.Option(help="report folder; default reports/<name of the first source>")] = None,
+    storage: Annotated[str | None, typer.Option(help="a study's storage URL, if search.json recorded it without its password")] = None,
 ) -> None:
     """Pareto report: index.html (interactive, offline), report.md + pareto.png, trials.csv."""
     from compress.search.report import build
 
-    folder = build(sources, out or Path("reports") / "-".join(s.name for s in sources))
+    folder = build(sources, out or Path("reports") / "-".join(s.name for s in sources), storage)
     typer.echo(f"report: {folder}/index.html ({folder}/report.md)")
 
 
@@ -167,7 +173,9 @@ def convert_cmd(
 @app.command("bench")
 def bench_cmd(
     path: Annotated[Path, typer.Argument(help="a model folder or a run folder (results/<name>)")],
-    backends: Annotated[str, typer.Option(help="comma list of torch, torch-int8, ort, ort-int8")] = "torch,ort,ort-int8",
+    backends: Annotated[
+        str, typer.Option(help="comma list of torch, torch-int8, ort, ort-int8, openvino[-int8], executorch[-int8]")
+    ] = "torch,ort,ort-int8",
     batch: int = 1,
     seq: int = 128,
     threads: int = 2,
@@ -224,7 +232,7 @@ def main() -> None:
     except CompressError as e:
         if _debug:
             raise
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # messages hold [brackets]: extras, keys
         sys.exit(2)
 
 

@@ -19,6 +19,7 @@ from compress.deploy.matmul_form import EncoderForInference, GroupedLinear
 from compress.deploy.onnx import export, is_int8, session
 from compress.deploy.quantize import onnxruntime_int8, torch_int8
 from conftest import run_metrics, tiny_bert, write_tiny_recipe
+from conftest import teacher_forms as forms_of_teacher
 
 
 def tiny_squeeze():
@@ -155,7 +156,7 @@ def test_full_deploy_recipe_and_model_card(tmp_path, tiny_csv, tiny_teacher_dir,
     assert (
         ev["student.int8"].size_mb == pytest.approx(q["student.int8"]["size_mb_int8"]) and ev["student.int8"].path == "models/student/model.int8.onnx"
     )
-    teacher_forms = {n: ev[n].latency.p10_ms for n in ("teacher", "teacher.onnx", "teacher.int8")}  # built into the cache, timed alongside
+    teacher_forms = {n: ev[n].latency.p10_ms for n in forms_of_teacher()}  # built into the cache, timed alongside
     fastest = min(teacher_forms, key=teacher_forms.__getitem__)
     kinds = {
         "teacher": ("torch", "fp32"),
@@ -264,3 +265,11 @@ def test_evaluate_pattern_matching_nothing_is_an_error(tmp_path, tiny_csv, tiny_
     passes = [{"name": "evaluate", "options": {"models": ["student*"], "splits": ["validation"]}}]
     code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     assert code == 2 and "evaluate.models names nothing" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_gpu_latency_without_a_gpu_is_an_error(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    passes = [{"name": "evaluate", "options": {"splits": ["validation"], "latency": True, "latency_device": "cuda", "latency_runs": 5}}]
+    code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
+    assert code == 2 and "latency_device is cuda but no CUDA GPU is visible; use latency_device: cpu" in err, err
+    assert not (tmp_path / "results" / "tiny").exists()  # no half-written result

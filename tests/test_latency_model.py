@@ -12,10 +12,10 @@ from transformers import BertConfig
 
 from compress.deploy.blocks import Architecture, block, plan
 from compress.deploy.latency import real_inputs
-from compress.deploy.latency_model import LatencyModel, calibrate, fingerprint, load
+from compress.deploy.latency_model import LatencyModel, calibrate, fingerprint, fit, load
 from compress.deploy.matmul_form import EncoderForInference
 from compress.deploy.targets import TARGETS
-from conftest import tiny_recipe
+from conftest import teacher_forms, tiny_recipe
 
 G = ("q", "k", "v", "post_attention", "intermediate", "output")
 
@@ -98,7 +98,7 @@ def test_a_model_from_another_machine_is_detected_recalibrated_and_said(tmp_path
     model = latency_model(folder, recipe, recipe.search)
     path = folder / "latency_model.onnxruntime-fp32.json"
     saved = json.loads(path.read_text())
-    assert saved["fingerprint"]["machine"] == model.fingerprint.machine and set(saved["teacher_ms"]) == {"teacher", "teacher.onnx", "teacher.int8"}
+    assert saved["fingerprint"]["machine"] == model.fingerprint.machine and set(saved["teacher_ms"]) == teacher_forms()
     saved["fingerprint"]["machine"] = "some other CPU x64 (arm64)"
     path.write_text(json.dumps(saved))
     with caplog.at_level(logging.INFO, logger="compress.search.predictor"):
@@ -136,3 +136,17 @@ def test_target_form_errors_name_the_fix(tmp_path, tiny_csv, tiny_teacher_dir):
     r = recipe([base[0], {"name": "quantize", "options": {"backend": "torch"}}, {"name": "evaluate"}])
     with pytest.raises(CompressError, match="add a quantize pass"):
         target_form(r, r.search, "r.yaml")
+    r = recipe([base[0], {"name": "evaluate", "options": {"latency_device": "cuda"}}], target="torch-fp32")
+    with pytest.raises(CompressError, match="the latency model times its blocks on the CPU"):
+        target_form(r, r.search, "r.yaml")
+
+
+def test_fit_never_ranks_backwards(caplog):
+    """A line through anchors that get faster as their blocks get slower (overhead-dominated tiny models, as
+    eager PyTorch on a GPU machine gave: slope -4.3) would invert the search's latency axis: fit falls back
+    to a proportional scale, which keeps the blocks' order, and warns."""
+    assert fit([1.0, 2.0, 3.0], [2.5, 4.5, 6.5]) == pytest.approx((2.0, 0.5))
+    with caplog.at_level(logging.WARNING):
+        scale, offset = fit([0.2, 0.4, 0.6], [1.9, 1.2, 1.0])
+    assert scale > 0 and offset == 0.0 and "proportional" in caplog.text
+    assert fit([0.5], [1.5]) == pytest.approx((3.0, 0.0))

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,7 +17,7 @@ from compress.core.errors import CompressError
 from compress.core.records import Frontier, TeacherReference, TrialScore, read_metrics
 from compress.recipe.search import Param
 from compress.search.frontier import hypervolume, knee, pareto
-from conftest import tiny_recipe
+from conftest import teacher_forms, tiny_recipe
 
 TRIAL_PASSES = [
     {"name": "finetune_teacher", "options": {"epochs": 1}},
@@ -51,7 +46,7 @@ def load(path: Path, name: str = "tiny") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{path}")
 
 
-def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, monkeypatch):
     recipe = write_recipe(
         tmp_path, tiny_csv, tiny_teacher_dir, finalize=FINALIZE, baselines=["layerdrop", {"name": "pruned", "options": {"ffn_ratio": 0.5}}]
     )
@@ -73,7 +68,7 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli):
             and ",".join(map(str, s.arch["groups"].values())) == config["passes.convert.groups"]
         )
     teacher = TeacherReference.model_validate(json.loads((folder / "search.json").read_text())["teacher"])
-    assert set(teacher.forms) == {"teacher", "teacher.onnx", "teacher.int8"} and teacher.fastest().latency.speedup == 1.0
+    assert set(teacher.forms) == teacher_forms() and teacher.fastest().latency.speedup == 1.0
     assert teacher.model.natural.texts == 6 and 0 <= teacher.accuracy("test") <= 1
 
     frontier = Frontier.model_validate(json.loads((folder / "final" / "frontier.json").read_text()))
@@ -100,20 +95,23 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     code, _, err = cli("report", folder, "--out", out_dir)
     assert code == 0, err
     csv = pd.read_csv(out_dir / "trials.csv")
-    assert len(csv) == len(study.trials) + len(frontier.entries) + 2  # the teacher in each of its three forms
+    forms = len(teacher_forms())  # the teacher in each of its forms: one row each (the frontier's teacher entry is one)
+    assert len(csv) == len(study.trials) + len(frontier.entries) + forms - 1
     assert {"val_accuracy", "test_accuracy", "latency_ms", "speedup", "predicted_ms", "measured_speedup", "groups", "kind"} <= set(csv.columns)
     summary = json.loads((out_dir / "summary.json").read_text())
-    assert [b["name"] for b in summary["baselines"]] == ["layerdrop", "pruned"] and len(summary["teacher_forms"]) == 3
-    assert summary["baselines_total"] == 5  # the peers and the teacher in every deploy form
+    rivals = [(b["kind"], b["name"]) for b in summary["baselines"]]
+    assert [k for k, _ in rivals] == ["teacher"] * forms + ["peer"] * 2 and [n for k, n in rivals if k == "peer"] == ["layerdrop", "pruned"], rivals
+    assert summary["baselines_total"] == forms + 2  # the peers and the teacher in every deploy form
     assert summary["reference"] == frontier.reference and len(summary["finals"]) == kinds.count("final")
     assert summary["predictor"]["trials"] >= 2 and -1 <= summary["predictor"]["spearman"] <= 1
     md = (out_dir / "report.md").read_text()
     assert "Final students vs what you get without compress" in md and "layerdrop" in md and frontier.reference in md and "pareto.png" in md
     assert (out_dir / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    check_offline_html((out_dir / "index.html").read_text(), front_size=summary["front_size"], finals=len(frontier.entries) + 2)  # 3 teacher forms
+    check_offline_html((out_dir / "index.html").read_text(), front_size=summary["front_size"], finals=len(frontier.entries) + forms - 1)
 
-    # --retime: the same runs timed again, nothing retrained
-    code, _, err = cli("finalize", folder, "--retime", "--out", tmp_path / "again.json")
+    # --retime: the same runs timed again, nothing retrained (the study folder spelled relative this time)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("finalize", folder.relative_to(tmp_path), "--retime", "--out", tmp_path / "again.json")
     assert code == 0, err
     again = Frontier.model_validate(json.loads((tmp_path / "again.json").read_text()))
     assert [e.path for e in again.entries] == [e.path for e in frontier.entries]
@@ -155,50 +153,6 @@ def check_offline_html(text: str, front_size: int, finals: int) -> None:
     assert "Plotly.newPlot(" in text and '"frontier"' in text
 
 
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-def test_kill_minus_9_then_resume(tmp_path, tiny_csv, tiny_teacher_dir):
-    """Kill a 2-worker search mid-way: finished trials stay, none is duplicated, the stale one is retried."""
-    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=6, heartbeat_seconds=1, stale_after_seconds=4, prune=False)
-    db = tmp_path / "results" / "tiny" / "study.db"
-    cmd = [sys.executable, "-m", "compress.cli", "-q", "search", str(recipe), "--workers", "2"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    before = []
-    while time.time() < deadline:
-        time.sleep(0.5)
-        if db.exists() and proc.poll() is None:
-            try:
-                trials = load(db).trials
-            except Exception:
-                continue
-            complete = [t for t in trials if t.state == TrialState.COMPLETE]
-            if len(complete) >= 2 and any(t.state == TrialState.RUNNING for t in trials):
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                before = {t.number: t.values for t in load(db).trials if t.state == TrialState.COMPLETE}
-                running = [t.number for t in load(db).trials if t.state == TrialState.RUNNING]
-                break
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-    assert before and running, "the search finished before it could be killed"
-    time.sleep(5)  # older than stale_after_seconds
-    resumed = subprocess.run([*cmd[:-2], "--resume"], capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    trials = load(db).trials
-    after = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
-    assert all(after.get(n) == v for n, v in before.items()), (before, after)  # every finished trial kept, unchanged
-    assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 6, [(t.number, t.state) for t in trials]
-    for n in running:  # the killed trials failed as stale and were retried once with the same parameters
-        assert trials[n].state == TrialState.FAIL, (n, trials[n].state)
-        retries = [t for t in trials if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == n]
-        assert len(retries) == 1, (n, [(t.number, t.state) for t in retries])
-        # a trial killed while still sampling holds only part of its parameters; the retry keeps those and samples the rest
-        assert trials[n].params.items() <= retries[0].params.items(), (n, trials[n].params, retries[0].params)
-    folders = {p.name for p in (db.parent / "trials").iterdir()}
-    assert {f"trial-{n:04d}" for n in after} <= folders  # every finished trial has its run folder
-    chains = [optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) for t in trials if t.state == TrialState.COMPLETE]
-    assert len([c for c in chains if c is not None]) == len({c for c in chains if c is not None})  # no trial finished twice
-
-
 def test_search_bad_input(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     cases = [
         ({"space": {}}, "search.space is empty"),
@@ -212,6 +166,10 @@ def test_search_bad_input(tmp_path, tiny_csv, tiny_teacher_dir, cli):
         ),
         ({"target": "onnxruntime-int4"}, "unknown deploy target 'onnxruntime-int4' (did you mean 'onnxruntime-int8'?)"),
         ({"space": SPACE | {"passes.quantize.enabled": {"choices": [True, False]}}}, "search.target onnxruntime-int8 needs the student in that form"),
+        ({"seeds": [{"passes.convert.layer": 1}]}, "seeds[0].passes.convert.layer: not a key of search.space; did you mean 'passes.convert.layers'?"),
+        ({"seeds": [{"passes.convert.layers": 3}]}, "search.seeds[0].passes.convert.layers: 3 is not one of the space's choices [1, 2]"),
+        ({"seeds": [{"passes.convert.groups": "1,1,1,1,1,8"}]}, "must be 6 group counts (q,k,v,post,inter,out) from [1, 2, 4]"),
+        ({"seeds": [{}, {"passes.distill.lr": 0.1}]}, "search.seeds[1].passes.distill.lr: 0.1 is outside the space's range [0.0001, 0.001]"),
         (
             {"finalize": {"set": {"passes.distill.epoch": 3}}},
             "(search.finalize.set): passes[2] (distill).options.epoch: unknown key; did you mean 'epochs'?",
@@ -361,3 +319,19 @@ def test_finalists_are_distinct_front_architectures_spread_along_it():
     assert [n for n, _ in pick(trials, 10)] == [0, 1, 2, 3, 6]  # the infeasible and the dominated never; one per architecture
     assert [n for n, _ in pick(trials, 3)] == [0, 2, 6]  # from the fastest to the most accurate
     assert [n for n, _ in pick(trials, 1)] == [2]  # one: the middle of the front
+
+
+def test_seeds_are_tried_first(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    """A seeded configuration (here the dense, one-layer student) runs before anything is sampled; keys it leaves
+    out are sampled; resuming does not queue it again."""
+    seeds = [{"passes.convert.groups": "1,1,1,1,1,1", "passes.convert.layers": 1}, {"passes.convert.groups": 2}]
+    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=3, seeds=seeds, prune=False)
+    code, _, err = cli("search", recipe)
+    assert code == 0, err
+    trials = load(tmp_path / "results" / "tiny" / "study.db").trials
+    groups = [{k: v for k, v in t.params.items() if ".groups." in k} for t in trials]
+    assert set(groups[0].values()) == {1} and trials[0].params["passes.convert.layers"] == 1 and len(groups[0]) == 6
+    assert set(groups[1].values()) == {2} and "passes.convert.layers" in trials[1].params  # sampled
+    assert trials[0].user_attrs["config"]["passes.convert.groups"] == "1,1,1,1,1,1"
+    assert cli("search", recipe, "--resume")[0] == 0
+    assert len(load(tmp_path / "results" / "tiny" / "study.db").trials) == 3  # nothing queued twice, nothing run again

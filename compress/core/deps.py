@@ -18,6 +18,14 @@ def require(module: str, what: str, install: str) -> ModuleType:
         raise CompressError(f"{what} needs {module.split('.')[0]}, which is not installed ({e}): {install}") from e
 
 
+def installed(module: str) -> bool:
+    """Whether `module` can be imported, found without importing it (a recipe is checked before any work)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module stubbed out as None
+        return False
+
+
 def package_path(package: str, resource: str, what: str) -> Path:
     """A file or folder inside an installed package, found *without importing the package*.
 

@@ -11,3 +11,10 @@ class CompressError(Exception):
 
 class Interrupted(CompressError):
     """The user stopped a run (Ctrl-C); a search must stop too rather than count it as a failed trial."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's first message line (its type name when it has no message): libraries' errors run to pages,
+    and a CompressError is one line."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

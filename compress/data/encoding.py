@@ -26,6 +26,11 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what every B
 NO_LABEL = -100  # a text the teacher labels (cross-entropy's ignore_index)
 
 
+def placeholder_inputs(batch: int, seq: int) -> tuple[torch.Tensor, ...]:
+    """MODEL_INPUTS as exporters trace them: ones for token ids and mask, zeros for token types."""
+    return tuple((torch.zeros if n == "token_type_ids" else torch.ones)(batch, seq, dtype=torch.long) for n in MODEL_INPUTS)
+
+
 @dataclass
 class Encoded:
     """One tokenized split: flat token arrays plus offsets (ragged rows)."""

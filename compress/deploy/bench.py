@@ -1,4 +1,4 @@
-"""`compress bench`: latency of saved models under torch eager and ONNX Runtime (fp32, int8)."""
+"""`compress bench`: latency of saved models under torch eager, ONNX Runtime, OpenVINO and ExecuTorch (fp32, int8)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,22 @@ from compress.core.errors import CompressError
 from compress.data.sources import sample_texts
 from compress.deploy.flops import flops_per_sequence
 from compress.deploy.latency import real_inputs, repeated
-from compress.deploy.onnx import export, ort_runner
-from compress.deploy.quantize import onnxruntime_int8, torch_int8
+from compress.deploy.quantize import torch_int8
+from compress.deploy.targets import TARGETS, build, check_installed, open_runner
 from compress.modeling.loading import load_student, load_tokenizer
 from compress.modeling.runners import Runner, count_parameters, torch_runner
 
-BACKENDS = ("torch", "torch-int8", "ort", "ort-int8")
+# backend name -> the deploy target it times (torch-int8: torch's dynamic quantization, no deploy target)
+BACKENDS = {
+    "torch": "torch-fp32",
+    "torch-int8": None,
+    "ort": "onnxruntime-fp32",
+    "ort-int8": "onnxruntime-int8",
+    "openvino": "openvino-fp32",
+    "openvino-int8": "openvino-int8",
+    "executorch": "executorch-xnnpack-fp32",
+    "executorch-int8": "executorch-xnnpack-int8",
+}
 
 
 def model_folders(path: Path) -> list[Path]:
@@ -41,6 +51,8 @@ def bench(
     bad = [b for b in backends if b not in BACKENDS]
     if bad:
         raise CompressError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
+    for b in backends:
+        check_installed(TARGETS[BACKENDS[b] or "torch-fp32"].runtime)
     torch.set_num_threads(threads)
     folders = model_folders(path)
     fns, meta = {}, {}
@@ -65,18 +77,14 @@ def bench(
 
 
 def _runner(model: torch.nn.Module, folder: Path, backend: str, tmp: Path, threads: int) -> Runner:
-    if backend == "torch":
-        return torch_runner(model)
-    if backend == "torch-int8":
+    """The run's artifact when export made it, else built here (OpenVINO int8 then calibrates on random ids: latency only)."""
+    name = BACKENDS[backend]
+    if name is None:
         return torch_runner(torch_int8(model))
-    fp32 = folder / "model.onnx"
-    if not fp32.exists():
-        fp32 = tmp / "model.onnx"
-        export(model, fp32)
-    path = fp32
-    if backend == "ort-int8":
-        path = folder / "model.int8.onnx"
-        if not path.exists():
-            path = tmp / "model.int8.onnx"
-            onnxruntime_int8(fp32, path, static=False, per_channel=False)
-    return ort_runner(path, threads)
+    target = TARGETS[name]
+    if target.runtime == "torch":
+        return torch_runner(model)
+    path = folder / target.artifact
+    if not path.exists():
+        path = build(model, target, tmp / target.artifact) or path
+    return open_runner(target, path, threads)

@@ -30,7 +30,7 @@ from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 from compress.core.atomic import atomic_write_json
 from compress.deploy.blocks import Architecture, block, plan
 from compress.deploy.latency import repeated
-from compress.deploy.targets import Target, build, compile_module
+from compress.deploy.targets import Target, build, compile_module, open_runner
 from compress.modeling.runners import torch_runner
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,8 @@ def calibrate(
         whole = {}
         for i, arch in enumerate(anchors):
             net = anchor_model(arch)
-            path = build(net, target, Path(tmp) / f"anchor{i}.onnx")
-            run = torch_runner(net) if path is None else _ort(path, fp.threads)
+            path = build(net, target, Path(tmp) / f"anchor{i}" / target.artifact) if target.artifact else None
+            run = torch_runner(net) if path is None else open_runner(target, path, fp.threads)
             whole[f"anchor:{i}"] = partial(run, feeds)
         blocks, overhead, _ = _time_blocks(keys, target, fp, runs)
         # Whole models in a session of their own, like a trial's or the final timing run: timed among dozens of tiny
@@ -187,8 +187,7 @@ def calibrate(
     model = LatencyModel(fingerprint=fp, blocks=blocks, overhead_ms=overhead, teacher_ms=teacher_ms)
     pairs = [(a, extra[f"anchor:{i}"]) for i, a in enumerate(anchors)] + ([(reference[0], teacher_ms[reference[1]])] if reference else [])
     raw = [model.raw(a) for a, _ in pairs]
-    if len(pairs) >= 2 and np.ptp(raw) > 0:
-        model.scale, model.offset = (float(c) for c in np.polyfit(raw, [m for _, m in pairs], 1))
+    model.scale, model.offset = fit(raw, [m for _, m in pairs])
     model.anchors = [Anchor(arch=a, raw_ms=r, measured_ms=m) for (a, m), r in zip(pairs, raw, strict=True)]
     log.info(
         "latency model (%s, seq %d, %d threads): %d blocks, %d anchors, fit %.3f x + %.2f ms, median anchor error %.1f%%",
@@ -202,14 +201,6 @@ def calibrate(
         100 * model.anchor_error(),
     )
     return model
-
-
-def _ort(path: Path, threads: int) -> Callable[[dict[str, torch.Tensor]], object]:
-    from compress.deploy.onnx import session
-
-    sess = session(path, threads)
-    names = {i.name for i in sess.get_inputs()}
-    return lambda feeds: sess.run(None, {k: v.numpy() for k, v in feeds.items() if k in names})
 
 
 class _Empty(torch.nn.Module):
@@ -233,3 +224,19 @@ def _time_blocks(
         timings, _ = repeated(fns | (extra or {}), runs=runs, repeats=REPEATS, max_redo=2)
     p10 = {k: t["p10_ms"] for k, t in timings.items()}
     return {k: p10[k] for k in keys}, p10["empty"], {k: p10[k] for k in extra or {}}
+
+
+def fit(raw: list[float], measured: list[float]) -> tuple[float, float]:
+    """measured ~ scale * raw + offset over the anchors. Where whole models do not get slower as their blocks do
+    (a slope <= 0: per-call overhead swamps tiny models, e.g. eager PyTorch), a line would rank students
+    backwards; then the fit is proportional (offset 0), which keeps the blocks' order, and the log says so."""
+    if len(raw) >= 2 and np.ptp(raw) > 0:
+        scale, offset = (float(c) for c in np.polyfit(raw, measured, 1))
+        if scale > 0:
+            return scale, offset
+        log.warning(
+            "latency model: whole-model times do not grow with the sum of their blocks (fit slope %.2f); using a proportional "
+            "fit - the report's rank correlation says how far to trust it",
+            scale,
+        )
+    return (float(np.median(np.divide(measured, raw))) if raw else 1.0), 0.0

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.core.errors import CompressError
+
 
 class GroupedLinear(nn.Module):
     """y = x @ blockdiag(W_1..W_g) + b on [B, L, C]; equal to a grouped 1x1 Conv1d on [B, C, L].
@@ -230,6 +232,14 @@ class EncoderForInference(nn.Module):
         for layer in self.layers:
             x = layer(x, mask)
         return self.classifier(torch.tanh(self.pooler(x[:, 0])))
+
+
+def inference_form(model: nn.Module, mode: str = "batched") -> EncoderForInference:
+    """`model` in the inference form for an exporter (on the CPU, eval mode), or one line saying what it supports."""
+    try:
+        return EncoderForInference(model.cpu().eval(), mode).eval()
+    except ValueError as e:
+        raise CompressError(f"cannot export: {e}; export supports BERT and SqueezeBERT classifiers") from e
 
 
 def _ln(norm: nn.LayerNorm) -> nn.LayerNorm:

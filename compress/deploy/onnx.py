@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from compress.core.atomic import atomic_path
-from compress.core.errors import CompressError
-from compress.data.encoding import MODEL_INPUTS, Encoded, batches, by_length
-from compress.deploy.matmul_form import EncoderForInference
+from compress.core.errors import CompressError, first_line
+from compress.data.encoding import MODEL_INPUTS, Encoded, batches, by_length, placeholder_inputs
+from compress.deploy.matmul_form import EncoderForInference, inference_form
 from compress.modeling.runners import Batch, Runner
 
 log = logging.getLogger(__name__)
@@ -22,11 +22,8 @@ INT8_OPS = {"DynamicQuantizeLinear", "QuantizeLinear", "MatMulInteger", "Dynamic
 
 def export(model: torch.nn.Module, path: Path, mode: str = "batched", opset: int = 17) -> EncoderForInference:
     """Write `model` (BERT or SqueezeBERT classifier) as ONNX with dynamic batch and sequence axes."""
-    try:
-        form = EncoderForInference(model.cpu().eval(), mode)
-    except ValueError as e:
-        raise CompressError(f"cannot export: {e}; export supports BERT and SqueezeBERT classifiers") from e
-    dummy = tuple(torch.ones(2, 8, dtype=torch.long) if n != "token_type_ids" else torch.zeros(2, 8, dtype=torch.long) for n in MODEL_INPUTS)
+    form = inference_form(model, mode)
+    dummy = placeholder_inputs(2, 8)
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         # The TorchScript exporter: the dynamo one needs onnxscript and gains nothing for this static graph.
@@ -76,7 +73,21 @@ def session(path: Path, threads: int | None = 2) -> Any:
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
-        raise CompressError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]}); re-export the model") from e
+        raise CompressError(f"{path}: ONNX Runtime cannot load it ({first_line(e)}); re-export the model") from e
+
+
+def ort_mobile(src: Path, dst: Path) -> Path:
+    """`src` in ONNX Runtime's mobile format (.ort), as onnxruntime's convert_onnx_models_to_ort writes it: basic
+    graph optimizations only (the extended ones insert operators of this CPU's build), so ARM builds run it."""
+    import onnxruntime as ort
+
+    with atomic_path(dst, ".ort") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(tmp)
+        opts.add_session_config_entry("session.save_model_format", "ORT")
+        ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    return dst
 
 
 def ort_runner(path: Path, threads: int | None = 2) -> Runner:

@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 from transformers import logging as hf_logging
 
 from compress.core.deps import package_path
-from compress.core.errors import CompressError
+from compress.core.errors import CompressError, first_line
 from compress.recipe.teacher import TeacherSpec
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def load_config(name: str, revision: str | None = None, trust_remote_code: bool 
         return AutoConfig.from_pretrained(where, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         if local.exists():
-            raise CompressError(f"{name}: cannot read config.json ({str(e).splitlines()[0]}); re-save the model with save_pretrained") from e
+            raise CompressError(f"{name}: cannot read config.json ({first_line(e)}); re-save the model with save_pretrained") from e
         state = "offline (HF_HUB_OFFLINE=1)" if _hub_offline() else "unreachable or unknown"
         raise CompressError(
             f"{name!r} is not a local folder and the Hugging Face hub is {state}; download it where you have "

@@ -1,14 +1,17 @@
 """Measure accuracy and macro-F1 of every model and deployable variant, and optionally their latency.
 
-Latency is measured against the teacher's deploy forms (PyTorch fp32, ONNX Runtime fp32 and int8, built
-once per teacher into the cache when the run has not made them): every speed-up is against the fastest
-of those, timed in the same interleaved run.
+Latency is measured against the teacher's deploy forms (PyTorch fp32, ONNX Runtime fp32 and int8, OpenVINO
+fp32 and int8 when compress[openvino] is installed, and both precisions of every other runtime a model here
+is timed in - ExecuTorch - built once per teacher into the cache when the run has not made them): every
+speed-up is against the fastest of those, timed in the same interleaved run.
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict
 from functools import partial
 from typing import Literal
@@ -18,11 +21,13 @@ from pydantic import Field, PositiveInt
 from rich.console import Console
 from rich.table import Table
 
+from compress.core.errors import CompressError
 from compress.core.records import FormEval, Latency, NaturalLatency, SplitScores
 from compress.data.encoding import single_batches
+from compress.deploy import openvino
 from compress.deploy.flops import flops_per_sequence
 from compress.deploy.latency import interleaved, natural_lengths, real_inputs
-from compress.deploy.targets import TARGETS, cached_runner, form_name
+from compress.deploy.targets import TARGETS, baseline_runtimes, cached_runner, form_name
 from compress.modeling.runners import Runner, count_parameters, predict_with, torch_runner
 from compress.pipeline.registry import Pass, PassConfig
 from compress.pipeline.state import RunState
@@ -47,6 +52,9 @@ class Evaluate(Pass):
         latency_runs: int = Field(30, ge=5)
         latency_reference: bool = Field(True, description="time the teacher's deploy forms alongside; speed-ups are against the fastest")
         latency_natural: int = Field(0, ge=0, description="also time batch 1 on this many validation texts at their own lengths (0: off)")
+        latency_device: Literal["cpu", "cuda"] = Field(
+            "cpu", description="where PyTorch forms are timed; training on a GPU does not move them there (ONNX Runtime forms run on CPU)"
+        )
 
     def run(self, state: RunState, config: Config) -> RunState:
         models = state.models()
@@ -74,16 +82,21 @@ class Evaluate(Pass):
         kinds = {n: _kind(state, n) for n in names}
         timed = dict(runners)
         if config.latency and config.latency_reference and "teacher" in models:
-            for target in TARGETS.values():  # the teacher in every deploy form: what a user gets without compress
+            # the teacher in every deploy form a user gets without compress, and in every runtime a student here is timed in
+            runtimes = {*baseline_runtimes(), *(k[1] for k in kinds.values())}
+            calib = lambda: openvino.calibration(state.encoded("train"))
+            for target in [t for t in TARGETS.values() if t.runtime in runtimes]:
                 name = form_name("teacher", target)
                 if name not in timed:
                     variant = state.variants.get(name)
                     timed[name] = (
                         variant.runner(state.recipe.threads)
                         if variant
-                        else cached_runner(models["teacher"], target, state.cache_dir, state.recipe.threads)
+                        else cached_runner(models["teacher"], target, state.cache_dir, state.recipe.threads, calib)
                     )
                     kinds[name] = ("teacher", target.runtime, target.precision)
+        if config.latency:
+            timed = _on_latency_device(timed, kinds, models, config.latency_device, state.device)
         latency = self._latency(state, config, timed, kinds) if config.latency else {}
         natural = self._natural(state, config, timed, kinds) if config.latency and config.latency_natural else {}
         for name in dict.fromkeys([*names, *latency]):
@@ -93,7 +106,7 @@ class Evaluate(Pass):
 
     def _latency(self, state: RunState, config: Config, runners: dict[str, Runner], kinds: dict[str, Kind]) -> dict[str, Latency]:
         batch = real_inputs(state.tokenizer, state.task.splits["train"]["text"].tolist(), config.latency_batch, config.latency_seq, state.seed)
-        on_gpu = {n for n in runners if kinds[n][1] == "torch" and state.device.type == "cuda"}
+        on_gpu = {n for n in runners if kinds[n][1] == "torch" and config.latency_device == "cuda"}
         timings = interleaved({n: partial(r, batch) for n, r in runners.items()}, runs=config.latency_runs, cuda=on_gpu)
         teacher = {n: t.p10_ms for n, t in timings.items() if kinds[n][0] == "teacher"}
         models, threads = state.models(), state.recipe.threads or torch.get_num_threads()
@@ -120,6 +133,18 @@ class Evaluate(Pass):
     def _natural(self, state: RunState, config: Config, runners: dict[str, Runner], kinds: dict[str, Kind]) -> dict[str, NaturalLatency]:
         batches, tokens = single_batches(state.encoded("validation"), config.latency_natural, state.seed)
         return NaturalLatency.of(natural_lengths(runners, batches), [n for n in runners if kinds[n][0] == "teacher"], tokens)
+
+
+def _on_latency_device(
+    runners: dict[str, Runner], kinds: dict[str, Kind], models: Mapping[str, torch.nn.Module], latency_device: str, device: torch.device
+) -> dict[str, Runner]:
+    """PyTorch forms as timed: on `latency_device`, from a copy when the model trains elsewhere (it stays where it is)."""
+    if latency_device == "cuda" and not torch.cuda.is_available():
+        raise CompressError("evaluate.latency_device is cuda but no CUDA GPU is visible; use latency_device: cpu")
+    if device.type == latency_device:
+        return runners
+    moved = {n for n in runners if kinds[n][1] == "torch"}
+    return {n: torch_runner(copy.deepcopy(models[kinds[n][0]]), latency_device) if n in moved else r for n, r in runners.items()}
 
 
 def _kind(state: RunState, name: str) -> Kind:

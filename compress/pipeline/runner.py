@@ -11,11 +11,13 @@ shows how far it got.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import transformers
 import yaml
 
@@ -88,6 +90,9 @@ def run_recipe(recipe: Recipe, source: str = "recipe", on_validation: OnValidati
 
 def _initial_state(recipe: Recipe, out_dir: Path) -> RunState:
     device = select_device(recipe.device, recipe.threads)
+    if device.type == "cuda":  # which GPU trains (a search worker gets its own through CUDA_VISIBLE_DEVICES)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all")
+        log.info("training on %s (%s; CUDA_VISIBLE_DEVICES=%s)", device, torch.cuda.get_device_name(device), visible)
     task = load_task(recipe.task, recipe.seed)
     log.info("task %s: %s", recipe.task.dataset, task.summary())
     teacher = load_teacher(recipe.teacher, task.labels)

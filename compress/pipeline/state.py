@@ -19,24 +19,26 @@ from compress.core.errors import CompressError
 from compress.core.records import Conversion, FormEval
 from compress.data.encoding import Encoded, encode
 from compress.data.sources import TaskData
-from compress.deploy.onnx import ort_runner
+from compress.deploy.targets import open_runner, target_of
 from compress.modeling.runners import Runner, torch_runner
 from compress.recipe import Recipe
 
 
 @dataclass
 class Variant:
-    """A deployable form of a model: an ONNX file (ONNX Runtime) or a torch module (e.g. int8 dynamic)."""
+    """A deployable form of a model: a file of a deploy target (ONNX, OpenVINO IR, ExecuTorch program) or a torch module."""
 
     model: str  # the run's model it derives from
-    runtime: str  # "onnxruntime" | "torch"
+    runtime: str  # a deploy target's runtime: "torch" | "onnxruntime" | "openvino" | "executorch"
     precision: str  # "fp32" | "int8"
     path: Path | None = None
     module: torch.nn.Module | None = None
 
     def runner(self, threads: int | None = 2) -> Runner:
         if self.path is not None:
-            return ort_runner(self.path, threads)
+            target = target_of(self.runtime, self.precision)
+            assert target is not None, f"no deploy target runs {self.runtime} {self.precision}"
+            return open_runner(target, self.path, threads)
         assert self.module is not None, "a variant is a file or a module"
         return torch_runner(self.module)
 

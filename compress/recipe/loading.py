@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from compress.core.errors import CompressError
+from compress.core.errors import CompressError, first_line
 from compress.recipe.schema import Recipe
 
 
@@ -37,7 +37,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise CompressError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+        raise CompressError(f"{path}: not valid YAML ({first_line(e)})") from e
     return parse_recipe(raw, str(path), overrides)
 
 

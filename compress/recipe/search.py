@@ -115,6 +115,11 @@ class SearchSpec(BaseModel):
     stale_after_seconds: PositiveInt = Field(30, description="a running trial silent this long is failed and retried")
     max_retries: int = Field(2, ge=0, description="retries of a trial whose worker died")
     space: dict[str, Param] = {}
+    seeds: list[dict[str, Any]] = Field(
+        [],
+        description="configurations tried first, space key -> value (keys left out are sampled), e.g. dense students: "
+        '{passes.convert.groups: "1,1,1,1,1,1", passes.convert.layers: 3}',
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> SearchSpec:

@@ -26,6 +26,7 @@ from compress.modeling.loading import load_config
 from compress.pipeline.runner import run_recipe
 from compress.recipe import Recipe, load_recipe, parse_recipe, set_path
 from compress.search.baselines import baseline_passes
+from compress.search.storage import reopen
 from compress.search.timing import Entry, time_frontier
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,8 @@ def study_info(folder: Path) -> tuple[dict[str, Any], Recipe]:
     return info, load_recipe(info["recipe"], info.get("overrides"))
 
 
-def scored_trials(info: dict[str, Any]) -> list[tuple[int, TrialScore]]:
-    study = optuna.load_study(study_name=info["study"], storage=info["storage"])
+def scored_trials(info: dict[str, Any], storage: str | None = None) -> list[tuple[int, TrialScore]]:
+    study = optuna.load_study(study_name=info["study"], storage=reopen(info["storage"], storage))
     done = optuna.trial.TrialState.COMPLETE
     return [(t.number, TrialScore.model_validate(t.user_attrs["score"])) for t in study.trials if t.state == done and "score" in t.user_attrs]
 
@@ -66,14 +67,14 @@ def _dominates(a: TrialScore, b: TrialScore) -> bool:
     return better_or_equal and (a.validation["accuracy"] > b.validation["accuracy"] or a.predicted_ms < b.predicted_ms)
 
 
-def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, out: Path | None = None) -> Path:
+def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, out: Path | None = None, storage: str | None = None) -> Path:
     """Retrain the front (unless `retime`), then time it with the baselines and the teacher; returns frontier.json."""
-    folder = Path(folder)
+    folder = Path(folder).resolve()  # runs are reused by their resolved recipe, which holds this path: spell it one way
     info, recipe = study_info(folder)
     assert recipe.search is not None
     spec = recipe.search
     k = top_k or spec.finalize.top_k or 1
-    trials = scored_trials(info)
+    trials = scored_trials(info, storage)
     if not trials:
         raise CompressError(f"study {info['study']!r} has no finished trial to finalize; run compress search (or --resume) until one finishes")
     entries = [Entry("teacher", "teacher", None, folder / "reference", False, "teacher")]

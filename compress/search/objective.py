@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from compress.core.errors import CompressError, Interrupted
@@ -28,8 +29,10 @@ from compress.pipeline.state import OnValidation
 from compress.recipe import Recipe, parse_recipe, set_path
 from compress.recipe.search import SearchSpec
 from compress.search.space import suggest
+from compress.search.storage import heartbeat
 
 log = logging.getLogger(__name__)
+CONSTRAINTS = ("accuracy_drop", "latency_budget")  # TrialScore.constraints, in this order
 
 
 class TrialFailed(Exception):
@@ -45,8 +48,11 @@ def objective_values(score: TrialScore, objectives: Sequence[str]) -> tuple[floa
 class Objective:
     """One trial: set the sampled values in the recipe, run it, score the student in the study's target."""
 
-    def __init__(self, recipe: Recipe, spec: SearchSpec, folder: Path, source: str, teacher: TeacherReference, predictor: LatencyModel) -> None:
+    def __init__(
+        self, recipe: Recipe, spec: SearchSpec, folder: Path, source: str, teacher: TeacherReference, predictor: LatencyModel, storage: BaseStorage
+    ) -> None:
         self.recipe, self.spec, self.folder, self.source, self.teacher, self.predictor = recipe, spec, folder, source, teacher, predictor
+        self.storage = storage
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         values = {key: suggest(param, trial, key) for key, param in self.spec.space.items()}
@@ -57,7 +63,8 @@ class Objective:
             set_path(raw, key, value, f"search.space.{key}")
         log.info("trial %d: %s", trial.number, values)
         try:
-            run = run_recipe(parse_recipe(raw, f"{self.source} (trial {trial.number})"), self.source, on_validation=self._pruner(trial))
+            with heartbeat(trial, self.storage, self.spec.heartbeat_seconds):
+                run = run_recipe(parse_recipe(raw, f"{self.source} (trial {trial.number})"), self.source, on_validation=self._pruner(trial))
             result = score(run.metrics, self.spec, self.teacher, run.folder, self.predictor)
         except Interrupted:
             raise
@@ -66,7 +73,8 @@ class Objective:
             log.warning("trial %d failed: %s", trial.number, e)
             raise TrialFailed(str(e)) from None
         trial.set_user_attr("score", result.model_dump(mode="json"))
-        trial.set_user_attr("constraints", result.constraints)
+        for name, value in zip(CONSTRAINTS, result.constraints, strict=True):  # read by NSGA-II and TPE (constrained domination)
+            trial.set_constraint(name, value)
         measured = f", measured {result.latency.p10_ms:.2f} ms ({result.measured_speedup:.2f}x)" if result.latency and result.measured_speedup else ""
         log.info(
             "trial %d: %s val acc %.4f, predicted %.2f ms (%.2fx the teacher's fastest form)%s%s",
@@ -127,12 +135,11 @@ def score(metrics: RunMetrics, spec: SearchSpec, teacher: TeacherReference, run:
     val = form.splits["validation"]
     params = form.latency.params if form.latency else 0
     size_mb = form.size_mb if form.size_mb is not None else params * (1 if form.precision == "int8" else 4) / 2**20
-    constraints = []
-    if spec.max_accuracy_drop is not None:
-        constraints.append((teacher.accuracy("validation") or 0.0) - spec.max_accuracy_drop - val["accuracy"])
-    if spec.latency_budget_ms is not None:
-        constraints.append(predicted - spec.latency_budget_ms)
-    constraints = constraints or [0.0]
+    # one slot per constraint, 0.0 when the recipe sets none (<= 0: satisfied), named as CONSTRAINTS
+    constraints = [
+        (teacher.accuracy("validation") or 0.0) - spec.max_accuracy_drop - val["accuracy"] if spec.max_accuracy_drop is not None else 0.0,
+        predicted - spec.latency_budget_ms if spec.latency_budget_ms is not None else 0.0,
+    ]
     return TrialScore(
         form=form.form,
         path=str(run),

@@ -21,7 +21,7 @@ from compress.data.sources import load_task
 from compress.deploy.blocks import Architecture
 from compress.deploy.latency import real_inputs
 from compress.deploy.latency_model import LatencyModel, calibrate, fingerprint, load
-from compress.deploy.targets import Target, form_name, get_target
+from compress.deploy.targets import Target, check_installed, form_name, get_target
 from compress.modeling.loading import load_config, load_tokenizer
 from compress.recipe import Recipe
 from compress.recipe.search import SearchSpec
@@ -38,6 +38,19 @@ def target_form(recipe: Recipe, spec: SearchSpec, source: str) -> tuple[Target, 
     off = [k for k, p in spec.space.items() if k.endswith(".enabled") and p.choices and False in p.choices]
     need = {"onnxruntime-fp32": ("export", "onnx"), "onnxruntime-int8": ("quantize", None)}.get(target.name)
     form = student
+    if target.runtime not in ("torch", "onnxruntime"):  # OpenVINO, ExecuTorch: built by the export pass's targets
+        check_installed(target.runtime)
+        export = next((p for p in passes if p.name == "export" and student in (p.options.get("models") or [student])), None)
+        made = (
+            export is not None and target.runtime in export.options.get("targets", []) and (target.precision == "fp32" or export.options.get("int8"))
+        )
+        if not made or any(k.startswith("passes.export.") for k in off):
+            int8 = ", int8: true" if target.precision == "int8" else ""
+            raise CompressError(
+                f"{source}: search.target {target.name} needs the student in that form in every trial: an export pass for "
+                f"{student!r} with targets: [onnx, {target.runtime}]{int8}, or choose another search.target"
+            )
+        form = f"{student}.{target.suffix}"
     if need:
         kind, suffix = need
         maker = next((p for p in passes if p.name == kind and student in (p.options.get("models") or [student])), None)
@@ -51,6 +64,11 @@ def target_form(recipe: Recipe, spec: SearchSpec, source: str) -> tuple[Target, 
             )
         form = f"{student}.{suffix or maker.options.get('suffix', 'int8')}"
     evaluate = next((p for p in passes if p.name == "evaluate"), None)
+    if target.runtime == "torch" and evaluate is not None and evaluate.options.get("latency_device") == "cuda":
+        raise CompressError(
+            f"{source}: search.target {target.name} with evaluate.latency_device cuda: the latency model times its blocks on "
+            "the CPU, so GPU timings would not match it; keep latency_device: cpu (training still uses the GPU)"
+        )
     patterns = (evaluate.options.get("models") if evaluate else None) or ["*"]
     splits = (evaluate.options.get("splits") if evaluate else None) or ["validation"]
     if evaluate is None or not any(fnmatch.fnmatch(form, p) for p in patterns) or "validation" not in splits:
@@ -125,3 +143,12 @@ def latency_model(folder: Path, recipe: Recipe, spec: SearchSpec, *, calibrate_i
     model = calibrate(target, fp, archs, anchors, teacher, feeds, runs=spec.calibration_runs, reference=reference)
     model.save(path)
     return model
+
+
+def parents_model(folder: Path, spec: SearchSpec) -> LatencyModel:
+    """The model the parent of `--workers` calibrated: workers run with fewer threads than the deployment they
+    predict for, so they use the parent's calibration as it is."""
+    path = folder / f"latency_model.{get_target(spec.target).name}.json"
+    if not path.is_file():
+        raise CompressError(f"{path} is missing; workers join a study that compress search (without --worker) prepared")
+    return LatencyModel.model_validate_json(path.read_text())

@@ -98,6 +98,11 @@ def _headline(summary: dict[str, Any]) -> list[str]:
     lines = [
         f"Deploy target: **{summary['target']}**. Every speed-up is against the teacher's fastest deploy form, **{summary['reference']}**, {how}."
     ]
+    if str(summary["target"]).startswith("executorch"):
+        lines.append(
+            "These ExecuTorch milliseconds ran XNNPACK's x86 kernels on this machine, not a phone's ARM ones: they rank the students "
+            "here; measure the `.pte` files on the phone before quoting phone latency."
+        )
     if summary["finals"]:
         lines.append(
             f"Fastest final student within 1 pt of the teacher's test accuracy: **{_num(best, suffix='x') if best else 'none'}**. "

@@ -3,12 +3,12 @@
     reports/<name>/index.html   interactive chart (plotly, embedded: works offline) and tables
     reports/<name>/report.md    the same for git, with pareto.png
     reports/<name>/trials.csv   every proxy trial, final student, baseline and teacher form (pandas)
-    reports/<name>/summary.json the numbers: teacher forms, baselines, final students, predictor quality
+    reports/<name>/summary.json the numbers: baselines (teacher forms, peers), final students, predictor quality
 
-Points are read from typed records (`TrialScore`s in the study, `Frontier` of `compress finalize`,
-`RunMetrics` of a plain run) into one DataFrame; everything shown is derived from that frame. Proxy trials
-stand at their *predicted* speed-up (what the search optimized); final students, baselines and teacher
-forms at the speed-up *measured* in one timing run against the teacher's fastest deploy form.
+Points are read from typed records (`TrialScore`s in the study, `Frontier` of `compress finalize`, `RunMetrics`
+of a plain run) into one DataFrame; everything shown is derived from it. Proxy trials stand at their *predicted*
+speed-up (what the search optimized); finals, baselines and teacher forms at the speed-up *measured* in one
+timing run against the teacher's fastest deploy form.
 """
 
 from __future__ import annotations
@@ -24,15 +24,16 @@ from pydantic import ValidationError
 from scipy.stats import spearmanr
 
 from compress.core.atomic import atomic_dir
-from compress.core.errors import CompressError
+from compress.core.errors import CompressError, first_line
 from compress.core.records import FormEval, Frontier, FrontierEntry, TeacherReference, TrialScore, read_metrics
 from compress.deploy.blocks import Architecture
 from compress.search.frontier import budgets, hypervolume, knee, pareto
 from compress.search.plots import render_png
 from compress.search.render import render_html, render_markdown
+from compress.search.storage import reopen
 
 
-def load_points(source: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+def load_points(source: Path, storage: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Every point of a study folder (search.json) or a run folder (metrics.json), and the study's context."""
     source = Path(source)
     if (source / "search.json").is_file():
@@ -45,9 +46,11 @@ def load_points(source: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
                 f"{source}/search.json: no teacher reference this compress version reads ({why}); rerun compress search --resume to measure it again"
             ) from None
         try:
-            study = optuna.load_study(study_name=info["study"], storage=info["storage"])
+            study = optuna.load_study(study_name=info["study"], storage=reopen(info["storage"], storage))
+        except CompressError:
+            raise
         except Exception as e:
-            raise CompressError(f"{source}: cannot open study {info['study']!r} in {info['storage']} ({str(e).splitlines()[0]})") from None
+            raise CompressError(f"{source}: cannot open study {info['study']!r} in {info['storage']} ({first_line(e)})") from None
         rows = [
             {
                 "source": source.name,
@@ -124,7 +127,7 @@ def _trial_row(s: TrialScore | None) -> dict[str, Any]:
         "size_mb": s.size_mb,
         "params_m": lat.params / 1e6 if lat else None,
         **_arch_cols(s.arch),
-        "path": s.path,
+        "path": _shown(s.path),
     }
 
 
@@ -168,26 +171,29 @@ def _form_row(
         "speedup_vs_torch": lat.speedups.get(torch_key) if torch_key else None,
         "params_m": lat.params / 1e6,
         **(_arch_cols(arch) if arch else {}),
-        "path": path,
+        "path": _shown(path),
     }
+
+
+def _shown(path: str | None) -> str | None:
+    """A run folder relative to the working directory when inside it: committed reports name no machine's paths."""
+    p = Path(path).resolve() if path else None
+    return str(p.relative_to(Path.cwd())) if p and p.is_relative_to(Path.cwd()) else path
 
 
 def predictor_quality(points: pd.DataFrame) -> dict[str, Any]:
     """How well the predicted speed-up ranks and matches the one measured in each trial's own run."""
-    t = (
-        points[(points["kind"] == "trial") & points.get("measured_speedup", pd.Series(dtype=float)).notna()]
-        if "measured_speedup" in points
-        else points.iloc[:0]
-    )
+    t = points[(points["kind"] == "trial") & points["measured_speedup"].notna()] if "measured_speedup" in points else points.iloc[:0]
     if len(t) < 2:
         return {"trials": len(t), "spearman": None, "median_abs_err": None}
     pred, meas = t["speedup"].to_numpy(float), t["measured_speedup"].to_numpy(float)
     return {"trials": len(t), "spearman": float(spearmanr(pred, meas)[0]), "median_abs_err": float(np.median(np.abs(pred / meas - 1)))}
 
 
-def build(sources: list[Path], out: Path) -> Path:
-    """Write the report for `sources` into `out` (replaced whole, only when everything was written)."""
-    loaded = [load_points(Path(s)) for s in sources]
+def build(sources: list[Path], out: Path, storage: str | None = None) -> Path:
+    """Write the report for `sources` into `out` (replaced whole, only when everything was written).
+    `storage` replaces the URL recorded in a study's search.json (one recorded without its password)."""
+    loaded = [load_points(Path(s), storage) for s in sources]
     points = pd.concat([df for df, _ in loaded], ignore_index=True)
     context = loaded[0][1]
     scored = (
@@ -237,7 +243,8 @@ def _row_summary(r: pd.Series) -> dict[str, Any]:
         "trial",
         "path",
     )
-    return {k: (None if pd.isna(r[k]) else r[k].item() if hasattr(r[k], "item") else r[k]) for k in keys if k in r}
+    out = {k: (None if pd.isna(r[k]) else r[k].item() if hasattr(r[k], "item") else r[k]) for k in keys if k in r}
+    return out | {k: int(v) for k in ("layers", "intermediate_size", "trial") if (v := out.get(k)) is not None}  # counts, not floats
 
 
 def _summary(points: pd.DataFrame, front: pd.DataFrame, context: dict[str, Any], teachers: dict[str, TeacherReference]) -> dict[str, Any]:
@@ -247,7 +254,7 @@ def _summary(points: pd.DataFrame, front: pd.DataFrame, context: dict[str, Any],
     kind = points["kind"]
     finals, peers, forms = points[kind == "final"], points[kind == "baseline"], points[kind == "teacher"]
     within = finals[finals["test_accuracy"] >= tt - 0.01] if tt is not None and not finals.empty else finals.iloc[:0]
-    rivals = pd.concat([peers, forms])
+    rivals = pd.concat([forms, peers])  # what users get without compress (the teacher's forms), then peer students
     dominated = [
         bool(((finals["test_accuracy"] >= r.test_accuracy) & (finals["speedup"] >= r.speedup)).any()) if not finals.empty else False
         for r in rivals.itertuples()
@@ -268,8 +275,10 @@ def _summary(points: pd.DataFrame, front: pd.DataFrame, context: dict[str, Any],
             "repeats_redone": frontier.repeats_redone,
         },
         "teacher_accuracy": {"validation": tv, "test": tt},
-        "teacher_forms": [_row_summary(r) for _, r in forms.iterrows()],
-        "baselines": [_row_summary(r) | {"dominated": d} for (_, r), d in zip(rivals.iterrows(), dominated, strict=True) if r["kind"] == "baseline"],
+        "baselines": [
+            _row_summary(r) | {"kind": "teacher" if r["kind"] == "teacher" else "peer", "dominated": d}
+            for (_, r), d in zip(rivals.iterrows(), dominated, strict=True)
+        ],
         "finals": [_row_summary(r) for _, r in finals.sort_values("speedup", ascending=False).iterrows()],
         "best_speedup_vs_teacher_fastest_within_1pt": float(within["speedup"].max()) if not within.empty else None,
         "baselines_total": len(rivals),

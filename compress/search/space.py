@@ -5,6 +5,7 @@ Every key of `search.space` is a recipe key path; a trial is the recipe with the
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import optuna
@@ -68,6 +69,37 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
                     check_groups(g, config.hidden_size, ffn)
         except ValueError as e:
             raise CompressError(f"{source}: search.space.{key}: {e}") from None
+
+
+def seed_params(spec: SearchSpec, source: str) -> list[dict[str, Any]]:
+    """`search.seeds` as Optuna parameters (what `suggest` would have drawn), each value checked against the space.
+
+    Call after `check_space`, which resolves `groups_up_to` into the counts a seed may use."""
+    out = []
+    for i, seed in enumerate(spec.seeds):
+        params: dict[str, Any] = {}
+        for key, value in seed.items():
+            where = f"{source}: search.seeds[{i}].{key}"
+            if key not in spec.space:
+                close = difflib.get_close_matches(key, spec.space, n=1)
+                raise CompressError(f"{where}: not a key of search.space{f'; did you mean {close[0]!r}?' if close else ''}")
+            param = spec.space[key]
+            if param.groups is not None:
+                counts = [int(value)] * len(MATRICES) if isinstance(value, int) else [int(x) for x in str(value).split(",")]
+                if len(counts) != len(MATRICES) or not set(counts) <= set(param.groups):
+                    raise CompressError(f"{where}: {value!r} must be {len(MATRICES)} group counts (q,k,v,post,inter,out) from {param.groups}")
+                params |= {f"{key}.{m}": g for m, g in zip(MATRICES, counts, strict=True)}
+            elif param.choices is not None:
+                if value not in param.choices:
+                    raise CompressError(f"{where}: {value!r} is not one of the space's choices {param.choices}")
+                params[key] = value
+            else:
+                assert param.low is not None and param.high is not None
+                if not isinstance(value, int | float) or not param.low <= value <= param.high:
+                    raise CompressError(f"{where}: {value!r} is outside the space's range [{param.low}, {param.high}]")
+                params[key] = int(value) if param.is_int_range() else float(value)
+        out.append(params)
+    return out
 
 
 def fingerprint(recipe: Recipe, spec: SearchSpec) -> str:

@@ -21,7 +21,7 @@ from compress.data.sources import load_task
 from compress.deploy.blocks import Architecture
 from compress.deploy.flops import flops_per_sequence
 from compress.deploy.latency import natural_lengths, real_inputs, repeated
-from compress.deploy.onnx import ort_runner
+from compress.deploy.targets import get_target, open_runner, target_of
 from compress.modeling.loading import load_config, load_student, load_tokenizer
 from compress.modeling.runners import Runner, torch_runner
 from compress.recipe import Recipe
@@ -47,15 +47,15 @@ def timing_options(recipe: Recipe) -> dict[str, Any]:
 
 
 def forms_on_disk(run: Path, model: str, threads: int | None) -> dict[str, tuple[FormEval, Runner]]:
-    """The evaluated forms of `model` in a finished run that can be rebuilt from disk (PyTorch weights, ONNX files)."""
+    """The evaluated forms of `model` in a finished run that can be rebuilt from disk (PyTorch weights, deploy artifacts)."""
     out = {}
     for name, form in read_metrics(run / "metrics.json").forms_of(model).items():
         if not form.splits:
             continue
         if form.runtime == "torch" and form.precision == "fp32":
             out[name] = (form, torch_runner(load_student(run / "models" / model)))
-        elif form.path:
-            out[name] = (form, ort_runner(run / form.path, threads))
+        elif form.path and (target := target_of(form.runtime, form.precision)) is not None:
+            out[name] = (form, open_runner(target, run / form.path, threads))
     return out
 
 
@@ -102,7 +102,7 @@ def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Fro
         )
     reference = min(teacher, key=teacher.__getitem__)
     return Frontier(
-        target=spec.target,
+        target=get_target(spec.target).name,
         reference=reference,
         reference_ms=teacher[reference],
         seq=shape["seq"],

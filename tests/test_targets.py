@@ -1,0 +1,178 @@
+"""Deploy targets beyond ONNX Runtime: ORT mobile, OpenVINO (+ NNCF int8), ExecuTorch (XNNPACK, + PT2E int8).
+
+Every artifact is loaded by its own runtime's plain API (not compress's runners) and compared with PyTorch;
+the teacher is timed in each runtime a student is timed in, so speed-ups stay against its fastest form.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, SqueezeBertForSequenceClassification
+
+from compress.core.errors import CompressError
+from compress.deploy.targets import TARGETS, compile_module, get_target
+from conftest import run_metrics, write_tiny_recipe
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+ALL = ["onnx", "ort-mobile", "openvino", "executorch"]
+
+
+def _inputs(run, n=4):
+    tok = AutoTokenizer.from_pretrained(run / "models" / "student")
+    return dict(tok(["the movie was great", "awful slow service, never again", "ok", "fine I guess"][:n], padding=True, return_tensors="np"))
+
+
+def test_every_target_exported_checked_evaluated_and_timed(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    passes = [
+        {"name": "convert", "options": {"groups": "2,2,2,1,2,2"}},
+        {"name": "export", "options": {"models": ["student"], "targets": ALL, "int8": True, "calibration_samples": 16}},
+        {"name": "quantize", "options": {}},
+        {"name": "evaluate", "options": {"latency": True, "latency_runs": 5, "latency_seq": 16}},
+    ]
+    code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
+    assert code == 0, err
+    run, m = run_metrics(tmp_path)
+    built = m.reports["export"]["student"]["targets"]
+    assert set(built) == {
+        "ort-mobile-fp32",
+        "ort-mobile-int8",
+        "openvino-fp32",
+        "openvino-int8",
+        "executorch-xnnpack-fp32",
+        "executorch-xnnpack-int8",
+    }
+    assert all(b["max_abs_diff"] < 1e-3 for k, b in built.items() if k.endswith("fp32")), built
+    assert all(0 < b["max_abs_diff"] < 0.5 and b["size_mb"] > 0 for b in built.values()), built
+    ev = m.evaluations
+    student = ev["student"].splits["test"]["accuracy"]
+    for form in ("student.openvino", "student.pte"):  # fp32 in another runtime: the same predictions
+        assert ev[form].splits["test"]["accuracy"] == student, (form, ev[form].splits["test"]["accuracy"], student)
+    for form, runtime in (("student.openvino-int8", "openvino"), ("student.pte-int8", "executorch")):
+        assert (ev[form].runtime, ev[form].precision) == (runtime, "int8") and 0 <= ev[form].splits["test"]["accuracy"] <= 1
+    teacher = {f"teacher.{t.suffix}" if t.suffix else "teacher": t for t in TARGETS.values()}
+    assert set(teacher) <= set(ev), sorted(ev)  # the teacher in every runtime a student is timed in, both precisions
+    fastest = min(teacher, key=lambda n: ev[n].latency.p10_ms)
+    assert all(ev[n].latency.reference == fastest for n in ev if ev[n].latency), fastest
+    assert ev["teacher.pte-int8"].latency.runtime == "executorch" and not ev["teacher.pte-int8"].splits
+
+    # each artifact through its runtime's own API, against PyTorch
+    model = SqueezeBertForSequenceClassification.from_pretrained(run / "models" / "student").eval()
+    feeds = _inputs(run)
+    with torch.no_grad():
+        ref = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(run / "models/student/model.ort"), providers=["CPUExecutionProvider"])
+    assert np.abs(sess.run(["logits"], feeds)[0] - ref).max() < 1e-3
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(run / "models/student/openvino/openvino.xml"), "CPU")
+    assert np.abs(compiled(feeds)[0] - ref).max() < 1e-3
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(run / "models/student/model.pte")).load_method("forward")
+    out = method.execute([torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask", "token_type_ids")])[0]
+    assert np.abs(out.numpy() - ref).max() < 1e-3  # dynamic batch and sequence: 4 texts at their padded length
+
+    card = (run / "models" / "student" / "README.md").read_text()
+    assert "openvino/openvino.xml" in card and "model.pte" in card and "model.ort" in card and "not on a phone" in card
+
+    code, out, err = cli("bench", run / "models" / "student", "--json", "--runs", "5", "--seq", "16", "--backends", "ort,openvino,executorch-int8")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["backend"] for r in rows] == ["ort", "openvino", "executorch-int8"] and all(r["p10_ms"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("name", ["openvino-fp32", "openvino-int8", "executorch-xnnpack-fp32", "executorch-xnnpack-int8"])
+def test_blocks_compile_in_each_target(tmp_path, name):
+    """The latency model times blocks through the same exporters and quantizers as whole models."""
+    block = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 32))
+    run = compile_module(block, {"x": torch.randn(1, 16, 32)}, get_target(name), tmp_path, threads=1)
+    out = run()
+    assert out is not None
+
+
+@pytest.mark.parametrize(("target", "module"), [("openvino", "nncf"), ("executorch", "executorch")])
+def test_missing_extra_is_one_line_naming_it(tmp_path, tiny_csv, tiny_teacher_dir, cli, monkeypatch, target, module):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it raises ImportError
+    passes = [{"name": "convert", "options": {"groups": "2,2,2,1,2,2"}}, {"name": "export", "options": {"models": ["student"], "targets": [target]}}]
+    code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
+    assert code == 2 and f"pip install 'compress[{target}]'" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "results" / "tiny").exists()  # no half-written run
+
+
+def test_unknown_export_target_is_refused(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    passes = [{"name": "convert", "options": {}}, {"name": "export", "options": {"targets": ["tflite"]}}]
+    code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
+    assert code == 2 and "tflite" in err and "executorch" in err, err
+
+
+def test_search_optimizes_openvino_int8(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    """search.target in another runtime: trials are scored in it, the latency model and the teacher are timed in it."""
+    import yaml
+    from test_search import load, write_recipe
+
+    from compress.core.records import TeacherReference, TrialScore
+
+    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=2, target="openvino-int8")
+    raw = yaml.safe_load(recipe.read_text())
+    code, _, err = cli("search", recipe)
+    assert code == 2 and "targets: [onnx, openvino], int8: true" in err and len(err.strip().splitlines()) == 1, err
+    raw["passes"][3]["options"] |= {"targets": ["onnx", "openvino"], "int8": True, "calibration_samples": 8}
+    recipe.write_text(yaml.safe_dump(raw))
+    code, _, err = cli("search", recipe)
+    assert code == 0, err
+    folder = tmp_path / "results" / "tiny"
+    model = json.loads((folder / "latency_model.openvino-int8.json").read_text())
+    assert "teacher.openvino-int8" in model["teacher_ms"] and model["anchors"]
+    teacher = TeacherReference.model_validate(json.loads((folder / "search.json").read_text())["teacher"])
+    assert {"teacher.openvino", "teacher.openvino-int8", "teacher.int8"} <= set(teacher.forms)
+    for t in load(folder / "study.db").get_trials():
+        s = TrialScore.model_validate(t.user_attrs["score"])
+        assert s.form == "student.openvino-int8" and s.target == "openvino-int8" and s.latency.runtime == "openvino" and s.predicted_ms > 0
+
+
+class _Zeta(torch.nn.Module):
+    """A block with an operator outside the Core ATen opset (as a custom activation would bring)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.special.zeta(x.abs() + 2, torch.tensor(2.0))
+
+
+def test_an_operator_a_target_cannot_lower_is_named(tmp_path):
+    with pytest.raises(CompressError, match=r"executorch-xnnpack-fp32 cannot lower _Zeta: operator aten\.special_zeta\.default is not supported"):
+        compile_module(_Zeta(), {"x": torch.randn(1, 4, 8)}, get_target("executorch-xnnpack-fp32"), tmp_path, threads=1)
+    assert not (tmp_path / "block.pte").exists()  # nothing half-written
+
+
+def test_target_names_and_aliases():
+    assert get_target("executorch-xnnpack").name == "executorch-xnnpack-fp32" and get_target("openvino").name == "openvino-fp32"
+    with pytest.raises(CompressError, match=r"unknown deploy target 'openvino-int4' \(did you mean 'openvino-int8'\?\)"):
+        get_target("openvino-int4")
+
+
+def test_search_on_executorch_xnnpack_and_its_report(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    """`search.target: executorch-xnnpack` (the phone runtime): trials scored in it, the report names it and its x86 caveat."""
+    import yaml
+    from test_search import load, write_recipe
+
+    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=2, target="executorch-xnnpack")
+    raw = yaml.safe_load(recipe.read_text())
+    raw["passes"][3]["options"] |= {"targets": ["onnx", "executorch"]}
+    recipe.write_text(yaml.safe_dump(raw))
+    code, _, err = cli("search", recipe)
+    assert code == 0, err
+    folder = tmp_path / "results" / "tiny"
+    assert json.loads((folder / "search.json").read_text())["target"] == "executorch-xnnpack-fp32"
+    for t in load(folder / "study.db").get_trials():
+        assert t.user_attrs["score"]["form"] == "student.pte" and t.user_attrs["score"]["latency"]["runtime"] == "executorch"
+    code, _, err = cli("report", folder, "--out", tmp_path / "r")
+    assert code == 0, err
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Deploy target: **executorch-xnnpack-fp32**" in md and "not a phone's ARM ones" in md
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["target"] == "executorch-xnnpack-fp32"
