@@ -318,3 +318,28 @@ def test_worker_recognises_a_trial_finished_elsewhere(tmp_path):
         study.optimize(objective, n_trials=1)
     assert _finished_elsewhere(raised.value), repr(raised.value)
     assert not _finished_elsewhere(ValueError("some other bug"))
+
+
+def _open_at(url: str, start: float, out: Queue) -> None:
+    time.sleep(max(0.0, start - time.time()))
+    try:
+        open_storage(url, SearchSpec())
+        out.put("ok")
+    except Exception as e:
+        out.put(repr(e))
+
+
+def test_sqlite_new_database_opened_by_many_processes_at_once(tmp_path):
+    """Optuna creates its tables unlocked on first open; processes opening a new database together (workers, a
+    dashboard, the kill test's poller) must all get it, not 'table studies already exists'."""
+    ctx = get_context("spawn")
+    out: Queue = ctx.Queue()
+    urls = [f"sqlite:///{tmp_path}/study{i}.db" for i in range(2)]
+    start = time.time() + 6  # after every process has imported optuna
+    procs = [ctx.Process(target=_open_at, args=(url, start, out)) for url in urls for _ in range(3)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join()
+    assert results == ["ok"] * len(procs), results

@@ -94,17 +94,24 @@ def open_storage(url: str, spec: SearchSpec) -> BaseStorage:
     if url.startswith(("postgresql", "postgres://")):
         url = _postgres(url.replace("postgres://", "postgresql://", 1))
     sqlite = url.startswith("sqlite")
-    try:
-        storage = RDBStorage(
-            url,
-            heartbeat_interval=spec.heartbeat_seconds,
-            grace_period=spec.stale_after_seconds,
-            heartbeat_stale_trial_callback=retry,
-            # SQLite: a writer waits up to a minute for another process's transaction instead of failing in 5 s
-            engine_kwargs={"pool_pre_ping": True} | ({"connect_args": {"timeout": 60}} if sqlite else {}),
-        )
-    except Exception as e:  # sqlalchemy/driver errors: bad URL, server down, wrong password, missing database
-        raise CompressError(f"cannot open study storage {masked(given)}: {_reason(e)}") from None
+    for attempt in range(3):
+        try:
+            storage = RDBStorage(
+                url,
+                heartbeat_interval=spec.heartbeat_seconds,
+                grace_period=spec.stale_after_seconds,
+                heartbeat_stale_trial_callback=retry,
+                # SQLite: a writer waits up to a minute for another process's transaction instead of failing in 5 s
+                engine_kwargs={"pool_pre_ping": True} | ({"connect_args": {"timeout": 60}} if sqlite else {}),
+            )
+            break
+        except Exception as e:  # sqlalchemy/driver errors: bad URL, server down, wrong password, missing database
+            # Optuna creates its tables and alembic's version row on first open, unlocked: a process opening a new
+            # database at the same moment (another worker, a dashboard) makes this one's create fail; they exist now
+            if any(m in str(e) for m in ("already exists", "UNIQUE constraint failed: alembic_version", "database is locked")) and attempt < 2:
+                time.sleep(0.5)
+                continue
+            raise CompressError(f"cannot open study storage {masked(given)}: {_reason(e)}") from None
     if sqlite:
         _serialize(storage.engine)
     return storage
