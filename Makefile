@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install system-deps demo test test-fast lint bench bench-distill bench-speed bench-prune bench-frontier bench-targets clean
+.PHONY: install system-deps demo test test-fast lint bench bench-distill bench-speed bench-prune bench-frontier bench-targets bench-tasks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not integration"
 
 ## Benchmarks: tables on stdout, JSON in results/bench/ (distill first: speed uses its student).
-bench: bench-distill bench-speed bench-prune bench-frontier bench-targets
+bench: bench-distill bench-speed bench-prune bench-frontier bench-targets bench-tasks
 
 bench-distill: install
 	$(BIN)/python bench/distill.py
@@ -64,6 +64,9 @@ bench-frontier: install
 
 bench-targets: install
 	$(BIN)/python bench/targets.py
+
+bench-tasks: install
+	$(BIN)/python bench/tasks.py
 
 clean:
 	rm -rf $(VENV) results/cache .pytest_cache

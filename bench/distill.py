@@ -154,7 +154,7 @@ def main() -> None:
         if k in result:
             table.add_row(k, f"{result[k]:.4f}")
     for init, q in result.get("init_comparison", {}).items():
-        table.add_row(f"start {init}: val acc / KL", f"{q['val_accuracy']:.4f} / {q['kl_to_teacher']:.4f}")
+        table.add_row(f"start {init}: val acc / KL", f"{q['val_score']:.4f} / {q['loss_to_teacher']:.4f}")
     Console().print(table)
 
 

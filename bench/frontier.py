@@ -118,7 +118,7 @@ def main() -> None:
         "remeasure_spread": max(spreads.values()) if spreads else None,
         "remeasure_spreads": spreads,
         "reference": summary["reference"],
-        "teacher_accuracy": summary["teacher_accuracy"],
+        "teacher_score": summary["teacher_score"],
         "finals": summary["finals"],
         "baselines": summary["baselines"],
         "settings": vars(args) | {"minutes": minutes},
@@ -133,7 +133,7 @@ def main() -> None:
         table.add_row(
             str(r["name"]),
             str(r["form"]),
-            f"{r['test_accuracy']:.4f}",
+            f"{r['test_score']:.4f}",
             f"{r['latency_ms']:.2f}",
             f"{r['speedup']:.2f}",
             f"{r['natural_speedup']:.2f}" if r.get("natural_speedup") else "-",

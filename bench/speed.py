@@ -36,7 +36,7 @@ from compress.deploy.quantize import onnxruntime_int8, quiet_root_logger, torch_
 from compress.modeling.loading import load_student, load_tokenizer
 from compress.modeling.runners import predict_with, torch_runner
 from compress.recipe.task import TaskSpec
-from compress.tasks.classification import accuracy
+from compress.tasks.metrics import accuracy
 
 from common import ROOT, TASK
 

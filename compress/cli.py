@@ -69,6 +69,23 @@ def run(recipe: Path, set_: Sets = None) -> None:
     typer.echo(f"results: {result.folder}")
 
 
+@app.command("glue")
+def glue_cmd(
+    glue_dir: Annotated[Path, typer.Argument(help="GLUE folder: CoLA/, SST-2/, MRPC/, STS-B/, QQP/, MNLI/, QNLI/, RTE/ with train.tsv, dev.tsv")],
+    recipe: Annotated[Path, typer.Option(help="recipe template; its task section is replaced per task")] = Path("recipes/glue.yaml"),
+    set_: Sets = None,
+    tasks: Annotated[str | None, typer.Option(help="comma-separated subset, e.g. CoLA,STS-B,MNLI-m (default: every folder found)")] = None,
+    out: Annotated[Path, typer.Option(help="where glue.md and glue.json go")] = Path("reports/glue"),
+) -> None:
+    """Run one recipe over the GLUE tasks (dev = test); a paper-style table of teacher vs student and speed-ups."""
+    from compress.pipeline.glue import run_glue
+    from compress.recipe import load_recipe
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    folder = run_glue(glue_dir, load_recipe(recipe, set_), str(recipe), names, out)
+    typer.echo(f"GLUE table: {folder}/glue.md ({folder}/glue.json)")
+
+
 @app.command("search")
 def search_cmd(
     recipe: Path,

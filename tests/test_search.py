@@ -69,7 +69,7 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
         )
     teacher = TeacherReference.model_validate(json.loads((folder / "search.json").read_text())["teacher"])
     assert set(teacher.forms) == teacher_forms() and teacher.fastest().latency.speedup == 1.0
-    assert teacher.model.natural.texts == 6 and 0 <= teacher.accuracy("test") <= 1
+    assert teacher.model.natural.texts == 6 and 0 <= teacher.score("test") <= 1
 
     frontier = Frontier.model_validate(json.loads((folder / "final" / "frontier.json").read_text()))
     kinds = [e.kind for e in frontier.entries]
@@ -97,7 +97,7 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
     csv = pd.read_csv(out_dir / "trials.csv")
     forms = len(teacher_forms())  # the teacher in each of its forms: one row each (the frontier's teacher entry is one)
     assert len(csv) == len(study.trials) + len(frontier.entries) + forms - 1
-    assert {"val_accuracy", "test_accuracy", "latency_ms", "speedup", "predicted_ms", "measured_speedup", "groups", "kind"} <= set(csv.columns)
+    assert {"val_score", "test_score", "latency_ms", "speedup", "predicted_ms", "measured_speedup", "groups", "kind"} <= set(csv.columns)
     summary = json.loads((out_dir / "summary.json").read_text())
     rivals = [(b["kind"], b["name"]) for b in summary["baselines"]]
     assert [k for k, _ in rivals] == ["teacher"] * forms + ["peer"] * 2 and [n for k, n in rivals if k == "peer"] == ["layerdrop", "pruned"], rivals
@@ -217,7 +217,7 @@ def test_report_refuses_empty_study(tmp_path, cli):
 def _points(rows):
     return pd.DataFrame(
         [
-            {"source": "s", "trial": i, "name": f"s#{i}", "state": "COMPLETE", "feasible": True, "val_accuracy": a, "speedup": x, "test_accuracy": a}
+            {"source": "s", "trial": i, "name": f"s#{i}", "state": "COMPLETE", "feasible": True, "val_score": a, "speedup": x, "test_score": a}
             for i, (a, x) in enumerate(rows)
         ]
     )

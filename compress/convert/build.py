@@ -113,6 +113,7 @@ def student_config(teacher_config, n_layers: int, groups: Groups, ffn: int) -> S
         num_labels=c.num_labels,
         id2label=c.id2label,
         label2id=c.label2id,
+        problem_type=c.problem_type,
         q_groups=groups.q,
         k_groups=groups.k,
         v_groups=groups.v,

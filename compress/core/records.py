@@ -34,7 +34,7 @@ class SplitScores(Record):
     """Scores of one model form on one split."""
 
     n: int
-    metrics: dict[str, float]  # e.g. accuracy, macro_f1
+    metrics: dict[str, float]  # e.g. accuracy, macro_f1, mcc; pearson, spearman
     ci95: dict[str, tuple[float, float]] = {}
 
     def __getitem__(self, metric: str) -> float:
@@ -161,6 +161,8 @@ class RunMetrics(Record):
     error: str | None = None
     passes: list[PassRun] = []
     labels: list[str] = []
+    task_kind: str = "classification"
+    metric: str = "accuracy"  # the task's primary metric: what training selected on and what reports lead with
     evaluations: dict[str, FormEval] = {}
     conversions: dict[str, Conversion] = {}
     reports: dict[str, dict[str, Any]] = {}  # pass name -> its own diagnostics, for people (free form)
@@ -174,6 +176,7 @@ class TeacherReference(Record):
     """The teacher measured once per study, in every deploy form: what a user gets without compress."""
 
     forms: dict[str, FormEval]  # "teacher" (PyTorch fp32), "teacher.onnx", "teacher.int8", ...
+    metric: str = "accuracy"  # the task's primary metric (task.metric): what "accuracy" means in a study
 
     @property
     def model(self) -> FormEval:
@@ -184,9 +187,10 @@ class TeacherReference(Record):
         timed = [f for f in self.forms.values() if f.latency is not None]
         return min(timed, key=lambda f: f.latency.p10_ms if f.latency else float("inf"))
 
-    def accuracy(self, split: str) -> float | None:
+    def score(self, split: str) -> float | None:
+        """The teacher's primary metric on `split` (PyTorch fp32 form)."""
         scores = self.model.splits.get(split)
-        return scores["accuracy"] if scores else None
+        return scores[self.metric] if scores else None
 
 
 class TrialScore(Record):
@@ -195,6 +199,7 @@ class TrialScore(Record):
     form: str
     path: str
     target: str
+    metric: str = "accuracy"  # the task's primary metric, which the study maximizes
     validation: SplitScores
     test: SplitScores | None
     predicted_ms: float  # the latency model's p10 prediction: what the search optimizes
@@ -204,6 +209,11 @@ class TrialScore(Record):
     arch: dict[str, Any]  # compress.deploy.blocks.Architecture
     constraints: list[float]
     feasible: bool
+
+    @property
+    def value(self) -> float:
+        """The validation score the study maximizes (the task's primary metric)."""
+        return self.validation[self.metric]
 
     @property
     def measured_speedup(self) -> float | None:

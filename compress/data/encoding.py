@@ -19,11 +19,11 @@ import torch
 
 from compress.core.atomic import atomic_path
 from compress.core.hashing import stable_hash
+from compress.tasks.kinds import NO_LABEL
 
 log = logging.getLogger(__name__)
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what every BERT/SqueezeBERT form takes, in this order
-NO_LABEL = -100  # a text the teacher labels (cross-entropy's ignore_index)
 
 
 def placeholder_inputs(batch: int, seq: int) -> tuple[torch.Tensor, ...]:
@@ -38,7 +38,7 @@ class Encoded:
     input_ids: np.ndarray  # [total_tokens] int32
     token_type_ids: np.ndarray  # [total_tokens] int8
     offsets: np.ndarray  # [n + 1] int64
-    labels: np.ndarray  # [n] int64; NO_LABEL for texts without one (distillation only)
+    labels: np.ndarray  # [n] int64 class ids (NO_LABEL: none, distillation only) or float32 scores (NaN: none)
     key: str  # content key: same key <=> same tokens
 
     def __len__(self) -> int:
@@ -54,7 +54,7 @@ class Encoded:
             np.concatenate([self.input_ids, other.input_ids]),
             np.concatenate([self.token_type_ids, other.token_type_ids]),
             offsets,
-            np.concatenate([self.labels, other.labels]),
+            _join_labels(self.labels, other.labels),
             stable_hash([self.key, other.key]),
         )
 
@@ -66,6 +66,18 @@ class Encoded:
         rows = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]
         flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         return Encoded(self.input_ids[flat], self.token_type_ids[flat], offsets, self.labels[idx], stable_hash([self.key, idx.tobytes().hex()]))
+
+
+def _labels(column: pd.Series) -> np.ndarray:
+    return column.to_numpy(dtype=np.float32 if pd.api.types.is_float_dtype(column) else np.int64)
+
+
+def _join_labels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Scores followed by texts without labels (or the reverse): the missing ones become NaN, as regression marks them."""
+    if a.dtype == b.dtype:
+        return np.concatenate([a, b])
+    as_float = lambda x: x if x.dtype.kind == "f" else np.where(x == NO_LABEL, np.nan, x).astype(np.float32)
+    return np.concatenate([as_float(a), as_float(b)])
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -102,7 +114,7 @@ def encode(df: pd.DataFrame, tokenizer, max_length: int, cache_dir: Path | None)
         input_ids=np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1])),
         token_type_ids=np.fromiter((t for x in types for t in x), dtype=np.int8, count=int(offsets[-1])),
         offsets=offsets,
-        labels=df["label"].to_numpy(dtype=np.int64) if "label" in df else np.full(len(df), NO_LABEL, dtype=np.int64),
+        labels=_labels(df["label"]) if "label" in df else np.full(len(df), NO_LABEL, dtype=np.int64),
         key=key,
     )
     if path is not None:

@@ -7,7 +7,8 @@ Three sources, chosen by what `task.dataset` names:
   `validation.*` / `test.*`;
 - anything else is a Hugging Face dataset id (`glue` with `config: sst2`), which needs the hub or a
   local `datasets` cache.
-Every split ends up as a DataFrame with columns `text`, optional `text_pair`, and integer `label`.
+Every split ends up as a DataFrame with columns `text`, optional `text_pair`, and `label` (an integer id
+for classification, a float for regression).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import pandas as pd
 
 from compress.core.deps import package_path
 from compress.core.errors import CompressError
+from compress.data.labels import class_ids, regression_labels
 from compress.recipe.task import TaskSpec
+from compress.tasks.kinds import KINDS, TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +66,27 @@ EMBEDDED = {
 @dataclass
 class TaskData:
     splits: dict[str, pd.DataFrame]
-    labels: list[str]
+    labels: list[str]  # class names in id order; regression: the one output, named after the label column
     is_pair: bool
+    kind: TaskKind = KINDS["classification"]
+    metric: str = "accuracy"  # the primary metric (task.metric, checked against the kind and label count)
     unused: pd.DataFrame = field(default_factory=pd.DataFrame)  # training rows beyond task.max_train_samples (distillation can use their text)
 
     def summary(self) -> str:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
-        return f"{len(self.labels)} labels ({', '.join(self.labels)}); {sizes}"
+        if self.kind.name == "regression":
+            y = self.splits["train"]["label"]
+            return f"regression of {self.labels[0]!r} (train mean {y.mean():.3g}, sd {y.std():.3g}), metric {self.metric}; {sizes}"
+        return f"{len(self.labels)} labels ({', '.join(self.labels)}), metric {self.metric}; {sizes}"
+
+    @property
+    def secondary(self) -> str:
+        """The metric shown beside the primary one in tables (macro-F1 or accuracy; Spearman or Pearson)."""
+        return next(k for k in self.kind.available(len(self.labels)) if k != self.metric)
+
+    def score(self, logits: np.ndarray, labels: np.ndarray) -> float:
+        """The primary metric of `logits` (what training keeps the best epoch by, and what the search maximizes)."""
+        return self.kind.score(self.metric, logits, labels, len(self.labels))
 
 
 def load_task(spec: TaskSpec, seed: int) -> TaskData:
@@ -96,19 +113,9 @@ def load_task(spec: TaskSpec, seed: int) -> TaskData:
     if "train" not in frames:
         raise CompressError(f"dataset {spec.dataset!r} has no training rows left after filters {spec.filters}; relax task.filters")
 
-    values = sorted({str(v) for df in frames.values() for v in df["label"]})
-    labels = list(label_names) if label_names else values
-    unseen = sorted(set(values) - set(labels))
-    if unseen:
-        raise CompressError(
-            f"label column {label_col!r} has values not in task.labels {labels}: {unseen[:5]} - "
-            f"add them to task.labels or drop them with task.filters"
-        )
-    if len(labels) < 2:
-        raise CompressError(f"a classification task needs at least 2 labels, found {labels}; check task.label_column")
-    ids = {name: i for i, name in enumerate(labels)}
-    for df in frames.values():
-        df["label"] = df["label"].astype(str).map(ids).astype(np.int64)
+    kind = KINDS[spec.kind]
+    labels = regression_labels(frames, label_col) if spec.kind == "regression" else class_ids(frames, label_col, label_names)
+    metric = kind.check_metric(spec.metric, len(labels))
 
     splits = _split(frames, spec, seed)
     limits = {"train": spec.max_train_samples, "validation": spec.max_validation_samples, "test": spec.max_test_samples}
@@ -117,7 +124,7 @@ def load_task(spec: TaskSpec, seed: int) -> TaskData:
     for s, df in splits.items():
         if len(df) == 0:
             raise CompressError(f"the {s} split is empty; lower task.{s if s != 'train' else 'validation'}_fraction or add data")
-    return TaskData(splits=splits, labels=labels, is_pair="text_pair" in cols, unused=unused)
+    return TaskData(splits=splits, labels=labels, is_pair="text_pair" in cols, kind=kind, metric=metric, unused=unused)
 
 
 def _clean(df: pd.DataFrame, spec: TaskSpec, cols: dict[str, str]) -> pd.DataFrame:

@@ -57,8 +57,9 @@ def load_config(name: str, revision: str | None = None, trust_remote_code: bool 
         ) from e
 
 
-def load_teacher(spec: TeacherSpec, labels: list[str]) -> PreTrainedModel:
-    """A `BertForSequenceClassification` with a head for `labels` (new head if the checkpoint has none)."""
+def load_teacher(spec: TeacherSpec, labels: list[str], regression: bool = False) -> PreTrainedModel:
+    """A `BertForSequenceClassification` with a head for `labels` (new head if the checkpoint has none);
+    `regression`: one output, and transformers' own loss for it is MSE (problem_type)."""
     from transformers import BertForSequenceClassification
 
     config = load_config(spec.model, spec.revision, spec.trust_remote_code)
@@ -70,6 +71,7 @@ def load_teacher(spec: TeacherSpec, labels: list[str]) -> PreTrainedModel:
     id2label = dict(enumerate(labels))
     config.num_labels = len(labels)
     config.id2label, config.label2id = id2label, {v: k for k, v in id2label.items()}
+    config.problem_type = "regression" if regression else "single_label_classification"
     # A checkpoint with a head for a different label count gets a fresh head (ignore_mismatched_sizes).
     return _from_pretrained(BertForSequenceClassification, spec.model, config, revision=spec.revision, ignore_mismatched_sizes=True)
 

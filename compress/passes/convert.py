@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BeforeValidator, Field, PositiveInt
 
 from compress.convert.build import convert
@@ -18,7 +17,6 @@ from compress.data.encoding import batches
 from compress.modeling.runners import predict
 from compress.pipeline.registry import Pass, PassConfig
 from compress.pipeline.state import RunState
-from compress.tasks.classification import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +88,7 @@ class Convert(Pass):
                 "random": start_quality(state, student if config.init == "random" else build("random")[0]),
             }
             for init, q in report["init_comparison"].items():
-                log.info("%s init=%s before training: val acc %.4f, KL to teacher %.4f", config.student, init, q["val_accuracy"], q["kl_to_teacher"])
+                log.info("%s init=%s before training: val %.4f, loss to teacher %.4f", config.student, init, q["val_score"], q["loss_to_teacher"])
         state.students[config.student] = student
         state.conversions[config.student] = Conversion(
             teacher_layers=report["layers"], groups=groups.as_dict(), intermediate_size=report["intermediate_size"], init=config.init
@@ -108,12 +106,10 @@ class Convert(Pass):
 
 @torch.no_grad()
 def start_quality(state: RunState, student: torch.nn.Module) -> dict[str, float]:
-    """Validation accuracy and mean KL(teacher || student) of an untrained student."""
+    """The task metric on validation, and the distillation loss to the teacher (KL at T=1; MSE for regression), of an untrained student."""
     enc = state.encoded("validation")
     assert state.teacher is not None
     s_logits = predict(student, enc, state.device)
     t_logits = predict(state.teacher, enc, state.device)
-    kl = F.kl_div(
-        torch.log_softmax(torch.from_numpy(s_logits), -1), torch.log_softmax(torch.from_numpy(t_logits), -1), log_target=True, reduction="batchmean"
-    )
-    return {"val_accuracy": accuracy(enc.labels, s_logits.argmax(1)), "kl_to_teacher": float(kl)}
+    loss = state.task.kind.distill_loss(torch.from_numpy(s_logits), torch.from_numpy(t_logits), 1.0)
+    return {"val_score": state.task.score(s_logits, enc.labels), "loss_to_teacher": float(loss)}

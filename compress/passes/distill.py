@@ -116,7 +116,16 @@ class Distill(Pass):
                 proj[str(s)] = torch.nn.Linear(student.config.hidden_size, teacher.config.hidden_size).to(state.device)
         teacher.eval().to(state.device)
         loss = DistillLoss(
-            teacher, config.temperature, config.alpha, cached, hidden_map, config.hidden_weight, attn_map, config.attention_weight, proj
+            teacher,
+            config.temperature,
+            config.alpha,
+            cached,
+            hidden_map,
+            config.hidden_weight,
+            attn_map,
+            config.attention_weight,
+            proj,
+            state.task.kind,
         )
         on_validation = state.on_validation
         report = (lambda epoch, acc: on_validation(name, epoch, acc, student)) if on_validation else None
@@ -126,6 +135,7 @@ class Distill(Pass):
             train,
             state.encoded("validation"),
             config.schedule(),
+            state.task,
             device=state.device,
             seed=state.seed,
             desc=f"distill {name}",
@@ -134,7 +144,8 @@ class Distill(Pass):
         )
         return {
             "history": history,
-            "best_val_accuracy": max(h["val_accuracy"] for h in history),
+            "metric": state.task.metric,
+            "best_val_score": max(h["val_score"] for h in history),
             "examples": labelled,
             "unlabeled_examples": len(train) - labelled,
             "teacher_cache": cache_status,
@@ -144,7 +155,7 @@ class Distill(Pass):
 
 
 def _unlabeled(state: RunState, config: Distill.Config) -> Encoded:
-    """`config.unlabeled` texts for the teacher to label, tokenized like the task (labels NO_LABEL)."""
+    """`config.unlabeled` texts for the teacher to label, tokenized like the task (no labels)."""
     if config.unlabeled_source == "unused":
         texts = state.task.unused.drop(columns=["label"], errors="ignore")
         if texts.empty:

@@ -31,7 +31,6 @@ from compress.deploy.targets import TARGETS, baseline_runtimes, cached_runner, f
 from compress.modeling.runners import Runner, count_parameters, predict_with, torch_runner
 from compress.pipeline.registry import Pass, PassConfig
 from compress.pipeline.state import RunState
-from compress.tasks.classification import classification_scores
 
 log = logging.getLogger(__name__)
 Kind = tuple[str, str, str]  # (model, runtime, precision)
@@ -69,7 +68,7 @@ class Evaluate(Pass):
         runners = {n: torch_runner(models[n], state.device) if n in models else state.variants[n].runner(state.recipe.threads) for n in names}
         scores: dict[str, dict[str, SplitScores]] = {
             name: {
-                split: classification_scores(
+                split: state.task.kind.scores(
                     predict_with(runners[name], state.encoded(split), config.batch_size),
                     state.encoded(split).labels,
                     len(state.task.labels),
@@ -177,11 +176,12 @@ def _form(
 def _print(state: RunState, names: list[str]) -> None:
     evals = [state.evaluations[n] for n in names]
     splits = list(dict.fromkeys(s for e in evals for s in e.splits))
+    metric, other = state.task.metric, state.task.secondary
     table = Table(title="evaluation")
     table.add_column("model")
     for split in splits:
-        table.add_column(f"{split} acc [95% CI]", justify="right")
-        table.add_column(f"{split} macro-F1", justify="right")
+        table.add_column(f"{split} {metric} [95% CI]", justify="right")
+        table.add_column(f"{split} {other}", justify="right")
     timed = any(e.latency for e in evals)
     if timed:
         table.add_column("latency ms p10 (median)", justify="right")
@@ -190,8 +190,8 @@ def _print(state: RunState, names: list[str]) -> None:
         cells = []
         for split in splits:
             r = e.splits.get(split)
-            lo, hi = r.ci95["accuracy"] if r else (0.0, 0.0)
-            cells += [f"{r['accuracy']:.4f} [{lo:.3f}, {hi:.3f}]", f"{r['macro_f1']:.4f}"] if r else ["-", "-"]
+            lo, hi = r.ci95[metric] if r else (0.0, 0.0)
+            cells += [f"{r[metric]:.4f} [{lo:.3f}, {hi:.3f}]", f"{r[other]:.4f}"] if r else ["-", "-"]
         if timed:
             lat = e.latency
             cells += [f"{lat.p10_ms:.2f} ({lat.median_ms:.2f})" if lat else "-", f"{lat.speedup:.2f}" if lat and lat.speedup else "-"]

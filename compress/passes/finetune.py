@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 
-import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 
 from compress.core.atomic import atomic_dir
@@ -58,10 +57,10 @@ class FinetuneTeacher(Pass):
                 log.warning("cached teacher %s unusable (%s); fine-tuning again", folder, e)
 
         def loss_fn(model, batch):
-            return F.cross_entropy(model(*(batch[k] for k in MODEL_INPUTS)).logits, batch["labels"])
+            return state.task.kind.supervised_loss(model(*(batch[k] for k in MODEL_INPUTS)).logits, batch["labels"])
 
-        history = fit(teacher, loss_fn, train, val, config.schedule(), device=state.device, seed=state.seed, desc="teacher")
-        info = {"history": history, "best_val_accuracy": max(h["val_accuracy"] for h in history), "key": key}
+        history = fit(teacher, loss_fn, train, val, config.schedule(), state.task, device=state.device, seed=state.seed, desc="teacher")
+        info = {"history": history, "metric": state.task.metric, "best_val_score": max(h["val_score"] for h in history), "key": key}
         with atomic_dir(folder) as tmp:
             teacher.save_pretrained(tmp)
             state.tokenizer.save_pretrained(tmp)

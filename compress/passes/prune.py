@@ -18,7 +18,6 @@ from compress.pipeline.state import RunState
 from compress.prune.ffn import prune_bert_ffn, prune_squeezebert_ffn
 from compress.prune.heads import plan_heads
 from compress.prune.importance import accumulate_gradients, head_scores
-from compress.tasks.classification import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +59,19 @@ class Prune(Pass):
         before = {
             "params": count_parameters(model),
             "gflops": flops_per_sequence(model.config, 128) / 1e9,
-            "val_accuracy": accuracy(val.labels, predict(model, val, state.device).argmax(1)),
+            "val_score": state.task.score(predict(model, val, state.device), val.labels),
         }
         model.cpu()
         train = state.encoded("train")
         calib = list(batches(train, 32, np.arange(min(config.taylor_samples, len(train)))))
         if config.importance == "taylor":
-            accumulate_gradients(model, calib)
+            accumulate_gradients(model, calib, state.task.kind)
         heads = {}
         if config.head_ratio:
             heads = plan_heads(head_scores(model, config.importance), config.head_ratio, config.scope)
             model.prune_heads(heads)  # transformers' own: config.pruned_heads makes from_pretrained redo it
             if config.importance == "taylor":
-                accumulate_gradients(model, calib)  # new modules: their gradients for the FFN ranking
+                accumulate_gradients(model, calib, state.task.kind)  # new modules: their gradients for the FFN ranking
         if config.ffn_ratio:
             if kind == "bert":
                 example = {k: calib[0][k] for k in MODEL_INPUTS}
@@ -89,7 +88,7 @@ class Prune(Pass):
         after = {
             "params": count_parameters(model),
             "gflops": flops_per_sequence(model.config, 128) / 1e9,
-            "val_accuracy": accuracy(val.labels, predict(model, val, state.device).argmax(1)),
+            "val_score": state.task.score(predict(model, val, state.device), val.labels),
         }
         report = {
             "from": config.model,
@@ -112,7 +111,7 @@ class Prune(Pass):
             after["gflops"],
             report["heads_per_layer"],
             model.config.intermediate_size,
-            before["val_accuracy"],
-            after["val_accuracy"],
+            before["val_score"],
+            after["val_score"],
         )
         return state

@@ -16,7 +16,6 @@ from compress.deploy.quantize import onnxruntime_int8, torch_int8
 from compress.modeling.runners import predict, predict_with
 from compress.pipeline.registry import Pass, PassConfig
 from compress.pipeline.state import RunState, Variant
-from compress.tasks.classification import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ class Quantize(Pass):
         results = state.report(self.name)
         for name in names:
             folder = state.model_dir(name)
-            fp32_acc = accuracy(val.labels, predict(models[name], val, state.device, config.eval_batch_size).argmax(1))
+            fp32_acc = state.task.score(predict(models[name], val, state.device, config.eval_batch_size), val.labels)
             if config.backend in ("onnxruntime", "neural-compressor"):
                 # Quantize a fresh plain export: a graph fused by the transformer optimizer has contrib ops
                 # whose types ONNX shape inference cannot see, which the quantizer needs.
@@ -82,7 +81,7 @@ class Quantize(Pass):
                             samples=config.calibration_samples,
                         )
                     else:
-                        val_acc = lambda p: accuracy(val.labels, predict_with(ort_runner(p, state.recipe.threads), val).argmax(1))
+                        val_acc = lambda p: state.task.score(predict_with(ort_runner(p, state.recipe.threads), val), val.labels)
                         info = neural_compressor_int8(src, dst, val_acc, tolerable_loss=config.tolerable_loss, max_trials=config.max_trials)
                         log.info("%s: neural-compressor tried %s, chose %s", name, info["tried"], info["chosen"])
                     info |= {"form": form, "size_mb_fp32": src.stat().st_size / 2**20, "size_mb_int8": dst.stat().st_size / 2**20}
@@ -91,9 +90,10 @@ class Quantize(Pass):
                 variant = Variant(name, "torch", "int8", module=torch_int8(models[name]))
                 info = {"mode": "dynamic", "size_mb_fp32": _param_mb(models[name]), "size_mb_int8": None}
             state.variants[f"{name}.{config.suffix}"] = variant
-            int8_acc = accuracy(val.labels, predict_with(variant.runner(state.recipe.threads), val, config.eval_batch_size).argmax(1))
-            results[f"{name}.{config.suffix}"] = info | {"backend": config.backend, "val_accuracy_fp32": fp32_acc, "val_accuracy_int8": int8_acc}
-            log.info("%s.%s (%s %s): val acc %.4f -> %.4f", name, config.suffix, config.backend, info["mode"], fp32_acc, int8_acc)
+            int8_acc = state.task.score(predict_with(variant.runner(state.recipe.threads), val, config.eval_batch_size), val.labels)
+            scores = {"metric": state.task.metric, "val_fp32": fp32_acc, "val_int8": int8_acc}
+            results[f"{name}.{config.suffix}"] = info | {"backend": config.backend} | scores
+            log.info("%s.%s (%s %s): val %s %.4f -> %.4f", name, config.suffix, config.backend, info["mode"], state.task.metric, fp32_acc, int8_acc)
         return state
 
 

@@ -10,11 +10,13 @@ if TYPE_CHECKING:
 
 def model_card(state: RunState, name: str) -> str:
     model = state.models()[name]
+    task, metric, other = state.task, state.task.metric, state.task.secondary
+    what = f"labels {task.labels}" if task.kind.name == "classification" else f"regression of {task.labels[0]!r}: logits[:, 0] is the score"
     lines = [
         f"# {name}",
         "",
-        f"{model.config.model_type} sequence classifier from compress run `{state.recipe.name}` "
-        f"(teacher `{state.recipe.teacher.model}`, task `{state.recipe.task.dataset}`, labels {state.task.labels}).",
+        f"{model.config.model_type} sequence {'classifier' if task.kind.name == 'classification' else 'regressor'} from compress run "
+        f"`{state.recipe.name}` (teacher `{state.recipe.teacher.model}`, task `{state.recipe.task.dataset}`, {what}).",
         "",
     ]
     conv = state.conversions.get(name)
@@ -24,13 +26,13 @@ def model_card(state: RunState, name: str) -> str:
     if forms:
         reference = next((f.latency.reference for f in state.evaluations.values() if f.latency and f.latency.reference), None)
         lines += [
-            "| form | test accuracy [95% CI] | macro-F1 | latency ms, batch 1: p10 (median) | x the teacher's fastest form |",
+            f"| form | test {metric} [95% CI] | {other} | latency ms, batch 1: p10 (median) | x the teacher's fastest form |",
             "|---|---|---|---|---|",
         ]
         for key, ev in forms.items():
             t, lat = ev.splits.get("test"), ev.latency
-            acc = f"{t['accuracy']:.4f} [{t.ci95['accuracy'][0]:.3f}, {t.ci95['accuracy'][1]:.3f}]" if t else "-"
-            f1 = f"{t['macro_f1']:.4f}" if t else "-"
+            acc = f"{t[metric]:.4f} [{t.ci95[metric][0]:.3f}, {t.ci95[metric][1]:.3f}]" if t else "-"
+            f1 = f"{t[other]:.4f}" if t else "-"
             ms = f"{lat.p10_ms:.2f} ({lat.median_ms:.2f}), seq {lat.seq}, {lat.threads} threads" if lat else "-"
             lines.append(f"| {key} | {acc} | {f1} | {ms} | {f'{lat.speedup:.2f}' if lat and lat.speedup else '-'} |")
         if reference:

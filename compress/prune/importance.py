@@ -5,21 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 
 from compress.core.errors import CompressError
 from compress.data.encoding import MODEL_INPUTS
+from compress.tasks.kinds import KINDS, TaskKind
 
 Batches = Iterable[dict[str, torch.Tensor]]
 
 
-def accumulate_gradients(model: torch.nn.Module, batches: Batches) -> None:
+def accumulate_gradients(model: torch.nn.Module, batches: Batches, kind: TaskKind = KINDS["classification"]) -> None:
     """Task-loss gradients summed over `batches`, for Taylor importance (|w * dL/dw|)."""
     model.zero_grad(set_to_none=True)
     model.train()
     for b in batches:
         out = model(*(b[k] for k in MODEL_INPUTS))
-        F.cross_entropy(out.logits, b["labels"]).backward()
+        kind.supervised_loss(out.logits, b["labels"]).backward()
     model.eval()
 
 

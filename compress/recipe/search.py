@@ -2,8 +2,8 @@
 
     search:
       trials: 8
-      objectives: [accuracy, latency]        # + size
-      max_accuracy_drop: 0.01                # constraint vs the teacher (validation accuracy)
+      objectives: [accuracy, latency]        # + size; "accuracy" is the task's metric (task.metric: mcc, f1, pearson, ...)
+      max_accuracy_drop: 0.01                # constraint vs the teacher (validation, task.metric)
       space:
         passes.convert.groups: {groups: [1, 2, 4]}   # each of the six group counts from this list
         passes.convert.layers: {choices: [3, 4, 6]}
@@ -105,7 +105,7 @@ class SearchSpec(BaseModel):
     finalize: FinalizeSpec = Field(default_factory=FinalizeSpec)
     calibration_runs: PositiveInt = Field(30, description="timed calls per block in each of the 3 calibration repeats")
     max_accuracy_drop: float | None = Field(
-        None, ge=0, le=1, description="feasible only within this much of the teacher's validation accuracy (0.01 = 1 pt)"
+        None, ge=0, le=1, description="feasible only within this much of the teacher's validation score, task.metric (0.01 = 1 pt)"
     )
     latency_budget_ms: float | None = Field(None, gt=0, description="feasible only at or below this predicted latency (p10 ms in the target)")
     prune: bool = Field(True, description="stop a trial early when a finished trial that was as cheap was better at the same point")

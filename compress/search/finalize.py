@@ -53,7 +53,7 @@ def pick(trials: list[tuple[int, TrialScore]], k: int) -> list[tuple[int, TrialS
     ok = [(n, s) for n, s in trials if s.feasible]
     front = [(n, s) for n, s in ok if not any(_dominates(o, s) for _, o in ok)]
     distinct: dict[str, tuple[int, TrialScore]] = {}
-    for n, s in sorted(front, key=lambda t: -t[1].validation["accuracy"]):
+    for n, s in sorted(front, key=lambda t: -t[1].value):
         distinct.setdefault(json.dumps(s.arch, sort_keys=True), (n, s))
     ordered = sorted(distinct.values(), key=lambda t: t[1].predicted_ms)
     if len(ordered) <= k:
@@ -63,8 +63,8 @@ def pick(trials: list[tuple[int, TrialScore]], k: int) -> list[tuple[int, TrialS
 
 
 def _dominates(a: TrialScore, b: TrialScore) -> bool:
-    better_or_equal = a.validation["accuracy"] >= b.validation["accuracy"] and a.predicted_ms <= b.predicted_ms
-    return better_or_equal and (a.validation["accuracy"] > b.validation["accuracy"] or a.predicted_ms < b.predicted_ms)
+    better_or_equal = a.value >= b.value and a.predicted_ms <= b.predicted_ms
+    return better_or_equal and (a.value > b.value or a.predicted_ms < b.predicted_ms)
 
 
 def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, out: Path | None = None, storage: str | None = None) -> Path:

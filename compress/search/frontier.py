@@ -1,6 +1,6 @@
 """The accuracy/latency frontier of scored points: Pareto front, hypervolume, knee, best per speed level.
 
-Points are rows of the report's DataFrame with `val_accuracy` and `speedup` (a ratio measured
+Points are rows of the report's DataFrame with `val_score` and `speedup` (a ratio measured
 in one timing run, so points timed at different moments of a noisy machine stay comparable). The front is
 chosen on validation accuracy; test accuracy is only reported.
 """
@@ -19,7 +19,7 @@ SPEEDUP_LEVELS = (1.5, 2, 3, 4)  # x the teacher's fastest deploy form
 
 def pareto(points: pd.DataFrame) -> pd.DataFrame:
     """Feasible scored points on the (max validation accuracy, min relative latency) front, fastest first."""
-    ok = points[(points["state"] == "COMPLETE") & (points["feasible"].fillna(False).astype(bool)) & points["val_accuracy"].notna()]
+    ok = points[(points["state"] == "COMPLETE") & (points["feasible"].fillna(False).astype(bool)) & points["val_score"].notna()]
     if ok.empty:
         return ok
     # Optuna decides the front: the points become trials of an in-memory two-objective study.
@@ -27,7 +27,7 @@ def pareto(points: pd.DataFrame) -> pd.DataFrame:
     study = optuna.create_study(directions=["maximize", "minimize"])
     labels = [int(i) for i in ok.index.to_numpy()]
     dist = optuna.distributions.IntDistribution(0, max(max(labels), 1))  # the row label rides along as a parameter
-    acc, speed = ok["val_accuracy"].to_numpy(dtype=float), ok["speedup"].to_numpy(dtype=float)
+    acc, speed = ok["val_score"].to_numpy(dtype=float), ok["speedup"].to_numpy(dtype=float)
     study.add_trials(
         [
             optuna.trial.create_trial(values=[a, 1 / x], params={"row": i}, distributions={"row": dist})
@@ -56,7 +56,7 @@ def hypervolume(front: pd.DataFrame, teacher_val: float) -> float:
     """Area dominated by the front in (validation accuracy, latency / teacher latency), reference point
     (teacher - 10 pt, 1.0)."""
     ref = np.array([-(teacher_val - HV_ACCURACY_FLOOR), 1.0])
-    pts = np.stack([-front["val_accuracy"].to_numpy(dtype=float), 1 / front["speedup"].to_numpy(dtype=float)], axis=1)
+    pts = np.stack([-front["val_score"].to_numpy(dtype=float), 1 / front["speedup"].to_numpy(dtype=float)], axis=1)
     return hypervolume_2d(pts, ref)
 
 
@@ -65,7 +65,7 @@ def knee(front: pd.DataFrame, teacher_val: float) -> tuple[pd.Series | None, str
     if front.empty:
         return None, "no feasible finished trial"
     if len(front) >= 3:
-        x, y = np.log(front["speedup"].to_numpy()), front["val_accuracy"].to_numpy()
+        x, y = np.log(front["speedup"].to_numpy()), front["val_score"].to_numpy()
         xn, yn = (x - x.min()) / (np.ptp(x) or 1), (y - y.min()) / (np.ptp(y) or 1)
         # front sorted fastest first: the chord runs from the fastest (1, 0) to the most accurate (0, 1);
         # the distance is positive on the side of the ideal corner (fast and accurate)
@@ -76,10 +76,10 @@ def knee(front: pd.DataFrame, teacher_val: float) -> tuple[pd.Series | None, str
                 "the knee of the front: farthest above the straight line from the fastest to the most accurate "
                 "student (log speedup vs accuracy) - past it, more speed costs accuracy faster"
             )
-    close = front[front["val_accuracy"] >= teacher_val - 0.01]
+    close = front[front["val_score"] >= teacher_val - 0.01]
     if not close.empty:
         return close.iloc[0], "the fastest student within 1 pt of the teacher's validation accuracy"
-    return front.sort_values("val_accuracy").iloc[-1], "the most accurate student (none is within 1 pt of the teacher)"
+    return front.sort_values("val_score").iloc[-1], "the most accurate student (none is within 1 pt of the teacher)"
 
 
 def budgets(front: pd.DataFrame) -> list[dict[str, Any]]:
@@ -87,6 +87,6 @@ def budgets(front: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     for level in SPEEDUP_LEVELS:
         fast = front[front["speedup"] >= level]
-        best = fast.sort_values("val_accuracy").iloc[-1] if not fast.empty else None
+        best = fast.sort_values("val_score").iloc[-1] if not fast.empty else None
         out.append({"speedup_at_least": level, "trial": None if best is None else best["name"], "row": best})
     return out

@@ -41,7 +41,7 @@ class TrialFailed(Exception):
 
 def objective_values(score: TrialScore, objectives: Sequence[str]) -> tuple[float, ...]:
     """The study's objectives, in order: accuracy (validation), latency (predicted p10 ms), size (MB)."""
-    value = {"accuracy": score.validation["accuracy"], "latency": score.predicted_ms, "size": score.size_mb}
+    value = {"accuracy": score.value, "latency": score.predicted_ms, "size": score.size_mb}
     return tuple(value[o] for o in objectives)
 
 
@@ -77,10 +77,11 @@ class Objective:
             trial.set_constraint(name, value)
         measured = f", measured {result.latency.p10_ms:.2f} ms ({result.measured_speedup:.2f}x)" if result.latency and result.measured_speedup else ""
         log.info(
-            "trial %d: %s val acc %.4f, predicted %.2f ms (%.2fx the teacher's fastest form)%s%s",
+            "trial %d: %s val %s %.4f, predicted %.2f ms (%.2fx the teacher's fastest form)%s%s",
             trial.number,
             result.form,
-            result.validation["accuracy"],
+            result.metric,
+            result.value,
             result.predicted_ms,
             result.predicted_speedup,
             measured,
@@ -110,7 +111,7 @@ class Objective:
                 other = t.user_attrs.get("val_curve", {}).get(str(epoch))
                 if other is not None and other >= acc + self.spec.prune_margin and t.user_attrs.get("gflops_seq128", float("inf")) <= gflops:
                     trial.set_user_attr("pruned_by", t.number)
-                    why = f"epoch {epoch}: val acc {acc:.4f}, trial {t.number} had {other:.4f} at no more GFLOPs"
+                    why = f"epoch {epoch}: val {self.teacher.metric} {acc:.4f}, trial {t.number} had {other:.4f} at no more GFLOPs"
                     log.info("trial %d pruned (%s)", trial.number, why)
                     raise optuna.TrialPruned(why)
 
@@ -137,13 +138,14 @@ def score(metrics: RunMetrics, spec: SearchSpec, teacher: TeacherReference, run:
     size_mb = form.size_mb if form.size_mb is not None else params * (1 if form.precision == "int8" else 4) / 2**20
     # one slot per constraint, 0.0 when the recipe sets none (<= 0: satisfied), named as CONSTRAINTS
     constraints = [
-        (teacher.accuracy("validation") or 0.0) - spec.max_accuracy_drop - val["accuracy"] if spec.max_accuracy_drop is not None else 0.0,
+        (teacher.score("validation") or 0.0) - spec.max_accuracy_drop - val[teacher.metric] if spec.max_accuracy_drop is not None else 0.0,
         predicted - spec.latency_budget_ms if spec.latency_budget_ms is not None else 0.0,
     ]
     return TrialScore(
         form=form.form,
         path=str(run),
         target=target.name,
+        metric=teacher.metric,
         validation=val,
         test=form.splits.get("test"),
         predicted_ms=predicted,

@@ -18,9 +18,7 @@ TEXT = "speed-up vs the teacher's fastest deploy form (proxies: predicted; other
 def layers(points: pd.DataFrame, front: pd.DataFrame) -> list[dict[str, Any]]:
     """(label, rows, style) per layer of the chart; `labels` marks layers whose points carry their names."""
     done = (
-        points[(points["state"] == "COMPLETE") & points["test_accuracy"].notna() & points["speedup"].notna()]
-        if "speedup" in points
-        else points.iloc[:0]
+        points[(points["state"] == "COMPLETE") & points["test_score"].notna() & points["speedup"].notna()] if "speedup" in points else points.iloc[:0]
     )
     kind = done["kind"]
     trials = done[kind.isin(["trial", "student"])]
@@ -28,7 +26,7 @@ def layers(points: pd.DataFrame, front: pd.DataFrame) -> list[dict[str, Any]]:
         {"label": "proxy trials (predicted)", "rows": trials, "color": "#b0b0b0", "marker": "o", "size": 26, "labels": False},
         {
             "label": "proxy front",
-            "rows": front[front["test_accuracy"].notna()] if "test_accuracy" in front else front,
+            "rows": front[front["test_score"].notna()] if "test_score" in front else front,
             "color": "#707070",
             "marker": "o",
             "size": 60,
@@ -42,7 +40,7 @@ def layers(points: pd.DataFrame, front: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def within_line(summary: dict[str, Any]) -> float | None:
-    test = summary["teacher_accuracy"]["test"]
+    test = summary["teacher_score"]["test"]
     return None if test is None else test - 0.01
 
 
@@ -61,7 +59,7 @@ def render_png(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any
         face = "none" if layer.get("hollow") else layer["color"]
         ax.scatter(
             rows["speedup"],
-            rows["test_accuracy"],
+            rows["test_score"],
             s=layer["size"],
             marker=layer["marker"],
             facecolors=face,
@@ -72,10 +70,10 @@ def render_png(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any
         )
         if layer["labels"]:
             for r in rows.itertuples():
-                ax.annotate(str(r.name), (r.speedup, r.test_accuracy), textcoords="offset points", xytext=(6, 4), fontsize=7)
+                ax.annotate(str(r.name), (r.speedup, r.test_score), textcoords="offset points", xytext=(6, 4), fontsize=7)
     line = within_line(summary)
     if line is not None:
-        ax.axhline(line, color="grey", ls="--", lw=1, label="teacher test accuracy - 1 pt")
+        ax.axhline(line, color="grey", ls="--", lw=1, label=f"teacher test {summary.get('metric') or 'accuracy'} - 1 pt")
     ax.axvline(1.0, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
     low, high = ax.get_xlim()  # a few round speed-ups as ticks, no 2x10^-1 labels on a log axis
@@ -83,10 +81,12 @@ def render_png(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(TEXT, fontsize=8)
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(f"test {summary.get('metric') or 'accuracy'}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best")
-    ax.set_title(f"accuracy vs speed ({summary.get('target') or 'target'}; reference {summary['reference']})", fontsize=9)
+    ax.set_title(
+        f"{summary.get('metric') or 'accuracy'} vs speed ({summary.get('target') or 'target'}; reference {summary['reference']})", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -110,7 +110,7 @@ def plotly_div(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any
         fig.add_trace(
             go.Scatter(
                 x=rows["speedup"],
-                y=rows["test_accuracy"],
+                y=rows["test_score"],
                 mode="markers+text" if layer["labels"] else "markers",
                 name=layer["label"],
                 text=[str(n) for n in rows["name"]] if layer["labels"] else None,
@@ -125,7 +125,7 @@ def plotly_div(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any
         fig.add_hline(y=line, line_dash="dash", line_color="grey", annotation_text="teacher - 1 pt (test)")
     fig.update_layout(
         xaxis={"type": "log", "title": TEXT, "ticksuffix": "x"},
-        yaxis={"title": "test accuracy"},
+        yaxis={"title": f"test {summary.get('metric') or 'accuracy'}"},
         template="plotly_white",
         height=560,
         margin={"l": 60, "r": 20, "t": 30, "b": 50},

@@ -24,9 +24,18 @@ FINAL_COLUMNS = [
 PROXY_COLUMNS = ["trial", "val acc", "test acc [95% CI]", "predicted ms", "predicted x", "measured ms p10", "measured x", "layers", "groups", "FFN"]
 
 
+def metric_of(summary: dict[str, Any]) -> str:
+    """The task's primary metric, which every score column holds (accuracy unless task.metric says otherwise)."""
+    return str(summary.get("metric") or "accuracy")
+
+
+def columns(names: list[str], summary: dict[str, Any]) -> list[str]:
+    return [c.replace(" acc", f" {metric_of(summary)}") for c in names]
+
+
 def fmt_ci(row: Any) -> str:
     """Test accuracy with its interval, for a row (Series or itertuples record)."""
-    acc, lo, hi = (getattr(row, k, None) for k in ("test_accuracy", "test_ci_low", "test_ci_high"))
+    acc, lo, hi = (getattr(row, k, None) for k in ("test_score", "test_ci_low", "test_ci_high"))
     if acc is None or pd.isna(acc):
         return "-"
     return f"{acc:.4f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and not pd.isna(lo) else "")
@@ -70,7 +79,7 @@ def proxy_rows(front: pd.DataFrame) -> list[list[str]]:
     return [
         [
             str(r.name),
-            _num(r.val_accuracy, ".4f"),
+            _num(r.val_score, ".4f"),
             fmt_ci(r),
             _num(getattr(r, "predicted_ms", None)),
             _num(r.speedup, suffix="x"),
@@ -105,7 +114,7 @@ def _headline(summary: dict[str, Any]) -> list[str]:
         )
     if summary["finals"]:
         lines.append(
-            f"Fastest final student within 1 pt of the teacher's test accuracy: **{_num(best, suffix='x') if best else 'none'}**. "
+            f"Fastest final student within 1 pt of the teacher's test {metric_of(summary)}: **{_num(best, suffix='x') if best else 'none'}**. "
             f"Baselines (teacher forms and peers) matched or beaten on both axes by a final student: "
             f"**{summary['baselines_dominated']} of {summary['baselines_total']}**."
         )
@@ -124,7 +133,7 @@ def _knee(summary: dict[str, Any]) -> str:
         return "No recommendation among the proxy trials: no feasible finished trial."
     return (
         f"Knee of the proxy front: {r['name']} (groups {r.get('groups')}, {_num(r.get('layers'), '.0f')} layers): predicted {_num(r['speedup'])}x at "
-        f"test accuracy {fmt_ci(r)} - {k['why']}."
+        f"test {metric_of(summary)} {fmt_ci(r)} - {k['why']}."
     )
 
 
@@ -150,11 +159,11 @@ def render_markdown(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str
         "",
         *_headline(summary),
         "",
-        "![accuracy vs speed-up](pareto.png)",
+        f"![{metric_of(summary)} vs speed-up](pareto.png)",
         "",
         "## Final students vs what you get without compress",
         "",
-        *_table(FINAL_COLUMNS, final_rows(points)),
+        *_table(columns(FINAL_COLUMNS, summary), final_rows(points)),
         "",
         "Final students: the distinct front architectures retrained at full budget; baselines trained with the same budget. "
         "`ms natural`: batch 1 over validation texts at their own lengths (mean), with its speed-up per text.",
@@ -163,15 +172,16 @@ def render_markdown(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str
         "",
         _knee(summary),
         "",
-        *_table(PROXY_COLUMNS, proxy_rows(front)),
+        *_table(columns(PROXY_COLUMNS, summary), proxy_rows(front)),
         "",
-        "Proxy trials train briefly; the front is chosen on validation accuracy and predicted latency (the search's objectives).",
+        f"Proxy trials train briefly; the front is chosen on validation {metric_of(summary)} and predicted latency (the search's objectives).",
         "",
         "### Best proxy student per speed level",
         "",
         *_budgets(summary),
         "",
-        f"Hypervolume of the proxy front (validation accuracy x predicted latency relative to the teacher's fastest form; reference point: "
+        f"Hypervolume of the proxy front (validation {metric_of(summary)} x predicted latency relative to the teacher's fastest form; "
+        "reference point: "
         f"teacher - 10 pt at 1x): {summary['hypervolume']:.4f}.",
         "",
         "Every point with every metric: [trials.csv](trials.csv); interactive view: [index.html](index.html).",
@@ -187,7 +197,7 @@ def _hover(rows: pd.DataFrame) -> list[str]:
         layers, ffn = _num(getattr(r, "layers", None), ".0f"), _num(getattr(r, "intermediate_size", None), ".0f")
         arch = f"groups {escape(getattr(r, 'groups', '-'))}, layers {layers}, FFN {ffn}"
         out.append(
-            f"{escape(r.name)} {escape(r.form)}<br>test {fmt_ci(r)}, val {_num(r.val_accuracy, '.4f')}<br>{_num(r.speedup)}x the teacher's "
+            f"{escape(r.name)} {escape(r.form)}<br>test {fmt_ci(r)}, val {_num(r.val_score, '.4f')}<br>{_num(r.speedup)}x the teacher's "
             f"fastest form{measured}<br>{arch}<br>{escape(getattr(r, 'config', '') or '')}"
         )
     return out
@@ -211,11 +221,11 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f
 {headline}
 {plot}
 <h2>Final students vs what you get without compress</h2>
-{_html_table("finals", FINAL_COLUMNS, final_rows(points))}
+{_html_table("finals", columns(FINAL_COLUMNS, summary), final_rows(points))}
 <p class="note">Final students: the distinct front architectures retrained at full budget; baselines trained with the same budget.</p>
 <h2>Search: proxy front ({len(front)} students)</h2>
 <p>{escape(_knee(summary))}</p>
-{_html_table("pareto", PROXY_COLUMNS, proxy_rows(front))}
+{_html_table("pareto", columns(PROXY_COLUMNS, summary), proxy_rows(front))}
 <h2>Best proxy student per speed level</h2><ul>{budgets}</ul>
 <p>Hypervolume: {summary["hypervolume"]:.4f}. Trials: {escape(summary["trials"])}. All points: <a href="trials.csv">trials.csv</a>.</p>
 </body></html>

@@ -66,16 +66,18 @@ def load_points(source: Path, storage: str | None = None) -> tuple[pd.DataFrame,
             for t in study.trials
         ]
         frontier = _frontier(source)
-        rows += [r for e in frontier.entries for r in _entry_rows(source.name, e)] if frontier else _teacher_rows(source.name, teacher)
+        rows += (
+            [r for e in frontier.entries for r in _entry_rows(source.name, teacher.metric, e)] if frontier else _teacher_rows(source.name, teacher)
+        )
         return pd.DataFrame(rows), {"teacher": teacher, "frontier": frontier, "info": info, "source": source}
     if (source / "metrics.json").is_file():
         m = read_metrics(source / "metrics.json")
         forms = m.forms_of("teacher")
         if m.status != "complete" or not any(f.latency and "validation" in f.splits for f in forms.values()):
             raise CompressError(f"{source}: run is not complete or did not evaluate and time the teacher; rerun it, or report a study folder")
-        teacher = TeacherReference(forms=forms)
+        teacher = TeacherReference(forms=forms, metric=m.metric)
         rows = [
-            _form_row(source.name, "teacher" if ev.model == "teacher" else "student", ev, None if ev.model == "teacher" else ev.form)
+            _form_row(source.name, m.metric, "teacher" if ev.model == "teacher" else "student", ev, None if ev.model == "teacher" else ev.form)
             for ev in m.evaluations.values()
             if ev.latency and ev.splits
         ]
@@ -88,15 +90,14 @@ def _frontier(source: Path) -> Frontier | None:
     return Frontier.model_validate(json.loads(path.read_text())) if path.is_file() else None
 
 
-def _scores(splits: dict[str, Any]) -> dict[str, Any]:
+def _scores(splits: dict[str, Any], metric: str) -> dict[str, Any]:
     val, test = splits.get("validation"), splits.get("test")
-    lo, hi = test.ci95.get("accuracy", (None, None)) if test else (None, None)
+    lo, hi = test.ci95.get(metric, (None, None)) if test else (None, None)
     return {
-        "val_accuracy": val["accuracy"] if val else None,
-        "test_accuracy": test["accuracy"] if test else None,
+        "val_score": val[metric] if val else None,
+        "test_score": test[metric] if test else None,
         "test_ci_low": lo,
         "test_ci_high": hi,
-        "test_macro_f1": test.metrics.get("macro_f1") if test else None,
     }
 
 
@@ -112,12 +113,12 @@ def _arch_cols(arch: dict[str, Any]) -> dict[str, Any]:
 
 def _trial_row(s: TrialScore | None) -> dict[str, Any]:
     if s is None:
-        return {"form": None, "feasible": None, "val_accuracy": None}
+        return {"form": None, "feasible": None, "val_score": None}
     lat = s.latency
     return {
         "form": s.form,
         "feasible": s.feasible,
-        **_scores({"validation": s.validation, "test": s.test}),
+        **_scores({"validation": s.validation, "test": s.test}, s.metric),
         "speedup": s.predicted_speedup,
         "predicted_ms": s.predicted_ms,
         "latency_ms": lat.p10_ms if lat else None,
@@ -131,19 +132,20 @@ def _trial_row(s: TrialScore | None) -> dict[str, Any]:
     }
 
 
-def _entry_rows(source: str, e: FrontierEntry) -> list[dict[str, Any]]:
+def _entry_rows(source: str, metric: str, e: FrontierEntry) -> list[dict[str, Any]]:
     """A final student or baseline in its fastest form; the teacher in every form (what a user gets without compress)."""
     forms = list(e.forms.values()) if e.kind == "teacher" else [e.best()]
-    return [_form_row(source, e.kind, f, e.name if e.kind != "teacher" else None, e.trial, e.arch, e.path) for f in forms]
+    return [_form_row(source, metric, e.kind, f, e.name if e.kind != "teacher" else None, e.trial, e.arch, e.path) for f in forms]
 
 
 def _teacher_rows(source: str, teacher: TeacherReference) -> list[dict[str, Any]]:
     """The teacher's forms from the study's reference run (before `compress finalize` times everything together)."""
-    return [_form_row(source, "teacher", ev) for ev in teacher.forms.values() if ev.latency]
+    return [_form_row(source, teacher.metric, "teacher", ev) for ev in teacher.forms.values() if ev.latency]
 
 
 def _form_row(
     source: str,
+    metric: str,
     kind: str,
     ev: FormEval,
     name: str | None = None,
@@ -162,7 +164,7 @@ def _form_row(
         "state": "COMPLETE",
         "form": ev.form,
         "feasible": True,
-        **_scores(ev.splits),
+        **_scores(ev.splits, metric),
         "speedup": lat.speedup,
         "latency_ms": lat.p10_ms,
         "median_ms": lat.median_ms,
@@ -197,8 +199,8 @@ def build(sources: list[Path], out: Path, storage: str | None = None) -> Path:
     points = pd.concat([df for df, _ in loaded], ignore_index=True)
     context = loaded[0][1]
     scored = (
-        points[(points["state"] == "COMPLETE") & points["val_accuracy"].notna() & (points["kind"] != "teacher")]
-        if "val_accuracy" in points
+        points[(points["state"] == "COMPLETE") & points["val_score"].notna() & (points["kind"] != "teacher")]
+        if "val_score" in points
         else points.iloc[:0]
     )
     if scored.empty:
@@ -219,7 +221,7 @@ def build(sources: list[Path], out: Path, storage: str | None = None) -> Path:
 def _floor(context: dict[str, Any]) -> float | None:
     """The study's accuracy constraint (on validation) as a line on the plots (None without one)."""
     drop = context["info"].get("search", {}).get("max_accuracy_drop")
-    val = context["teacher"].accuracy("validation")
+    val = context["teacher"].score("validation")
     return None if drop is None or val is None else val - drop
 
 
@@ -227,10 +229,10 @@ def _row_summary(r: pd.Series) -> dict[str, Any]:
     keys = (
         "name",
         "form",
-        "test_accuracy",
+        "test_score",
         "test_ci_low",
         "test_ci_high",
-        "val_accuracy",
+        "val_score",
         "latency_ms",
         "median_ms",
         "natural_ms",
@@ -249,14 +251,14 @@ def _row_summary(r: pd.Series) -> dict[str, Any]:
 
 def _summary(points: pd.DataFrame, front: pd.DataFrame, context: dict[str, Any], teachers: dict[str, TeacherReference]) -> dict[str, Any]:
     teacher: TeacherReference = context["teacher"]
-    tv, tt = teacher.accuracy("validation"), teacher.accuracy("test")
+    tv, tt = teacher.score("validation"), teacher.score("test")
     pick, why = knee(front, tv) if tv is not None else (None, "no teacher validation accuracy")
     kind = points["kind"]
     finals, peers, forms = points[kind == "final"], points[kind == "baseline"], points[kind == "teacher"]
-    within = finals[finals["test_accuracy"] >= tt - 0.01] if tt is not None and not finals.empty else finals.iloc[:0]
+    within = finals[finals["test_score"] >= tt - 0.01] if tt is not None and not finals.empty else finals.iloc[:0]
     rivals = pd.concat([forms, peers])  # what users get without compress (the teacher's forms), then peer students
     dominated = [
-        bool(((finals["test_accuracy"] >= r.test_accuracy) & (finals["speedup"] >= r.speedup)).any()) if not finals.empty else False
+        bool(((finals["test_score"] >= r.test_score) & (finals["speedup"] >= r.speedup)).any()) if not finals.empty else False
         for r in rivals.itertuples()
     ]
     levels = budgets(front)
@@ -274,7 +276,8 @@ def _summary(points: pd.DataFrame, front: pd.DataFrame, context: dict[str, Any],
             "statistic": "p10 of per-call times",
             "repeats_redone": frontier.repeats_redone,
         },
-        "teacher_accuracy": {"validation": tv, "test": tt},
+        "metric": teacher.metric,  # what every score column holds (task.metric)
+        "teacher_score": {"validation": tv, "test": tt},
         "baselines": [
             _row_summary(r) | {"kind": "teacher" if r["kind"] == "teacher" else "peer", "dominated": d}
             for (_, r), d in zip(rivals.iterrows(), dominated, strict=True)
@@ -288,7 +291,7 @@ def _summary(points: pd.DataFrame, front: pd.DataFrame, context: dict[str, Any],
         "front_size": len(front),
         "hypervolume": hypervolume(front, tv) if len(front) and tv is not None else 0.0,
         "hypervolume_by_source": {
-            s: hypervolume(pareto(points[(points["source"] == s) & (kind == "trial")]), t.accuracy("validation") or 0.0) for s, t in teachers.items()
+            s: hypervolume(pareto(points[(points["source"] == s) & (kind == "trial")]), t.score("validation") or 0.0) for s, t in teachers.items()
         },
         "knee": None if pick is None else {"name": pick["name"], "why": why},
         "budgets": [{k: v for k, v in b.items() if k != "row"} for b in levels],

@@ -185,7 +185,8 @@ def teacher_reference(recipe: Recipe, folder: Path) -> TeacherReference:
         old = json.loads(done.read_text())
         if old.get("key") == key:
             return TeacherReference.model_validate(old["teacher"])
-    teacher = TeacherReference(forms=run_recipe(parse_recipe(raw, "search reference run")).metrics.forms_of("teacher"))
+    metrics = run_recipe(parse_recipe(raw, "search reference run")).metrics
+    teacher = TeacherReference(forms=metrics.forms_of("teacher"), metric=metrics.metric)
     atomic_write_json(done, {"key": key, "teacher": teacher.model_dump(mode="json")})
     fastest = teacher.fastest()
     log.info(

@@ -26,8 +26,8 @@ from rich.progress import (
 from transformers import get_linear_schedule_with_warmup
 
 from compress.data.encoding import Encoded, batches, num_batches, shuffled
+from compress.data.sources import TaskData
 from compress.modeling.runners import predict
-from compress.tasks.classification import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def fit(
     train: Encoded,
     validation: Encoded,
     schedule: Schedule,
+    task: TaskData,
     *,
     device: torch.device,
     seed: int,
@@ -80,9 +81,10 @@ def fit(
     extra_params: Iterable[torch.nn.Parameter] = (),
     on_epoch_end: Callable[[int, float], None] | None = None,
 ) -> list[dict]:
-    """Train `model` in place; return per-epoch history. The best-validation-accuracy weights are kept.
+    """Train `model` in place; return per-epoch history. The weights of the epoch best on the task's metric
+    (validation) are kept.
 
-    `on_epoch_end(epoch, val_accuracy)` lets a caller (e.g. an Optuna pruner) stop a hopeless run by raising.
+    `on_epoch_end(epoch, val_score)` lets a caller (e.g. an Optuna pruner) stop a hopeless run by raising.
     """
     torch.manual_seed(seed)
     model.to(device)
@@ -92,11 +94,11 @@ def fit(
     opt = torch.optim.AdamW(_param_groups(model, schedule.weight_decay, extra), lr=schedule.lr, fused=device.type in ("cpu", "cuda"))
     steps = schedule.epochs * num_batches(train, schedule.batch_size)
     sched = get_linear_schedule_with_warmup(opt, int(schedule.warmup_ratio * steps), steps)
-    best_acc, best_state, history = -1.0, None, []
+    best_score, best_state, history = -float("inf"), None, []
     with progress() as bar:
         for epoch in range(1, schedule.epochs + 1):
             total = num_batches(train, schedule.batch_size)
-            task = bar.add_task(f"{desc} epoch {epoch}/{schedule.epochs}", total=total, info="")
+            bar_task = bar.add_task(f"{desc} epoch {epoch}/{schedule.epochs}", total=total, info="")
             model.train()
             t0, losses = time.perf_counter(), []
             for batch in batches(train, schedule.batch_size, shuffled(train, seed + epoch, schedule.batch_size)):
@@ -108,18 +110,18 @@ def fit(
                 opt.step()
                 sched.step()
                 losses.append(loss.item())
-                bar.update(task, advance=1, info=f"loss {np.mean(losses[-50:]):.4f}")
+                bar.update(bar_task, advance=1, info=f"loss {np.mean(losses[-50:]):.4f}")
                 if not bar.console.is_terminal and len(losses) % max(1, total // 10) == 0:  # logs get progress too
                     log.info("%s epoch %d: %d/%d batches, loss %.4f", desc, epoch, len(losses), total, np.mean(losses[-50:]))
             train_s = time.perf_counter() - t0
-            val_acc = accuracy(validation.labels, predict(model, validation, device).argmax(1))
-            bar.update(task, info=f"loss {np.mean(losses):.4f} val acc {val_acc:.4f}")
-            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_accuracy": val_acc, "train_seconds": train_s})
-            log.info("%s epoch %d: loss %.4f, val acc %.4f (%.0fs)", desc, epoch, np.mean(losses), val_acc, train_s)
-            if val_acc > best_acc:
-                best_acc, best_state = val_acc, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            val_score = task.score(predict(model, validation, device), validation.labels)
+            bar.update(bar_task, info=f"loss {np.mean(losses):.4f} val {task.metric} {val_score:.4f}")
+            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_score": val_score, "train_seconds": train_s})
+            log.info("%s epoch %d: loss %.4f, val %s %.4f (%.0fs)", desc, epoch, np.mean(losses), task.metric, val_score, train_s)
+            if val_score > best_score:
+                best_score, best_state = val_score, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
             if on_epoch_end is not None:
-                on_epoch_end(epoch, val_acc)
+                on_epoch_end(epoch, val_score)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

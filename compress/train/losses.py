@@ -1,6 +1,7 @@
 """Distillation losses and the loss function the training loop calls.
 
     loss = alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels)    (CE over labelled texts only)
+           (regression: alpha * MSE(s, t) + (1 - alpha) * MSE(s, labels); the task kind supplies both terms)
            + hidden_weight * mean MSE(proj(s_hidden[i]), t_hidden[j])   over the hidden-state layer map
            + attention_weight * mean KL(t_attn[j] || s_attn[i])         over the attention layer map
 
@@ -15,15 +16,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from compress.data.encoding import MODEL_INPUTS, NO_LABEL
+from compress.data.encoding import MODEL_INPUTS
+from compress.tasks.kinds import KINDS, TaskKind
 from compress.train.teacher_cache import TeacherOutputs
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2-scaled KL(teacher || student) of temperature-softened distributions (Hinton et al.)."""
-    t = temperature
-    kl = F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1), log_target=True, reduction="batchmean")
-    return kl * t * t
 
 
 def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -54,6 +49,7 @@ class DistillLoss:
     attention_map: list[tuple[int, int]] = field(default_factory=list)  # (student, teacher) layers
     attention_weight: float = 0.0
     proj: torch.nn.ModuleDict = field(default_factory=torch.nn.ModuleDict)  # student width -> teacher width
+    kind: TaskKind = KINDS["classification"]
 
     def teacher_outputs(self, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, Any]:
         if self.cached is not None:
@@ -76,10 +72,10 @@ class DistillLoss:
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(*(batch[k] for k in MODEL_INPUTS), output_hidden_states=bool(self.hidden_map), output_attentions=bool(self.attention_map))
         t = self.teacher_outputs(batch, out.logits.device)
-        kd = kd_loss(out.logits, t["logits"], self.temperature)
+        kd = self.kind.distill_loss(out.logits, t["logits"], self.temperature)
         loss = self.alpha * kd if self.alpha < 1 else kd
-        if self.alpha < 1 and bool((batch["labels"] != NO_LABEL).any()):  # teacher-labelled texts have only the KD term
-            loss = loss + (1 - self.alpha) * F.cross_entropy(out.logits, batch["labels"], ignore_index=NO_LABEL)
+        if self.alpha < 1 and self.kind.has_labels(batch["labels"]):  # teacher-labelled texts have only the KD term
+            loss = loss + (1 - self.alpha) * self.kind.supervised_loss(out.logits, batch["labels"])
         mask = batch["attention_mask"].unsqueeze(-1).float()
         for s, tl in self.hidden_map:
             sh = out.hidden_states[s]

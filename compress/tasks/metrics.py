@@ -1,0 +1,83 @@
+"""Task metrics as plain functions of (y_true, y_pred), and their bootstrap intervals.
+
+GLUE conventions: accuracy; macro-F1; Matthews correlation (`mcc`, CoLA); F1 of the positive class (`f1`,
+label id 1 of a two-label task: MRPC, QQP); Pearson and Spearman correlation for regression (STS-B).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean F1 over labels present in y_true or y_pred (sklearn's macro average)."""
+    scores = [_f1(y_true, y_pred, c) for c in np.union1d(y_true, y_pred)]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """F1 of the positive class (label id 1), as GLUE reports it for MRPC and QQP."""
+    return _f1(y_true, y_pred, 1)
+
+
+def _f1(y_true: np.ndarray, y_pred: np.ndarray, c: int) -> float:
+    tp = np.sum((y_pred == c) & (y_true == c))
+    wrong = np.sum((y_pred == c) != (y_true == c))
+    return float(2 * tp / (2 * tp + wrong)) if tp + wrong else 0.0
+
+
+def mcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Matthews correlation, multi-class (Gorodkin's R_K, as sklearn); 0 when either side is constant."""
+    labels = np.union1d(y_true, y_pred)
+    t = np.searchsorted(labels, y_true)
+    p = np.searchsorted(labels, y_pred)
+    k = len(labels)
+    confusion = np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.float64)
+    true_sum, pred_sum, n = confusion.sum(1), confusion.sum(0), confusion.sum()
+    correct = np.trace(confusion)
+    cov_tp = correct * n - true_sum @ pred_sum
+    denom = np.sqrt((n * n - pred_sum @ pred_sum) * (n * n - true_sum @ true_sum))
+    return float(cov_tp / denom) if denom else 0.0
+
+
+def pearson(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    if len(y_true) < 2 or np.std(y_true) == 0 or np.std(y_pred) == 0:
+        return 0.0
+    return float(np.corrcoef(y_true, y_pred)[0, 1])
+
+
+def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Pearson correlation of the ranks (ties share their mean rank)."""
+    return pearson(_ranks(y_true), _ranks(y_pred))
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / counts)[inverse]
+
+
+def mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean((y_true - y_pred) ** 2)) if len(y_true) else float("nan")
+
+
+def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, metrics: dict[str, Metric], n: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of each metric, resampling examples with replacement."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y_true), size=(n, len(y_true)))
+    out = {}
+    for name, metric in metrics.items():
+        values = np.array([metric(y_true[i], y_pred[i]) for i in idx])
+        out[name] = (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
+    return out

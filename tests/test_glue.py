@@ -1,0 +1,96 @@
+"""`compress glue` on generated folders in GLUE's exact layout: CoLA without a header, STS-B with its ten columns,
+MNLI with matched and mismatched dev files (and GLUE's unescaped quotes); a missing task folder is skipped and said."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import yaml
+
+from conftest import WORDS
+
+CUES = {"awful": 0, "great": 1}
+
+
+def sentences(n: int, seed: int, period: int = 1) -> list[tuple[str, str]]:
+    """Toy sentences whose cue word alternates every `period` rows (pairs of different periods cover every combination)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        cue = list(CUES)[(i // period) % 2]
+        words = [*rng.sample([w for w in WORDS if w not in CUES], 4), cue]
+        rng.shuffle(words)
+        out.append((" ".join(words) + (' "quoted' if i % 7 == 0 else ""), cue))
+    return out
+
+
+def write_glue(root: Path) -> None:
+    (root / "CoLA").mkdir(parents=True)
+    for split, n in (("train", 160), ("dev", 40)):  # no header: source, label, original label, sentence
+        rows = [f"gj04\t{CUES[c]}\t{'' if CUES[c] else '*'}\t{s}" for s, c in sentences(n, hash(split) % 100)]
+        (root / "CoLA" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    (root / "STS-B").mkdir()
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    for split, n in (("train", 160), ("dev", 40)):
+        pairs = zip(sentences(n, 1), sentences(n, 2), strict=True)
+        rows = [
+            f"{i}\tmain\tf\t2012\t{i}\tnone\tnone\t{a}\t{b}\t{2.5 + 2 * (CUES[ca] - CUES[cb]) + 0.1 * (i % 3):.3f}"
+            for i, ((a, ca), (b, cb)) in enumerate(pairs)
+        ]
+        (root / "STS-B" / f"{split}.tsv").write_text("\n".join([header, *rows]) + "\n")
+    (root / "MNLI").mkdir()
+    header = "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2\tgold_label"
+    labels = {(0, 0): "entailment", (1, 1): "entailment", (0, 1): "contradiction", (1, 0): "contradiction"}
+    for split, n in (("train", 160), ("dev_matched", 40), ("dev_mismatched", 30)):
+        pairs = zip(sentences(n, 3), sentences(n, 4, period=2), strict=True)
+        rows = [f"{i}\t{i}\t{i}e\tfiction\t{a}\t{b}\t{labels[CUES[ca], CUES[cb]]}" for i, ((a, ca), (b, cb)) in enumerate(pairs)]
+        (root / "MNLI" / f"{split}.tsv").write_text("\n".join([header, *rows]) + "\n")
+
+
+def test_glue_table_on_generated_folders(tmp_path, tiny_teacher_dir, cli, caplog):
+    write_glue(tmp_path / "glue")
+    template = {
+        "name": "g",
+        "seed": 1,
+        "device": "cpu",
+        "threads": 1,
+        "output_dir": str(tmp_path / "results"),
+        "task": {"max_length": 24, "max_train_samples": 150},
+        "teacher": {"model": str(tiny_teacher_dir)},
+        "passes": [
+            {"name": "finetune_teacher", "options": {"epochs": 2, "lr": 1e-3}},
+            {"name": "convert", "options": {"groups": "2,2,2,1,2,2", "fit_samples": 16}},
+            {"name": "distill", "options": {"epochs": 1, "lr": 1e-3}},
+            {"name": "export", "options": {"models": ["student"]}},
+            {"name": "quantize"},
+            {"name": "evaluate", "options": {"models": ["teacher", "student.int8"], "latency": True, "latency_seq": 16, "latency_runs": 5}},
+        ],
+    }
+    recipe = tmp_path / "glue.yaml"
+    recipe.write_text(yaml.safe_dump(template))
+    code, _, err = cli("glue", tmp_path / "glue", "--recipe", recipe, "--out", tmp_path / "report", "--tasks", "CoLA,SST-2,STS-B,MNLI-m,MNLI-mm")
+    assert code == 0, err
+    assert "GLUE SST-2: no folder" in err and "skipped" in err
+    summary = json.loads((tmp_path / "report" / "glue.json").read_text())
+    rows = {r["task"]: r for r in summary["rows"]}
+    assert list(rows) == ["CoLA", "STS-B", "MNLI-m", "MNLI-mm"]
+    assert [rows[t]["metric"] for t in rows] == ["mcc", "pearson", "accuracy", "accuracy"]
+    assert rows["MNLI-m"]["test_examples"] == 40 and rows["MNLI-mm"]["test_examples"] == 30 and rows["CoLA"]["test_examples"] == 40
+    assert all(r["student_form"] == "student.int8" and r["speedup"] > 0 and r["reference"].startswith("teacher") for r in rows.values())
+    assert summary["glue_score"]["teacher"] == sum(100 * r["teacher"] for r in rows.values()) / 4
+    table = (tmp_path / "report" / "glue.md").read_text()
+    assert "| CoLA | mcc |" in table and "GLUE score" in table
+    metrics = json.loads((tmp_path / "results" / "g-STS-B" / "metrics.json").read_text())
+    assert metrics["task_kind"] == "regression" and metrics["labels"] == ["label"]
+
+
+def test_glue_bad_inputs(tmp_path, cli):
+    code, _, err = cli("glue", tmp_path / "nowhere", "--recipe", "recipes/glue.yaml")
+    assert code == 2 and "GLUE folder" in err and "does not exist" in err, err
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli("glue", tmp_path / "empty", "--recipe", "recipes/glue.yaml", "--tasks", "CoLA,WNLI")
+    assert code == 2 and "unknown GLUE task(s) WNLI" in err, err
+    code, _, err = cli("glue", tmp_path / "empty", "--recipe", "recipes/glue.yaml")
+    assert code == 2 and "no GLUE task folder found" in err, err

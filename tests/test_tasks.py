@@ -1,0 +1,189 @@
+"""Task kinds: GLUE metrics against scipy, regression end to end (fine-tune -> convert -> distill -> export -> int8 ->
+evaluate, then a tiny search), task.metric driving selection and reports, and the bad inputs of each."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy.stats import pearsonr, spearmanr
+
+from compress.core.errors import CompressError
+from compress.core.records import read_metrics
+from compress.data.sources import load_task
+from compress.recipe.task import TaskSpec
+from compress.tasks import metrics as m
+from compress.tasks.kinds import KINDS
+from conftest import WORDS, make_rows, tiny_recipe
+
+
+def test_metrics_match_their_definitions():
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 2, 400), rng.integers(0, 2, 400)
+    tp, tn = np.sum((p == 1) & (y == 1)), np.sum((p == 0) & (y == 0))
+    fp, fn = np.sum((p == 1) & (y == 0)), np.sum((p == 0) & (y == 1))
+    assert m.mcc(y, p) == pytest.approx((tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
+    assert m.f1(y, p) == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert m.mcc(y, y) == pytest.approx(1.0) and m.mcc(y, 1 - y) == pytest.approx(-1.0) and m.mcc(y, np.zeros_like(y)) == 0.0
+    three = rng.integers(0, 3, 300)
+    assert -1 <= m.mcc(three, rng.integers(0, 3, 300)) <= 1 and m.macro_f1(three, three) == 1.0
+    a, b = rng.normal(size=200), rng.normal(size=200)
+    b = a + b
+    ties = np.round(a, 1)
+    assert m.pearson(a, b) == pytest.approx(pearsonr(a, b)[0])
+    assert m.spearman(ties, b) == pytest.approx(spearmanr(ties, b)[0])
+    assert m.pearson(a, np.ones(200)) == 0.0
+
+
+def test_scores_have_intervals_for_every_metric():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    logits = np.stack([rng.normal(size=300), labels + rng.normal(size=300)], 1)
+    s = KINDS["classification"].scores(logits, labels, num_labels=2)
+    assert set(s.metrics) == {"accuracy", "macro_f1", "mcc", "f1"} == set(s.ci95)
+    assert all(lo <= s[k] <= hi for k, (lo, hi) in s.ci95.items())
+    y = rng.normal(size=300).astype(np.float32)
+    r = KINDS["regression"].scores((y + 0.5 * rng.normal(size=300))[:, None], y, num_labels=1)
+    assert set(r.metrics) == {"pearson", "spearman", "mse"} and r["pearson"] > 0.8
+
+
+FILLER = [w for w in WORDS if w not in ("great", "awful", "ok")]
+
+
+def score_rows(n: int, seed: int = 0) -> pd.DataFrame:
+    """Learnable toy similarity: the cue word sets the score (awful 1, ok 2.5, great 4), plus a little noise."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        cue = ["awful", "ok", "great"][i % 3]
+        words = [*rng.sample(FILLER, 4), cue]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "score": round({"awful": 1.0, "ok": 2.5, "great": 4.0}[cue] + rng.uniform(-0.4, 0.4), 3)})
+    return pd.DataFrame(rows)
+
+
+def test_regression_labels_stay_floats(tmp_path):
+    path = tmp_path / "sts.csv"
+    score_rows(100).to_csv(path, index=False)
+    data = load_task(TaskSpec(dataset=str(path), kind="regression", label_column="score"), seed=0)
+    assert data.labels == ["score"] and data.metric == "pearson" and data.secondary == "spearman"
+    assert all(df["label"].dtype == np.float32 for df in data.splits.values())
+    assert "regression of 'score'" in data.summary()
+
+
+@pytest.mark.parametrize(
+    ("spec", "rows", "message"),
+    [
+        (
+            {"label_column": "score"},
+            "scores",
+            "(0.611, 0.626, 0.653, ...), a score rather than classes: set task.kind: regression",
+        ),
+        ({"kind": "regression", "label_column": "sentiment"}, "classes", "label column 'sentiment' (train) has values that are not numbers"),
+        (
+            {"label_column": "sentiment", "metric": "f1"},
+            "classes",
+            "not a classification metric here; use one of accuracy, macro_f1, mcc",
+        ),
+    ],
+)
+def test_labels_that_do_not_fit_the_kind(tmp_path, spec, rows, message):
+    path = tmp_path / "data.csv"
+    (score_rows(60) if rows == "scores" else make_rows(60)).to_csv(path, index=False)
+    with pytest.raises(CompressError) as e:
+        load_task(TaskSpec(dataset=str(path), **spec), seed=0)
+    assert message in str(e.value) and len(str(e.value).splitlines()) == 1, str(e.value)
+
+
+def test_metric_must_belong_to_the_kind(tmp_path, cli):
+    with pytest.raises(ValueError, match="metric 'pearson' is not a classification metric"):
+        TaskSpec(metric="pearson")
+    with pytest.raises(ValueError, match="a regression task has none"):
+        TaskSpec(kind="regression", labels=["a", "b"])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "x", "task": {"kind": "regression", "metric": "mcc"}, "passes": [{"name": "evaluate"}]}))
+    code, _, err = cli("run", recipe)
+    assert code == 2 and "metric 'mcc' is not a regression metric; use one of pearson, spearman" in err, err
+
+
+REGRESSION_PASSES = [
+    {"name": "finetune_teacher", "options": {"epochs": 10, "lr": 1e-3}},
+    {"name": "convert", "options": {"groups": "2,2,2,1,2,2", "fit_samples": 32}},
+    {"name": "distill", "options": {"epochs": 6, "lr": 1e-3}},
+    {"name": "export", "options": {"models": ["student"]}},
+    {"name": "quantize"},
+    {"name": "evaluate", "options": {"latency": True, "latency_seq": 16, "latency_runs": 5}},
+]
+
+
+@pytest.fixture
+def regression_recipe(tmp_path, tiny_teacher_dir):
+    path = tmp_path / "sts.csv"
+    score_rows(600).to_csv(path, index=False)
+    raw = tiny_recipe(tmp_path, path, tiny_teacher_dir, REGRESSION_PASSES)
+    raw["task"] = {"dataset": str(path), "kind": "regression", "label_column": "score", "metric": "spearman", "max_length": 16}
+    return raw
+
+
+def test_regression_end_to_end(tmp_path, regression_recipe, cli):
+    from transformers import SqueezeBertForSequenceClassification
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(regression_recipe))
+    code, _, err = cli("run", recipe)
+    assert code == 0, err
+    run = tmp_path / "results" / "tiny"
+    metrics = read_metrics(run / "metrics.json")
+    assert metrics.task_kind == "regression" and metrics.metric == "spearman" and metrics.labels == ["score"]
+    for form in ("teacher", "student", "student.onnx", "student.int8"):
+        test = metrics.evaluations[form].splits["test"]
+        assert {"pearson", "spearman", "mse"} <= set(test.metrics) and "accuracy" not in test.metrics, form
+    assert metrics.evaluations["teacher"].splits["test"]["spearman"] > 0.5  # it learned the score, not a constant
+    assert metrics.evaluations["student.int8"].latency and (run / "models" / "student" / "model.int8.onnx").is_file()
+    distill = metrics.reports["distill"]["student"]
+    assert distill["metric"] == "spearman" and all("val_score" in h for h in distill["history"])
+    student = SqueezeBertForSequenceClassification.from_pretrained(run / "models" / "student")
+    assert student.config.num_labels == 1 and student.config.problem_type == "regression"
+    card = (run / "models" / "student" / "README.md").read_text()
+    assert "test spearman [95% CI]" in card and "logits[:, 0] is the score" in card
+
+
+def test_search_over_a_regression_recipe(tmp_path, regression_recipe, cli):
+    """A tiny study on a regression task maximizes the task's metric; the report names it."""
+    import optuna
+
+    from compress.core.records import TrialScore
+
+    regression_recipe["passes"] = [
+        {"name": "finetune_teacher", "options": {"epochs": 1, "lr": 1e-3}},
+        {"name": "convert", "options": {"groups": "2,2,2,1,2,2", "fit_samples": 32}},
+        {"name": "distill", "options": {"epochs": 1, "lr": 1e-3}},
+        {"name": "export", "options": {"models": ["student"]}},
+        {"name": "quantize"},
+        {"name": "evaluate", "options": {"models": ["student*"], "latency": True, "latency_seq": 16, "latency_runs": 5}},
+    ]
+    regression_recipe["search"] = {
+        "trials": 2,
+        "calibration_runs": 5,
+        "prune": False,
+        "space": {"passes.convert.groups": {"groups": [1, 2]}, "passes.convert.layers": {"choices": [1, 2]}},
+        "finalize": {"top_k": 0},
+    }
+    recipe = tmp_path / "search.yaml"
+    recipe.write_text(yaml.safe_dump(regression_recipe))
+    code, _, err = cli("search", recipe)
+    assert code == 0, err
+    folder = tmp_path / "results" / "tiny"
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder}/study.db")
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        s = TrialScore.model_validate(t.user_attrs["score"])
+        assert s.metric == "spearman" and t.values[0] == s.validation["spearman"]
+    code, _, err = cli("report", folder, "--out", tmp_path / "report")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["metric"] == "spearman" and summary["teacher_score"]["test"] is not None
+    assert "val spearman" in (tmp_path / "report" / "report.md").read_text()
