@@ -49,8 +49,7 @@ def write_glue(root: Path) -> None:
         (root / "MNLI" / f"{split}.tsv").write_text("\n".join([header, *rows]) + "\n")
 
 
-def test_glue_table_on_generated_folders(tmp_path, tiny_teacher_dir, cli, caplog):
-    write_glue(tmp_path / "glue")
+def template_recipe(tmp_path: Path, teacher: Path) -> Path:
     template = {
         "name": "g",
         "seed": 1,
@@ -58,7 +57,7 @@ def test_glue_table_on_generated_folders(tmp_path, tiny_teacher_dir, cli, caplog
         "threads": 1,
         "output_dir": str(tmp_path / "results"),
         "task": {"max_length": 24, "max_train_samples": 150},
-        "teacher": {"model": str(tiny_teacher_dir)},
+        "teacher": {"model": str(teacher)},
         "passes": [
             {"name": "finetune_teacher", "options": {"epochs": 2, "lr": 1e-3}},
             {"name": "convert", "options": {"groups": "2,2,2,1,2,2", "fit_samples": 16}},
@@ -70,6 +69,12 @@ def test_glue_table_on_generated_folders(tmp_path, tiny_teacher_dir, cli, caplog
     }
     recipe = tmp_path / "glue.yaml"
     recipe.write_text(yaml.safe_dump(template))
+    return recipe
+
+
+def test_glue_table_on_generated_folders(tmp_path, tiny_teacher_dir, cli):
+    write_glue(tmp_path / "glue")
+    recipe = template_recipe(tmp_path, tiny_teacher_dir)
     code, _, err = cli("glue", tmp_path / "glue", "--recipe", recipe, "--out", tmp_path / "report", "--tasks", "CoLA,SST-2,STS-B,MNLI-m,MNLI-mm")
     assert code == 0, err
     assert "GLUE SST-2: no folder" in err and "skipped" in err
@@ -94,3 +99,14 @@ def test_glue_bad_inputs(tmp_path, cli):
     assert code == 2 and "unknown GLUE task(s) WNLI" in err, err
     code, _, err = cli("glue", tmp_path / "empty", "--recipe", "recipes/glue.yaml")
     assert code == 2 and "no GLUE task folder found" in err, err
+
+
+def test_mnli_without_its_mismatched_file_is_evaluated_matched_only(tmp_path, tiny_teacher_dir, cli):
+    write_glue(tmp_path / "glue")
+    (tmp_path / "glue" / "MNLI" / "dev_mismatched.tsv").unlink()
+    code, _, err = cli(
+        "glue", tmp_path / "glue", "--recipe", template_recipe(tmp_path, tiny_teacher_dir), "--out", tmp_path / "report", "--tasks", "MNLI-m,MNLI-mm"
+    )
+    assert code == 0, err
+    assert "no dev_mismatched.tsv; evaluating matched only" in err
+    assert [r["task"] for r in json.loads((tmp_path / "report" / "glue.json").read_text())["rows"]] == ["MNLI-m"]
