@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install system-deps demo test test-fast lint bench bench-distill bench-speed bench-prune bench-frontier bench-targets bench-tasks clean
+.PHONY: install system-deps demo test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,23 +50,10 @@ test-fast: install
 ## Benchmarks: tables on stdout, JSON in results/bench/ (distill first: speed uses its student).
 bench: bench-distill bench-speed bench-prune bench-frontier bench-targets bench-tasks
 
-bench-distill: install
-	$(BIN)/python bench/distill.py
-
-bench-speed: install
-	$(BIN)/python bench/speed.py
-
-bench-prune: install
-	$(BIN)/python bench/prune.py
-
-bench-frontier: install
-	$(BIN)/python bench/frontier.py
-
-bench-targets: install
-	$(BIN)/python bench/targets.py
-
-bench-tasks: install
-	$(BIN)/python bench/tasks.py
+## bench-NAME runs bench/NAME.py (distill, speed, prune, frontier, targets, tasks); not in .PHONY, where make
+## would skip the pattern rule
+bench-%: install
+	$(BIN)/python bench/$*.py
 
 clean:
 	rm -rf $(VENV) results/cache .pytest_cache

@@ -24,8 +24,9 @@ def class_ids(frames: dict[str, pd.DataFrame], label_col: str, label_names: list
         )
     if len(labels) < 2:
         raise CompressError(f"a classification task needs at least 2 labels, found {labels}; check task.label_column")
-    if not label_names and all(_is_float(v) for v in values) and not all(float(v).is_integer() for v in values):
-        fractional = [v for v in values if not float(v).is_integer()]
+    numbers = pd.to_numeric(pd.Series(values), errors="coerce")  # NaN where a class name is not a number
+    fractional = [v for v, x in zip(values, numbers, strict=True) if x % 1 != 0]
+    if not label_names and numbers.notna().all() and fractional:
         raise CompressError(
             f"label column {label_col!r} holds fractional numbers ({', '.join(fractional[:3])}, ...), a score rather than classes: "
             "set task.kind: regression (or list the classes in task.labels)"
@@ -48,11 +49,3 @@ def regression_labels(frames: dict[str, pd.DataFrame], label_col: str) -> list[s
             )
         df["label"] = values.astype(np.float32)
     return [label_col]
-
-
-def _is_float(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True

@@ -107,7 +107,7 @@ def row(name: str, task: GlueTask, metrics: RunMetrics) -> dict[str, Any]:
             f"GLUE {name}: the template's evaluate pass must score the teacher and a timed student on test "
             "(evaluate.models with teacher and student forms, latency: true)"
         )
-    best = max(students, key=lambda f: f.latency.speedup or 0.0 if f.latency else 0.0)
+    best = max(students, key=lambda f: (f.latency.speedup if f.latency else None) or 0.0)
     assert best.latency is not None
     return {
         "task": name,

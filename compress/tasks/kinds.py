@@ -9,6 +9,7 @@ evaluate, the search's objective) asks the run's `TaskKind` instead of assuming 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
@@ -22,7 +23,7 @@ from compress.tasks import metrics as m
 NO_LABEL = -100  # a classification text the teacher labels (cross-entropy's ignore_index); regression uses NaN
 
 
-class TaskKind:
+class TaskKind(ABC):
     """One kind of task. `metric` names are what `task.metric` may choose; the first is the default."""
 
     name: ClassVar[str]
@@ -48,15 +49,17 @@ class TaskKind:
     def no_labels(self, n: int) -> np.ndarray:
         return np.full(n, NO_LABEL, dtype=self.label_dtype)
 
+    @abstractmethod
     def predictions(self, logits: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """What the metrics compare with the labels (class ids; scores)."""
 
+    @abstractmethod
     def supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss on labelled examples; texts without a label (teacher-labelled only) are ignored."""
-        raise NotImplementedError
 
+    @abstractmethod
     def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-        raise NotImplementedError
+        """The student's loss against the teacher's outputs for the same batch."""
 
     def has_labels(self, labels: torch.Tensor) -> bool:
         return bool((labels != NO_LABEL).any())

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy import stats
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -49,23 +50,18 @@ def mcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def pearson(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    if len(y_true) < 2 or np.std(y_true) == 0 or np.std(y_pred) == 0:
-        return 0.0
-    return float(np.corrcoef(y_true, y_pred)[0, 1])
+    return _correlation(stats.pearsonr, y_true, y_pred)
 
 
 def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Pearson correlation of the ranks (ties share their mean rank)."""
-    return pearson(_ranks(y_true), _ranks(y_pred))
+    return _correlation(stats.spearmanr, y_true, y_pred)
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.arange(len(x), dtype=np.float64)
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return (sums / counts)[inverse]
+def _correlation(fn, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """scipy's coefficient, 0 where it is undefined (a constant side: an untrained regressor, a tiny bootstrap draw)."""
+    if len(y_true) < 2 or np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
+        return 0.0
+    return float(fn(y_true, y_pred)[0])
 
 
 def mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
