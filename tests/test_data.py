@@ -73,7 +73,7 @@ def test_missing_file_and_bad_type(tmp_path):
         load_task(TaskSpec(dataset=str(tmp_path / "nope.csv")), 0)
     bad = tmp_path / "data.txt"
     bad.write_text("x")
-    with pytest.raises(CompressError, match="unsupported file type"):
+    with pytest.raises(CompressError, match="read as CoNLL columns"):
         load_task(TaskSpec(dataset=str(bad)), 0)
 
 

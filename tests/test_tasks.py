@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -43,11 +44,11 @@ def test_scores_have_intervals_for_every_metric():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 300)
     logits = np.stack([rng.normal(size=300), labels + rng.normal(size=300)], 1)
-    s = KINDS["classification"].scores(logits, labels, num_labels=2)
+    s = KINDS["classification"].scores(logits, SimpleNamespace(labels=labels, offsets=np.arange(301)), ["a", "b"])
     assert set(s.metrics) == {"accuracy", "macro_f1", "mcc", "f1"} == set(s.ci95)
     assert all(lo <= s[k] <= hi for k, (lo, hi) in s.ci95.items())
     y = rng.normal(size=300).astype(np.float32)
-    r = KINDS["regression"].scores((y + 0.5 * rng.normal(size=300))[:, None], y, num_labels=1)
+    r = KINDS["regression"].scores((y + 0.5 * rng.normal(size=300))[:, None], SimpleNamespace(labels=y, offsets=np.arange(301)), ["y"])
     assert set(r.metrics) == {"pearson", "spearman", "mse"} and r["pearson"] > 0.8
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
+from transformers import PreTrainedModel, SqueezeBertConfig
 
 from compress.convert.blockfit import (
     collect_moments,
@@ -29,6 +29,7 @@ from compress.convert.perms import (
     search_perms,
 )
 from compress.core.errors import CompressError
+from compress.modeling.heads import head_of, model_class
 
 
 def select_layers(num_layers: int, layers: int | list[int] | None) -> list[int]:
@@ -124,13 +125,12 @@ def student_config(teacher_config, n_layers: int, groups: Groups, ffn: int) -> S
 
 
 @torch.no_grad()
-def build_student(
-    teacher, layers: list[dict], perms: Perms, groups: Groups, moments: list[dict] | None = None
-) -> SqueezeBertForSequenceClassification:
-    """A SqueezeBERT whose weights are the teacher's, reordered by `perms`, cut to the grouped blocks
-    (least-squares fitted to the dense layer's output when activation `moments` are given)."""
+def build_student(teacher, layers: list[dict], perms: Perms, groups: Groups, moments: list[dict] | None = None) -> PreTrainedModel:
+    """A SqueezeBERT with the teacher's head whose weights are the teacher's, reordered by `perms`, cut to the
+    grouped blocks (least-squares fitted to the dense layer's output when activation `moments` are given)."""
     tc = teacher.config
-    student = SqueezeBertForSequenceClassification(student_config(tc, len(layers), groups, layers[0]["intermediate"].shape[0]))
+    head = head_of(teacher)
+    student = model_class(head.name, "squeezebert")(student_config(tc, len(layers), groups, layers[0]["intermediate"].shape[0]))
     hid = torch.from_numpy(perms.hidden)
     te, se = teacher.bert.embeddings, student.transformer.embeddings
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
@@ -161,9 +161,14 @@ def build_student(
         for ln, key in ((S.post_attention.layernorm, "ln1"), (S.output.layernorm, "ln2")):
             ln.weight.copy_(L[f"{key}_w"][hid])
             ln.bias.copy_(L[f"{key}_b"][hid])
-    student.transformer.pooler.dense.weight.copy_(teacher.bert.pooler.dense.weight[:, hid])
-    student.transformer.pooler.dense.bias.copy_(teacher.bert.pooler.dense.bias)
-    student.classifier.load_state_dict(teacher.classifier.state_dict())
+    t_head, s_head = getattr(teacher, head.module), getattr(student, head.module)
+    if head.pooled:  # the pooler maps the permuted hidden order back, so the head's weights stay as they are
+        student.transformer.pooler.dense.weight.copy_(teacher.bert.pooler.dense.weight[:, hid])
+        student.transformer.pooler.dense.bias.copy_(teacher.bert.pooler.dense.bias)
+        s_head.load_state_dict(t_head.state_dict())
+    else:  # a per-token head reads the hidden state itself, in the student's (permuted) order
+        s_head.weight.copy_(t_head.weight[:, hid])
+        s_head.bias.copy_(t_head.bias)
     return student.eval()
 
 
@@ -175,8 +180,8 @@ def convert(
     init: str = "permuted",
     iterations: int = 3,
     calib_batches=None,
-) -> tuple[SqueezeBertForSequenceClassification, dict]:
-    """BERT sequence classifier -> SqueezeBERT student, plus a report (layers, energy kept per layer).
+) -> tuple[PreTrainedModel, dict]:
+    """BERT with a task head -> SqueezeBERT student with the same head, plus a report (layers, energy kept per layer).
 
     `calib_batches` (padded task batches) switch on the least-squares block fit for `permuted` init.
     """
@@ -195,7 +200,7 @@ def convert(
     if init not in ("permuted", "identity", "random"):
         raise CompressError(f"init={init!r}: use permuted, identity or random")
     if init == "random":
-        student = SqueezeBertForSequenceClassification(student_config(tc, len(keep), groups, ffn)).eval()
+        student = model_class(head_of(teacher).name, "squeezebert")(student_config(tc, len(keep), groups, ffn)).eval()
         return student, {"layers": keep, "groups": groups.as_dict(), "intermediate_size": ffn, "init": init}
     dense = dense_layers(teacher, keep)
     grouped = any(g > 1 for g in groups.as_dict().values())

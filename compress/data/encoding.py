@@ -2,7 +2,8 @@
 
 Examples are stored unpadded (ragged) and padded per batch, so short tweets do not pay for the longest
 one. Each batch carries the example indices, which is how the distillation pass finds cached teacher
-outputs for exactly these examples.
+outputs for exactly these examples. Token-classification splits (sentences of words) keep one label per
+token, flat like the token ids: a word's tag id at its first sub-token, NO_LABEL elsewhere.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from compress.core.atomic import atomic_path
 from compress.core.hashing import stable_hash
-from compress.tasks.kinds import NO_LABEL
+from compress.tasks.kinds import NO_LABEL, UNTAGGED
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,12 @@ class Encoded:
     input_ids: np.ndarray  # [total_tokens] int32
     token_type_ids: np.ndarray  # [total_tokens] int8
     offsets: np.ndarray  # [n + 1] int64
-    labels: np.ndarray  # [n] int64 class ids (NO_LABEL: none, distillation only) or float32 scores (NaN: none)
+    labels: np.ndarray  # [n] int64 class ids (NO_LABEL: none, distillation only) or float32 scores (NaN: none); per_token: [total_tokens]
     key: str  # content key: same key <=> same tokens
+    per_token: bool = False  # labels per token (token classification)
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.offsets) - 1
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
@@ -56,6 +58,7 @@ class Encoded:
             offsets,
             _join_labels(self.labels, other.labels),
             stable_hash([self.key, other.key]),
+            self.per_token,
         )
 
     def subset(self, idx: np.ndarray) -> Encoded:
@@ -65,7 +68,8 @@ class Encoded:
         offsets[1:] = np.cumsum(self.lengths()[idx])
         rows = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]
         flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-        return Encoded(self.input_ids[flat], self.token_type_ids[flat], offsets, self.labels[idx], stable_hash([self.key, idx.tobytes().hex()]))
+        labels = self.labels[flat] if self.per_token else self.labels[idx]
+        return Encoded(self.input_ids[flat], self.token_type_ids[flat], offsets, labels, stable_hash([self.key, idx.tobytes().hex()]), self.per_token)
 
 
 def _labels(column: pd.Series) -> np.ndarray:
@@ -94,33 +98,70 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def encode(df: pd.DataFrame, tokenizer, max_length: int, cache_dir: Path | None) -> Encoded:
-    """Tokenize a split (text, optional text_pair, label); reuse the cached result for the same content."""
-    content = str(pd.util.hash_pandas_object(df, index=False).sum())
+    """Tokenize a split (text, optional text_pair, label; or sentences: tokens, label per word); reuse the
+    cached result for the same content."""
+    words = "tokens" in df
+    content = (
+        stable_hash([df["tokens"].tolist(), df["label"].tolist() if "label" in df else None])
+        if words
+        else str(pd.util.hash_pandas_object(df, index=False).sum())
+    )
     key = stable_hash([tokenizer_fingerprint(tokenizer), content, len(df), max_length])
     path = Path(cache_dir) / "tokens" / f"{key}.npz" if cache_dir else None
     if path is not None and path.exists():
         try:
             with np.load(path, allow_pickle=False) as z:
-                return Encoded(z["input_ids"], z["token_type_ids"], z["offsets"], z["labels"], key)
+                return Encoded(z["input_ids"], z["token_type_ids"], z["offsets"], z["labels"], key, bool(z["per_token"]))
         except (OSError, ValueError, KeyError):
             log.warning("token cache %s is unreadable; rebuilding it", path)
-    pair = df["text_pair"].astype(str).tolist() if "text_pair" in df else None
-    enc = tokenizer(df["text"].astype(str).tolist(), pair, truncation=True, max_length=max_length)
+    if words:
+        enc = tokenizer(df["tokens"].tolist(), is_split_into_words=True, truncation=True, max_length=max_length)
+    else:
+        pair = df["text_pair"].astype(str).tolist() if "text_pair" in df else None
+        enc = tokenizer(df["text"].astype(str).tolist(), pair, truncation=True, max_length=max_length)
     ids = enc["input_ids"]
     types = enc.get("token_type_ids") or [[0] * len(x) for x in ids]
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(x) for x in ids])
+    if words:
+        labels = _word_labels(enc, df["label"].tolist() if "label" in df else None, df["tokens"].tolist(), max_length)
+    else:
+        labels = _labels(df["label"]) if "label" in df else np.full(len(df), NO_LABEL, dtype=np.int64)
     out = Encoded(
         input_ids=np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1])),
         token_type_ids=np.fromiter((t for x in types for t in x), dtype=np.int8, count=int(offsets[-1])),
         offsets=offsets,
-        labels=_labels(df["label"]) if "label" in df else np.full(len(df), NO_LABEL, dtype=np.int64),
+        labels=labels,
         key=key,
+        per_token=words,
     )
     if path is not None:
         with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, input_ids=out.input_ids, token_type_ids=out.token_type_ids, offsets=out.offsets, labels=out.labels)
+            np.savez(
+                tmp, input_ids=out.input_ids, token_type_ids=out.token_type_ids, offsets=out.offsets, labels=out.labels, per_token=np.array(words)
+            )
     return out
+
+
+def _word_labels(enc, tags: list[list[int]] | None, tokens: list[list[str]], max_length: int) -> np.ndarray:
+    """Per-token labels: each word's tag id at its first sub-token (UNTAGGED without tags), NO_LABEL at the
+    others and at [CLS]/[SEP].
+
+    Words cut off by truncation have no token, so they are neither trained nor scored; how many is logged."""
+    out: list[int] = []
+    lost = 0
+    for i in range(len(enc["input_ids"])):
+        previous = None
+        seen = 0
+        for w in enc.word_ids(i):
+            first = w is not None and w != previous
+            out.append(NO_LABEL if not first else UNTAGGED if tags is None else tags[i][w])
+            seen += first
+            previous = w
+        lost += len(tokens[i]) - seen
+    if lost:
+        log.warning("%d words lie beyond task.max_length=%d tokens and are left out (not trained, not scored); raise max_length", lost, max_length)
+    return np.asarray(out, dtype=np.int64)
 
 
 def collate(enc: Encoded, idx: np.ndarray, pad_id: int = 0) -> dict[str, torch.Tensor]:
@@ -138,9 +179,17 @@ def collate(enc: Encoded, idx: np.ndarray, pad_id: int = 0) -> dict[str, torch.T
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": torch.from_numpy(mask),
         "token_type_ids": torch.from_numpy(token_type_ids),
-        "labels": torch.from_numpy(enc.labels[idx]),
+        "labels": torch.from_numpy(_padded_labels(enc, idx, width) if enc.per_token else enc.labels[idx]),
         "index": torch.from_numpy(idx.astype(np.int64)),
     }
+
+
+def _padded_labels(enc: Encoded, idx: np.ndarray, width: int) -> np.ndarray:
+    out = np.full((len(idx), width), NO_LABEL, dtype=np.int64)
+    for r, i in enumerate(idx):
+        s, e = enc.offsets[i], enc.offsets[i + 1]
+        out[r, : e - s] = enc.labels[s:e]
+    return out
 
 
 def batches(enc: Encoded, batch_size: int, order: np.ndarray | None = None, pad_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:

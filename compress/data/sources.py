@@ -8,7 +8,9 @@ Three sources, chosen by what `task.dataset` names:
 - anything else is a Hugging Face dataset id (`glue` with `config: sst2`), which needs the hub or a
   local `datasets` cache.
 Every split ends up as a DataFrame with columns `text`, optional `text_pair`, and `label` (an integer id
-for classification, a float for regression).
+for classification, a float for regression). Token classification reads CoNLL files (.txt/.conll) or JSON
+lines of `tokens`/`tags` lists; its rows are sentences: `tokens`, `tags`, `label` (tag ids per word) and `text`
+(the words joined, for timing inputs).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import pandas as pd
 
 from compress.core.deps import package_path
 from compress.core.errors import CompressError
+from compress.data.conll import check_sentences, read_conll, tag_ids
 from compress.data.labels import class_ids, regression_labels
 from compress.recipe.task import TaskSpec
-from compress.tasks.kinds import KINDS, TaskKind
+from compress.tasks.kinds import KINDS, Split, TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ _READERS: dict[str, Callable[..., pd.DataFrame]] = {
     ".jsonl": lambda p, **kw: pd.read_json(p, lines=True, **kw),
     ".parquet": pd.read_parquet,
 }
+_CONLL = (".txt", ".conll")  # CoNLL column files: token classification only
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq, "!=": operator.ne}
 
 
@@ -81,17 +85,20 @@ class TaskData:
 
     @property
     def secondary(self) -> str:
-        """The metric shown beside the primary one in tables (macro-F1 or accuracy; Spearman or Pearson)."""
-        return next(k for k in self.kind.available(len(self.labels)) if k != self.metric)
+        """The metric shown beside the primary one in tables (macro-F1 or accuracy; Spearman or Pearson; precision or F1)."""
+        return next(k for k in self.kind.available(self.labels) if k != self.metric)
 
-    def score(self, logits: np.ndarray, labels: np.ndarray) -> float:
-        """The primary metric of `logits` (what training keeps the best epoch by, and what the search maximizes)."""
-        return self.kind.score(self.metric, logits, labels, len(self.labels))
+    def score(self, logits: np.ndarray, split: Split) -> float:
+        """The primary metric of `logits` on `split` (what training keeps the best epoch by, and what the search maximizes)."""
+        return self.kind.score(self.metric, logits, split, self.labels)
 
 
 def load_task(spec: TaskSpec, seed: int) -> TaskData:
     """Load, filter, label-encode and split the task data. Same spec and seed -> same splits."""
     raw, defaults = _read_source(spec)
+    if spec.kind == "token_classification":
+        frames, labels = _sentences(raw, spec)
+        return _finish(frames, labels, spec, seed, is_pair=False)
     text_col = spec.text_column or defaults.get("text_column", "text")
     label_col = spec.label_column or defaults.get("label_column", "label")
     label_names = spec.labels or defaults.get("labels")
@@ -113,10 +120,32 @@ def load_task(spec: TaskSpec, seed: int) -> TaskData:
     if "train" not in frames:
         raise CompressError(f"dataset {spec.dataset!r} has no training rows left after filters {spec.filters}; relax task.filters")
 
-    kind = KINDS[spec.kind]
     labels = regression_labels(frames, label_col) if spec.kind == "regression" else class_ids(frames, label_col, label_names)
-    metric = kind.check_metric(spec.metric, len(labels))
+    return _finish(frames, labels, spec, seed, is_pair="text_pair" in cols)
 
+
+def _sentences(raw: dict[str, pd.DataFrame], spec: TaskSpec) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Token-classification splits: sentences with tag ids; the tag names in id order."""
+    tokens, tags = spec.text_column or "tokens", spec.label_column or "tags"
+    frames = {}
+    for split, df in raw.items():
+        missing = [c for c in (tokens, tags) if c not in df.columns]
+        if missing:
+            raise CompressError(
+                f"dataset {spec.dataset!r} ({split}) has no column {missing[0]!r}; columns are {list(df.columns)} - token classification "
+                "reads CoNLL files (train.txt: `token ... tag` lines) or JSON lines with token and tag lists (task.text_column / task.label_column)"
+            )
+        frames[split] = check_sentences(df.rename(columns={tokens: "tokens", tags: "tags"}), f"{spec.dataset} ({split})")
+    frames = {s: df for s, df in frames.items() if len(df)}
+    if "train" not in frames:
+        raise CompressError(f"dataset {spec.dataset!r} has no training sentences")
+    return frames, tag_ids(frames, spec.labels)
+
+
+def _finish(frames: dict[str, pd.DataFrame], labels: list[str], spec: TaskSpec, seed: int, is_pair: bool) -> TaskData:
+    """Split (seeded), apply the size limits, and check the primary metric against the kind."""
+    kind = KINDS[spec.kind]
+    metric = kind.check_metric(spec.metric, labels)
     splits = _split(frames, spec, seed)
     limits = {"train": spec.max_train_samples, "validation": spec.max_validation_samples, "test": spec.max_test_samples}
     unused = splits["train"].iloc[limits["train"] :].reset_index(drop=True) if limits["train"] else splits["train"].iloc[:0]
@@ -124,7 +153,7 @@ def load_task(spec: TaskSpec, seed: int) -> TaskData:
     for s, df in splits.items():
         if len(df) == 0:
             raise CompressError(f"the {s} split is empty; lower task.{s if s != 'train' else 'validation'}_fraction or add data")
-    return TaskData(splits=splits, labels=labels, is_pair="text_pair" in cols, kind=kind, metric=metric, unused=unused)
+    return TaskData(splits=splits, labels=labels, is_pair=is_pair, kind=kind, metric=metric, unused=unused)
 
 
 def _clean(df: pd.DataFrame, spec: TaskSpec, cols: dict[str, str]) -> pd.DataFrame:
@@ -170,7 +199,7 @@ def _read_source(spec: TaskSpec) -> tuple[dict[str, pd.DataFrame], dict]:
         return _read_embedded(EMBEDDED[name])
     path = Path(name).expanduser()
     if path.suffix.lower() in _READERS or path.exists() or name.startswith((".", "/", "~")):
-        return _read_files(path), {}
+        return _read_files(path, conll=spec.kind == "token_classification"), {}
     return _read_hub(name, spec.config), {}
 
 
@@ -180,8 +209,14 @@ def _read_embedded(ds: EmbeddedDataset) -> tuple[dict[str, pd.DataFrame], dict]:
     return {"train": df}, defaults
 
 
-def _read_one(path: Path) -> pd.DataFrame:
+def _read_one(path: Path, conll: bool = False) -> pd.DataFrame:
+    if path.suffix.lower() in _CONLL and conll:
+        return read_conll(path)
     reader = _READERS.get(path.suffix.lower())
+    if path.suffix.lower() in _CONLL and not conll:
+        raise CompressError(
+            f"{path}: a {path.suffix} file is read as CoNLL columns (task.kind: token_classification); use one of {', '.join(_READERS)}"
+        )
     if reader is None:
         raise CompressError(f"{path}: unsupported file type; use one of {', '.join(_READERS)}")
     try:
@@ -190,17 +225,17 @@ def _read_one(path: Path) -> pd.DataFrame:
         raise CompressError(f"{path}: could not be read as {path.suffix} ({e}); check the file") from e
 
 
-def _read_files(path: Path) -> dict[str, pd.DataFrame]:
+def _read_files(path: Path, conll: bool) -> dict[str, pd.DataFrame]:
     if path.is_file():
-        return {"train": _read_one(path)}
+        return {"train": _read_one(path, conll)}
     if path.is_dir():
         found = {}
         for split in SPLITS:
-            files = [p for p in sorted(path.glob(f"{split}.*")) if p.suffix.lower() in _READERS]
+            files = [p for p in sorted(path.glob(f"{split}.*")) if p.suffix.lower() in (*_READERS, *(_CONLL if conll else ()))]
             if files:
-                found[split] = _read_one(files[0])
+                found[split] = _read_one(files[0], conll)
         if "train" not in found:
-            raise CompressError(f"{path}: folder has no train.{{csv,json,jsonl,parquet}}; add one or point task.dataset at a file")
+            raise CompressError(f"{path}: folder has no train.{{csv,tsv,json,jsonl,parquet,txt}}; add one or point task.dataset at a file")
         return found
     raise CompressError(f"task.dataset {str(path)!r}: no such file or folder")
 

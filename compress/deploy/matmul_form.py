@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.core.errors import CompressError
+from compress.modeling.heads import head_of
 
 
 class GroupedLinear(nn.Module):
@@ -184,7 +185,8 @@ class Layer(nn.Module):
 
 
 class EncoderForInference(nn.Module):
-    """BERT / SqueezeBERT sequence classifier: (input_ids, attention_mask, token_type_ids) -> logits."""
+    """BERT / SqueezeBERT with a task head: (input_ids, attention_mask, token_type_ids) -> logits
+    ([batch, labels] for a sequence head, [batch, seq, labels] for a per-token head)."""
 
     def __init__(self, model, mode: str = "split"):
         super().__init__()
@@ -222,8 +224,10 @@ class EncoderForInference(nn.Module):
             raise ValueError(f"inference form implements exact GELU, model uses {c.hidden_act!r}")
         self.embeddings = base.embeddings
         self.layers = nn.ModuleList(layers)
-        self.pooler = base.pooler.dense
-        self.classifier = model.classifier
+        head = head_of(model)
+        self.per_token = not head.pooled
+        self.pooler = None if self.per_token else base.pooler.dense
+        self.classifier = getattr(model, head.module)
         self.eval()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
@@ -231,6 +235,8 @@ class EncoderForInference(nn.Module):
         mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * -10000.0
         for layer in self.layers:
             x = layer(x, mask)
+        if self.pooler is None:
+            return self.classifier(x)
         return self.classifier(torch.tanh(self.pooler(x[:, 0])))
 
 
@@ -239,7 +245,7 @@ def inference_form(model: nn.Module, mode: str = "batched") -> EncoderForInferen
     try:
         return EncoderForInference(model.cpu().eval(), mode).eval()
     except ValueError as e:
-        raise CompressError(f"cannot export: {e}; export supports BERT and SqueezeBERT classifiers") from e
+        raise CompressError(f"cannot export: {e}; export supports BERT and SqueezeBERT with sequence or token heads") from e
 
 
 def _ln(norm: nn.LayerNorm) -> nn.LayerNorm:

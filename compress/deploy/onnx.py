@@ -21,7 +21,7 @@ INT8_OPS = {"DynamicQuantizeLinear", "QuantizeLinear", "MatMulInteger", "Dynamic
 
 
 def export(model: torch.nn.Module, path: Path, mode: str = "batched", opset: int = 17) -> EncoderForInference:
-    """Write `model` (BERT or SqueezeBERT classifier) as ONNX with dynamic batch and sequence axes."""
+    """Write `model` (BERT or SqueezeBERT with a sequence or token head) as ONNX with dynamic batch and sequence axes."""
     form = inference_form(model, mode)
     dummy = placeholder_inputs(2, 8)
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
@@ -35,7 +35,8 @@ def export(model: torch.nn.Module, path: Path, mode: str = "batched", opset: int
             output_names=["logits"],
             opset_version=opset,
             dynamo=False,
-            dynamic_axes={n: {0: "batch", 1: "sequence"} for n in MODEL_INPUTS} | {"logits": {0: "batch"}},
+            dynamic_axes={n: {0: "batch", 1: "sequence"} for n in MODEL_INPUTS}
+            | {"logits": {0: "batch", 1: "sequence"} if form.per_token else {0: "batch"}},
         )
     return form
 

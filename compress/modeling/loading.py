@@ -18,7 +18,9 @@ from transformers import logging as hf_logging
 
 from compress.core.deps import package_path
 from compress.core.errors import CompressError, first_line
+from compress.modeling.heads import head_of_config, model_class
 from compress.recipe.teacher import TeacherSpec
+from compress.tasks.kinds import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,10 @@ def load_config(name: str, revision: str | None = None, trust_remote_code: bool 
         ) from e
 
 
-def load_teacher(spec: TeacherSpec, labels: list[str], regression: bool = False) -> PreTrainedModel:
-    """A `BertForSequenceClassification` with a head for `labels` (new head if the checkpoint has none);
-    `regression`: one output, and transformers' own loss for it is MSE (problem_type)."""
-    from transformers import BertForSequenceClassification
-
+def load_teacher(spec: TeacherSpec, labels: list[str], kind: str = "classification") -> PreTrainedModel:
+    """A BERT with the head of the task `kind` for `labels` (new head if the checkpoint has none):
+    `BertForSequenceClassification` (regression: one output, MSE as transformers' own loss, via problem_type)
+    or `BertForTokenClassification` (one output per tag)."""
     config = load_config(spec.model, spec.revision, spec.trust_remote_code)
     if config.model_type != "bert":
         raise CompressError(
@@ -71,23 +72,19 @@ def load_teacher(spec: TeacherSpec, labels: list[str], regression: bool = False)
     id2label = dict(enumerate(labels))
     config.num_labels = len(labels)
     config.id2label, config.label2id = id2label, {v: k for k, v in id2label.items()}
-    config.problem_type = "regression" if regression else "single_label_classification"
+    head = KINDS[kind].head
+    if head == "sequence":
+        config.problem_type = "regression" if kind == "regression" else "single_label_classification"
     # A checkpoint with a head for a different label count gets a fresh head (ignore_mismatched_sizes).
-    return _from_pretrained(BertForSequenceClassification, spec.model, config, revision=spec.revision, ignore_mismatched_sizes=True)
+    return _from_pretrained(model_class(head, "bert"), spec.model, config, revision=spec.revision, ignore_mismatched_sizes=True)
 
 
 def load_student(path: str | Path) -> PreTrainedModel:
-    """Load a saved student or teacher (BERT or SqueezeBERT sequence classifier) from a folder."""
-    from transformers import (
-        BertForSequenceClassification,
-        SqueezeBertForSequenceClassification,
-    )
-
+    """Load a saved student or teacher (BERT or SqueezeBERT, with the head it was saved with) from a folder."""
     config = load_config(str(path))
-    classes = {"bert": BertForSequenceClassification, "squeezebert": SqueezeBertForSequenceClassification}
-    if config.model_type not in classes:
-        raise CompressError(f"{path}: a {config.model_type!r} model; expected one of {sorted(classes)}")
-    return _from_pretrained(classes[config.model_type], str(path), config)
+    if config.model_type not in STUDENT_TYPES:
+        raise CompressError(f"{path}: a {config.model_type!r} model; expected one of {sorted(STUDENT_TYPES)}")
+    return _from_pretrained(model_class(head_of_config(config), config.model_type), str(path), config)
 
 
 def _from_pretrained(cls, name: str, config, **kw) -> PreTrainedModel:

@@ -31,13 +31,19 @@ def torch_runner(model: torch.nn.Module, device: torch.device | str = "cpu") -> 
 
 
 def predict_with(run: Runner, enc: Encoded, batch_size: int = 64) -> np.ndarray:
-    """Logits [n, num_labels] from any runner, in the split's order, batched longest-first to save padding."""
+    """Logits from any runner in the split's order, batched longest-first to save padding: [n, num_labels], or
+    for a per-token head ([batch, seq, labels] out) flat over the split's tokens, [total_tokens, num_labels]."""
     out: np.ndarray | None = None
     for b in batches(enc, batch_size, by_length(enc)):
         logits = run(b)
         if out is None:
-            out = np.zeros((len(enc), logits.shape[1]), dtype=np.float32)
-        out[b["index"].numpy()] = logits
+            out = np.zeros((int(enc.offsets[-1]) if logits.ndim == 3 else len(enc), logits.shape[-1]), dtype=np.float32)
+        if logits.ndim == 3:
+            for r, i in enumerate(b["index"].tolist()):
+                s, e = enc.offsets[i], enc.offsets[i + 1]
+                out[s:e] = logits[r, : e - s]
+        else:
+            out[b["index"].numpy()] = logits
     assert out is not None, "predict_with needs at least one example"
     return out
 

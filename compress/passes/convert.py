@@ -111,5 +111,5 @@ def start_quality(state: RunState, student: torch.nn.Module) -> dict[str, float]
     assert state.teacher is not None
     s_logits = predict(student, enc, state.device)
     t_logits = predict(state.teacher, enc, state.device)
-    loss = state.task.kind.distill_loss(torch.from_numpy(s_logits), torch.from_numpy(t_logits), 1.0)
-    return {"val_score": state.task.score(s_logits, enc.labels), "loss_to_teacher": float(loss)}
+    loss = state.task.kind.distill_loss(torch.from_numpy(s_logits), torch.from_numpy(t_logits), 1.0, torch.from_numpy(enc.labels))
+    return {"val_score": state.task.score(s_logits, enc), "loss_to_teacher": float(loss)}

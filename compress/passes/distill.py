@@ -10,6 +10,7 @@ import logging
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import Field, PositiveInt
 
@@ -165,6 +166,10 @@ def _unlabeled(state: RunState, config: Distill.Config) -> Encoded:
             )
     else:
         texts = read_texts(config.unlabeled_source, config.unlabeled_column, "text_pair" if state.task.is_pair else None)
+        if state.task.kind.per_token:  # words as whitespace splits them (CoNLL's own tokenization is unknown here)
+            texts = pd.DataFrame({"tokens": texts["text"].str.split()})
+    if state.task.kind.per_token:
+        texts = texts[["tokens"]]
     picked = texts.iloc[np.sort(np.random.default_rng(state.seed).permutation(len(texts))[: config.unlabeled])].reset_index(drop=True)
     if len(picked) < config.unlabeled:
         log.warning("distill.unlabeled asks for %d texts; %s has %d, all used", config.unlabeled, config.unlabeled_source, len(picked))

@@ -1,4 +1,4 @@
-"""Measure accuracy and macro-F1 of every model and deployable variant, and optionally their latency.
+"""Measure the task's metrics of every model and deployable variant, and optionally their latency.
 
 Latency is measured against the teacher's deploy forms (PyTorch fp32, ONNX Runtime fp32 and int8, OpenVINO
 fp32 and int8 when compress[openvino] is installed, and both precisions of every other runtime a model here
@@ -70,8 +70,8 @@ class Evaluate(Pass):
             name: {
                 split: state.task.kind.scores(
                     predict_with(runners[name], state.encoded(split), config.batch_size),
-                    state.encoded(split).labels,
-                    len(state.task.labels),
+                    state.encoded(split),
+                    state.task.labels,
                     seed=state.seed,
                 )
                 for split in config.splits

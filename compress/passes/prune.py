@@ -59,7 +59,7 @@ class Prune(Pass):
         before = {
             "params": count_parameters(model),
             "gflops": flops_per_sequence(model.config, 128) / 1e9,
-            "val_score": state.task.score(predict(model, val, state.device), val.labels),
+            "val_score": state.task.score(predict(model, val, state.device), val),
         }
         model.cpu()
         train = state.encoded("train")
@@ -88,7 +88,7 @@ class Prune(Pass):
         after = {
             "params": count_parameters(model),
             "gflops": flops_per_sequence(model.config, 128) / 1e9,
-            "val_score": state.task.score(predict(model, val, state.device), val.labels),
+            "val_score": state.task.score(predict(model, val, state.device), val),
         }
         report = {
             "from": config.model,

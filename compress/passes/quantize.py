@@ -58,7 +58,7 @@ class Quantize(Pass):
         results = state.report(self.name)
         for name in names:
             folder = state.model_dir(name)
-            fp32_acc = state.task.score(predict(models[name], val, state.device, config.eval_batch_size), val.labels)
+            fp32_acc = state.task.score(predict(models[name], val, state.device, config.eval_batch_size), val)
             if config.backend in ("onnxruntime", "neural-compressor"):
                 # Quantize a fresh plain export: a graph fused by the transformer optimizer has contrib ops
                 # whose types ONNX shape inference cannot see, which the quantizer needs.
@@ -81,7 +81,7 @@ class Quantize(Pass):
                             samples=config.calibration_samples,
                         )
                     else:
-                        val_acc = lambda p: state.task.score(predict_with(ort_runner(p, state.recipe.threads), val), val.labels)
+                        val_acc = lambda p: state.task.score(predict_with(ort_runner(p, state.recipe.threads), val), val)
                         info = neural_compressor_int8(src, dst, val_acc, tolerable_loss=config.tolerable_loss, max_trials=config.max_trials)
                         log.info("%s: neural-compressor tried %s, chose %s", name, info["tried"], info["chosen"])
                     info |= {"form": form, "size_mb_fp32": src.stat().st_size / 2**20, "size_mb_int8": dst.stat().st_size / 2**20}
@@ -90,7 +90,7 @@ class Quantize(Pass):
                 variant = Variant(name, "torch", "int8", module=torch_int8(models[name]))
                 info = {"mode": "dynamic", "size_mb_fp32": _param_mb(models[name]), "size_mb_int8": None}
             state.variants[f"{name}.{config.suffix}"] = variant
-            int8_acc = state.task.score(predict_with(variant.runner(state.recipe.threads), val, config.eval_batch_size), val.labels)
+            int8_acc = state.task.score(predict_with(variant.runner(state.recipe.threads), val, config.eval_batch_size), val)
             scores = {"metric": state.task.metric, "val_fp32": fp32_acc, "val_int8": int8_acc}
             results[f"{name}.{config.suffix}"] = info | {"backend": config.backend} | scores
             log.info("%s.%s (%s %s): val %s %.4f -> %.4f", name, config.suffix, config.backend, info["mode"], state.task.metric, fp32_acc, int8_acc)

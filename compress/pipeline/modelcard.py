@@ -11,14 +11,25 @@ if TYPE_CHECKING:
 def model_card(state: RunState, name: str) -> str:
     model = state.models()[name]
     task, metric, other = state.task, state.task.metric, state.task.secondary
-    what = f"labels {task.labels}" if task.kind.name == "classification" else f"regression of {task.labels[0]!r}: logits[:, 0] is the score"
+    role, what = {
+        "classification": ("sequence classifier", f"labels {task.labels}"),
+        "regression": ("sequence regressor", f"regression of {task.labels[0]!r}: logits[:, 0] is the score"),
+        "token_classification": ("token classifier", f"tags {task.labels}: logits[b, t] scores the tags of token t"),
+    }[task.kind.name]
     lines = [
         f"# {name}",
         "",
-        f"{model.config.model_type} sequence {'classifier' if task.kind.name == 'classification' else 'regressor'} from compress run "
+        f"{model.config.model_type} {role} from compress run "
         f"`{state.recipe.name}` (teacher `{state.recipe.teacher.model}`, task `{state.recipe.task.dataset}`, {what}).",
         "",
     ]
+    if task.kind.per_token:
+        lines += [
+            f"Scores are entity-level ({metric}: exact spans, seqeval conventions); a word's tag is read at its first "
+            "sub-token: tokenize words with `is_split_into_words=True` and take `argmax` at the first token of each word "
+            "(`encoding.word_ids()`).",
+            "",
+        ]
     conv = state.conversions.get(name)
     if conv:
         lines += [f"Converted from the teacher: layers {conv.teacher_layers}, groups {conv.groups}, init {conv.init}.", ""]
@@ -43,7 +54,7 @@ def model_card(state: RunState, name: str) -> str:
             ]
         lines.append("")
     onnx_files = sorted(p.name for p in state.model_dir(name).glob("*.onnx"))
-    cls = "SqueezeBertForSequenceClassification" if model.config.model_type == "squeezebert" else "BertForSequenceClassification"
+    cls = type(model).__name__
     lines += [
         "## Load it",
         "",

@@ -95,7 +95,7 @@ def _initial_state(recipe: Recipe, out_dir: Path) -> RunState:
         log.info("training on %s (%s; CUDA_VISIBLE_DEVICES=%s)", device, torch.cuda.get_device_name(device), visible)
     task = load_task(recipe.task, recipe.seed)
     log.info("task %s: %s", recipe.task.dataset, task.summary())
-    teacher = load_teacher(recipe.teacher, task.labels, regression=task.kind.name == "regression")
+    teacher = load_teacher(recipe.teacher, task.labels, task.kind.name)
     tokenizer = load_tokenizer(recipe.teacher.model, recipe.teacher.revision)
     log.info("teacher %s: %.1fM parameters, %d layers", recipe.teacher.model, count_parameters(teacher) / 1e6, teacher.config.num_hidden_layers)
     return RunState(recipe=recipe, out_dir=out_dir, cache_dir=recipe.cache_path(), device=device, task=task, tokenizer=tokenizer, teacher=teacher)

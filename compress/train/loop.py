@@ -114,7 +114,7 @@ def fit(
                 if not bar.console.is_terminal and len(losses) % max(1, total // 10) == 0:  # logs get progress too
                     log.info("%s epoch %d: %d/%d batches, loss %.4f", desc, epoch, len(losses), total, np.mean(losses[-50:]))
             train_s = time.perf_counter() - t0
-            val_score = task.score(predict(model, validation, device), validation.labels)
+            val_score = task.score(predict(model, validation, device), validation)
             bar.update(bar_task, info=f"loss {np.mean(losses):.4f} val {task.metric} {val_score:.4f}")
             history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_score": val_score, "train_seconds": train_s})
             log.info("%s epoch %d: loss %.4f, val %s %.4f (%.0fs)", desc, epoch, np.mean(losses), task.metric, val_score, train_s)

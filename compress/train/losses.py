@@ -72,7 +72,7 @@ class DistillLoss:
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(*(batch[k] for k in MODEL_INPUTS), output_hidden_states=bool(self.hidden_map), output_attentions=bool(self.attention_map))
         t = self.teacher_outputs(batch, out.logits.device)
-        kd = self.kind.distill_loss(out.logits, t["logits"], self.temperature)
+        kd = self.kind.distill_loss(out.logits, t["logits"], self.temperature, batch["labels"])
         loss = self.alpha * kd if self.alpha < 1 else kd
         if self.alpha < 1 and self.kind.has_labels(batch["labels"]):  # teacher-labelled texts have only the KD term
             loss = loss + (1 - self.alpha) * self.kind.supervised_loss(out.logits, batch["labels"])

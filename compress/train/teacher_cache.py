@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from compress.core.atomic import atomic_path, atomic_write_text
 from compress.core.hashing import file_sha256, stable_hash, state_dict_hash
 from compress.data.encoding import MODEL_INPUTS, Encoded, batches, by_length, num_batches
+from compress.modeling.heads import head_of
 from compress.train.loop import progress
 
 log = logging.getLogger(__name__)
@@ -30,23 +31,28 @@ log = logging.getLogger(__name__)
 class TeacherOutputs:
     """Per-example teacher outputs; hidden states and attention maps are ragged (no padding stored)."""
 
-    logits: torch.Tensor  # [n, labels] float32
+    logits: torch.Tensor  # [n, labels] float32; a per-token head: [tokens, labels], ragged like `hidden`
     token_offsets: torch.Tensor  # [n + 1], from the encoding
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # hidden-state index -> [tokens, H] fp16
     attention: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> flat [sum heads*l*l] fp16
     attention_offsets: torch.Tensor | None = None
     heads: int = 0
+    per_token: bool = False
 
     def batch(self, index: torch.Tensor, width: int) -> dict:
         """Outputs for the examples `index`, padded to `width` tokens like the student's batch."""
         idx = index.cpu()
-        out: dict = {"logits": self.logits[idx], "hidden": {}, "attention": {}}
-        starts, ends = self.token_offsets[idx], self.token_offsets[idx + 1]
-        for h, flat in self.hidden.items():
+        starts, ends = self.token_offsets[idx].tolist(), self.token_offsets[idx + 1].tolist()
+
+        def padded(flat: torch.Tensor) -> torch.Tensor:
             pad = flat.new_zeros((len(idx), width, flat.shape[1]))
-            for r, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+            for r, (s, e) in enumerate(zip(starts, ends, strict=True)):
                 pad[r, : e - s] = flat[s:e]
-            out["hidden"][h] = pad.float()
+            return pad.float()
+
+        out: dict = {"logits": padded(self.logits) if self.per_token else self.logits[idx], "hidden": {}, "attention": {}}
+        for h, flat in self.hidden.items():
+            out["hidden"][h] = padded(flat)
         for layer, flat in self.attention.items():
             assert self.attention_offsets is not None  # stored with every attention map
             pad = flat.new_zeros((len(idx), self.heads, width, width))
@@ -69,12 +75,13 @@ class TeacherOutputs:
             attention = {k: v[cells] for k, v in self.attention.items()}
             offsets = _offsets(np.diff(self.attention_offsets.numpy())[idx])
         return TeacherOutputs(
-            self.logits[idx],
+            self.logits[tokens] if self.per_token else self.logits[idx],
             _offsets(np.diff(self.token_offsets.numpy())[idx]),
             {k: v[tokens] for k, v in self.hidden.items()},
             attention,
             offsets,
             self.heads,
+            self.per_token,
         )
 
     def concat(self, other: TeacherOutputs) -> TeacherOutputs:
@@ -92,6 +99,7 @@ class TeacherOutputs:
             {k: torch.cat([v, other.attention[k]]) for k, v in self.attention.items()},
             offsets,
             self.heads,
+            self.per_token,
         )
 
 
@@ -108,8 +116,8 @@ def _offsets(lengths: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def cache_key(teacher_hash: str, enc: Encoded, hidden: list[int], attention: list[int]) -> str:
-    return stable_hash({"teacher": teacher_hash, "tokens": enc.key, "hidden": sorted(hidden), "attention": sorted(attention)})
+def cache_key(teacher_hash: str, enc: Encoded, hidden: list[int], attention: list[int], head: str = "sequence") -> str:
+    return stable_hash({"teacher": teacher_hash, "head": head, "tokens": enc.key, "hidden": sorted(hidden), "attention": sorted(attention)})
 
 
 @torch.no_grad()
@@ -117,7 +125,8 @@ def compute(teacher, enc: Encoded, device: torch.device, hidden: list[int], atte
     teacher.eval().to(device)
     n, lengths = len(enc), enc.lengths()
     heads = teacher.config.num_attention_heads
-    logits = torch.zeros(n, teacher.config.num_labels)
+    per_token = not head_of(teacher).pooled
+    logits = torch.zeros(int(enc.offsets[-1]) if per_token else n, teacher.config.num_labels)
     hid = {h: torch.zeros(int(enc.offsets[-1]), teacher.config.hidden_size, dtype=torch.float16) for h in hidden}
     att_off = torch.zeros(n + 1, dtype=torch.int64)
     att_off[1:] = torch.cumsum(torch.from_numpy(heads * lengths.astype("int64") ** 2), 0)
@@ -126,27 +135,31 @@ def compute(teacher, enc: Encoded, device: torch.device, hidden: list[int], atte
         task = bar.add_task("teacher outputs", total=num_batches(enc, batch_size), info="")
         for b in batches(enc, batch_size, by_length(enc)):
             o = teacher(*(b[k].to(device) for k in MODEL_INPUTS), output_hidden_states=bool(hidden), output_attentions=bool(attention))
-            logits[b["index"]] = o.logits.float().cpu()
+            if not per_token:
+                logits[b["index"]] = o.logits.float().cpu()
             for r, i in enumerate(b["index"].tolist()):
                 s, e, ln = int(enc.offsets[i]), int(enc.offsets[i + 1]), int(lengths[i])
+                if per_token:
+                    logits[s:e] = o.logits[r, :ln].float().cpu()
                 for h in hidden:
                     hid[h][s:e] = o.hidden_states[h][r, :ln].half().cpu()
                 for a in attention:
                     att[a][att_off[i] : att_off[i + 1]] = o.attentions[a][r, :, :ln, :ln].reshape(-1).half().cpu()
             bar.update(task, advance=1)
-    return TeacherOutputs(logits, torch.from_numpy(enc.offsets), hid, att, att_off, heads)
+    return TeacherOutputs(logits, torch.from_numpy(enc.offsets), hid, att, att_off, heads, per_token)
 
 
 def load_or_compute(
     teacher, enc: Encoded, device: torch.device, cache_dir: Path, hidden: list[int], attention: list[int]
 ) -> tuple[TeacherOutputs, str]:
     """Cached teacher outputs; returns (outputs, 'hit' | 'miss' | 'rebuilt: <why>')."""
-    key = cache_key(state_dict_hash(teacher), enc, hidden, attention)
+    head = head_of(teacher)
+    key = cache_key(state_dict_hash(teacher), enc, hidden, attention, head.name)
     path = Path(cache_dir) / "teacher_outputs" / f"{key}.safetensors"
     status = "miss"
     if path.exists():
         try:
-            out = _load(path, key, enc, hidden, attention, teacher.config.num_attention_heads)
+            out = _load(path, key, enc, hidden, attention, teacher.config.num_attention_heads, not head.pooled)
             log.info("teacher outputs reused from cache %s", path.name)
             return out, "hit"
         except ValueError as e:
@@ -164,7 +177,7 @@ def load_or_compute(
     return out, status
 
 
-def _load(path: Path, key: str, enc: Encoded, hidden: list[int], attention: list[int], heads: int) -> TeacherOutputs:
+def _load(path: Path, key: str, enc: Encoded, hidden: list[int], attention: list[int], heads: int, per_token: bool) -> TeacherOutputs:
     meta_path = path.with_suffix(".json")
     try:
         meta = json.loads(meta_path.read_text())
@@ -178,7 +191,9 @@ def _load(path: Path, key: str, enc: Encoded, hidden: list[int], attention: list
         t = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise ValueError(f"unreadable ({e})") from e
-    if t["logits"].shape[0] != len(enc) or not torch.equal(t["token_offsets"], torch.from_numpy(enc.offsets)):
+    if t["logits"].shape[0] != (int(enc.offsets[-1]) if per_token else len(enc)) or not torch.equal(
+        t["token_offsets"], torch.from_numpy(enc.offsets)
+    ):
         raise ValueError("shape does not match the training data")
     return TeacherOutputs(
         t["logits"],
@@ -187,4 +202,5 @@ def _load(path: Path, key: str, enc: Encoded, hidden: list[int], attention: list
         {a: t[f"attention.{a}"] for a in attention},
         t.get("attention_offsets"),
         heads,
+        per_token,
     )
