@@ -81,3 +81,22 @@ def tag_ids(frames: dict[str, pd.DataFrame], declared: list[str] | None) -> list
         df["label"] = [[ids[t] for t in tags] for tags in df["tags"]]
         df["text"] = [" ".join(tokens) for tokens in df["tokens"]]  # plain text: timing inputs, logs
     return names
+
+
+def sentence_frames(
+    raw: dict[str, pd.DataFrame], dataset: str, tokens: str, tags: str, declared: list[str] | None
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Token-classification splits from the read files: sentences with tag ids; the tag names in id order."""
+    frames = {}
+    for split, df in raw.items():
+        missing = [c for c in (tokens, tags) if c not in df.columns]
+        if missing:
+            raise CompressError(
+                f"dataset {dataset!r} ({split}) has no column {missing[0]!r}; columns are {list(df.columns)} - token classification "
+                "reads CoNLL files (train.txt: `token ... tag` lines) or JSON lines with token and tag lists (task.text_column / task.label_column)"
+            )
+        frames[split] = check_sentences(df.rename(columns={tokens: "tokens", tags: "tags"}), f"{dataset} ({split})")
+    frames = {s: df for s, df in frames.items() if len(df)}
+    if "train" not in frames:
+        raise CompressError(f"dataset {dataset!r} has no training sentences")
+    return frames, tag_ids(frames, declared)

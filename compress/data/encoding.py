@@ -33,6 +33,21 @@ def placeholder_inputs(batch: int, seq: int) -> tuple[torch.Tensor, ...]:
 
 
 @dataclass
+class SpanIndex:
+    """Extractive QA: what turns a split's per-token start/end logits back into answer text."""
+
+    example: np.ndarray  # [features] the question each window belongs to
+    char_spans: np.ndarray  # [total_tokens, 2] each context token's character span in its context; (-1, -1) elsewhere
+    contexts: list[str]  # per question
+    answers: list[list[str]]  # gold answer texts per question
+    max_answer_tokens: int = 30
+
+    def select(self, idx: np.ndarray, flat: np.ndarray) -> SpanIndex:
+        """The windows `idx` (flat token positions `flat`); questions keep their numbers."""
+        return SpanIndex(self.example[idx], self.char_spans[flat], self.contexts, self.answers, self.max_answer_tokens)
+
+
+@dataclass
 class Encoded:
     """One tokenized split: flat token arrays plus offsets (ragged rows)."""
 
@@ -42,6 +57,7 @@ class Encoded:
     labels: np.ndarray  # [n] int64 class ids (NO_LABEL: none, distillation only) or float32 scores (NaN: none); per_token: [total_tokens]
     key: str  # content key: same key <=> same tokens
     per_token: bool = False  # labels per token (token classification)
+    spans: SpanIndex | None = None  # extractive QA: rows are context windows, labels [rows, 2] answer start/end tokens
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -51,6 +67,8 @@ class Encoded:
 
     def concat(self, other: Encoded) -> Encoded:
         """This split followed by `other` (own content key)."""
+        if self.spans is not None or other.spans is not None:
+            raise ValueError("question-answering splits are not concatenated (their windows index their own questions)")
         offsets = np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]])
         return Encoded(
             np.concatenate([self.input_ids, other.input_ids]),
@@ -69,7 +87,9 @@ class Encoded:
         rows = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]
         flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         labels = self.labels[flat] if self.per_token else self.labels[idx]
-        return Encoded(self.input_ids[flat], self.token_type_ids[flat], offsets, labels, stable_hash([self.key, idx.tobytes().hex()]), self.per_token)
+        spans = self.spans.select(idx, flat) if self.spans is not None else None
+        key = stable_hash([self.key, idx.tobytes().hex()])
+        return Encoded(self.input_ids[flat], self.token_type_ids[flat], offsets, labels, key, self.per_token, spans)
 
 
 def _labels(column: pd.Series) -> np.ndarray:

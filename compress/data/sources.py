@@ -26,8 +26,9 @@ import pandas as pd
 
 from compress.core.deps import package_path
 from compress.core.errors import CompressError
-from compress.data.conll import check_sentences, read_conll, tag_ids
+from compress.data.conll import read_conll, sentence_frames
 from compress.data.labels import class_ids, regression_labels
+from compress.data.squad import read_squad
 from compress.recipe.task import TaskSpec
 from compress.tasks.kinds import KINDS, Split, TaskKind
 
@@ -78,6 +79,8 @@ class TaskData:
 
     def summary(self) -> str:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
+        if self.kind.name == "question_answering":
+            return f"extractive question answering, metric {self.metric}; questions: {sizes}"
         if self.kind.name == "regression":
             y = self.splits["train"]["label"]
             return f"regression of {self.labels[0]!r} (train mean {y.mean():.3g}, sd {y.std():.3g}), metric {self.metric}; {sizes}"
@@ -97,8 +100,16 @@ def load_task(spec: TaskSpec, seed: int) -> TaskData:
     """Load, filter, label-encode and split the task data. Same spec and seed -> same splits."""
     raw, defaults = _read_source(spec)
     if spec.kind == "token_classification":
-        frames, labels = _sentences(raw, spec)
+        frames, labels = sentence_frames(raw, spec.dataset, spec.text_column or "tokens", spec.label_column or "tags", spec.labels)
         return _finish(frames, labels, spec, seed, is_pair=False)
+    if spec.kind == "question_answering":
+        not_squad = [s for s, df in raw.items() if "context" not in df or "answers" not in df]
+        if not_squad:
+            split = not_squad[0]
+            raise CompressError(
+                f"dataset {spec.dataset!r} ({split}) is not SQuAD v1.1: question answering reads a folder of train.json [validation.json] [test.json]"
+            )
+        return _finish(raw, ["start", "end"], spec, seed, is_pair=True)
     text_col = spec.text_column or defaults.get("text_column", "text")
     label_col = spec.label_column or defaults.get("label_column", "label")
     label_names = spec.labels or defaults.get("labels")
@@ -122,24 +133,6 @@ def load_task(spec: TaskSpec, seed: int) -> TaskData:
 
     labels = regression_labels(frames, label_col) if spec.kind == "regression" else class_ids(frames, label_col, label_names)
     return _finish(frames, labels, spec, seed, is_pair="text_pair" in cols)
-
-
-def _sentences(raw: dict[str, pd.DataFrame], spec: TaskSpec) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Token-classification splits: sentences with tag ids; the tag names in id order."""
-    tokens, tags = spec.text_column or "tokens", spec.label_column or "tags"
-    frames = {}
-    for split, df in raw.items():
-        missing = [c for c in (tokens, tags) if c not in df.columns]
-        if missing:
-            raise CompressError(
-                f"dataset {spec.dataset!r} ({split}) has no column {missing[0]!r}; columns are {list(df.columns)} - token classification "
-                "reads CoNLL files (train.txt: `token ... tag` lines) or JSON lines with token and tag lists (task.text_column / task.label_column)"
-            )
-        frames[split] = check_sentences(df.rename(columns={tokens: "tokens", tags: "tags"}), f"{spec.dataset} ({split})")
-    frames = {s: df for s, df in frames.items() if len(df)}
-    if "train" not in frames:
-        raise CompressError(f"dataset {spec.dataset!r} has no training sentences")
-    return frames, tag_ids(frames, spec.labels)
 
 
 def _finish(frames: dict[str, pd.DataFrame], labels: list[str], spec: TaskSpec, seed: int, is_pair: bool) -> TaskData:
@@ -199,7 +192,7 @@ def _read_source(spec: TaskSpec) -> tuple[dict[str, pd.DataFrame], dict]:
         return _read_embedded(EMBEDDED[name])
     path = Path(name).expanduser()
     if path.suffix.lower() in _READERS or path.exists() or name.startswith((".", "/", "~")):
-        return _read_files(path, conll=spec.kind == "token_classification"), {}
+        return _read_files(path, spec.kind), {}
     return _read_hub(name, spec.config), {}
 
 
@@ -209,9 +202,14 @@ def _read_embedded(ds: EmbeddedDataset) -> tuple[dict[str, pd.DataFrame], dict]:
     return {"train": df}, defaults
 
 
-def _read_one(path: Path, conll: bool = False) -> pd.DataFrame:
+def _read_one(path: Path, kind: str = "classification") -> pd.DataFrame:
+    conll = kind == "token_classification"
     if path.suffix.lower() in _CONLL and conll:
         return read_conll(path)
+    if kind == "question_answering":
+        if path.suffix.lower() != ".json":
+            raise CompressError(f"{path}: question answering reads SQuAD v1.1 .json files (train.json, validation.json, test.json)")
+        return read_squad(path)
     reader = _READERS.get(path.suffix.lower())
     if path.suffix.lower() in _CONLL and not conll:
         raise CompressError(
@@ -225,15 +223,16 @@ def _read_one(path: Path, conll: bool = False) -> pd.DataFrame:
         raise CompressError(f"{path}: could not be read as {path.suffix} ({e}); check the file") from e
 
 
-def _read_files(path: Path, conll: bool) -> dict[str, pd.DataFrame]:
+def _read_files(path: Path, kind: str) -> dict[str, pd.DataFrame]:
+    conll = kind == "token_classification"
     if path.is_file():
-        return {"train": _read_one(path, conll)}
+        return {"train": _read_one(path, kind)}
     if path.is_dir():
         found = {}
         for split in SPLITS:
             files = [p for p in sorted(path.glob(f"{split}.*")) if p.suffix.lower() in (*_READERS, *(_CONLL if conll else ()))]
             if files:
-                found[split] = _read_one(files[0], conll)
+                found[split] = _read_one(files[0], kind)
         if "train" not in found:
             raise CompressError(f"{path}: folder has no train.{{csv,tsv,json,jsonl,parquet,txt}}; add one or point task.dataset at a file")
         return found

@@ -14,6 +14,7 @@ from compress.core.atomic import atomic_path
 from compress.core.errors import CompressError, first_line
 from compress.data.encoding import MODEL_INPUTS, Encoded, batches, by_length, placeholder_inputs
 from compress.deploy.matmul_form import EncoderForInference, inference_form
+from compress.modeling.heads import logits_of
 from compress.modeling.runners import Batch, Runner
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def max_abs_diff(model: torch.nn.Module, run: Runner, enc: Encoded, n: int = 64)
     """Largest |logit| difference between PyTorch and another runner on real examples."""
     b = next(batches(enc, min(n, len(enc)), by_length(enc)))
     with torch.no_grad():
-        ref = model.cpu().eval()(*(b[k] for k in MODEL_INPUTS)).logits.numpy()
+        ref = logits_of(model.cpu().eval()(*(b[k] for k in MODEL_INPUTS))).numpy()
     return float(np.abs(ref - run(b)).max())
 
 

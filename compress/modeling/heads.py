@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import transformers
 
 
@@ -27,8 +28,20 @@ HEADS = {
     for h in (
         Head("sequence", "BertForSequenceClassification", "SqueezeBertForSequenceClassification", "classifier", pooled=True),
         Head("token", "BertForTokenClassification", "SqueezeBertForTokenClassification", "classifier", pooled=False),
+        Head("span", "BertForQuestionAnswering", "SqueezeBertForQuestionAnswering", "qa_outputs", pooled=False),
     )
 }
+
+
+def logits_of(output) -> torch.Tensor:
+    """A model output's logits as one tensor: `logits`, or for a span head start and end stacked as
+    [batch, seq, 2] (the inference form's and the ONNX file's one `logits` output)."""
+    logits = getattr(output, "logits", None)
+    if logits is not None:
+        return logits
+    if hasattr(output, "start_logits"):
+        return torch.stack([output.start_logits, output.end_logits], -1)
+    return output  # already a tensor (an inference form)
 
 
 def model_class(head: str, model_type: str) -> type:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from compress.data.encoding import MODEL_INPUTS, Encoded, batches, by_length
+from compress.modeling.heads import logits_of
 
 Batch = dict[str, torch.Tensor]
 Runner = Callable[[Batch], np.ndarray]
@@ -25,7 +26,7 @@ def torch_runner(model: torch.nn.Module, device: torch.device | str = "cpu") -> 
     @torch.no_grad()
     def run(b: Batch) -> np.ndarray:
         out = model(*(b[k].to(device) for k in MODEL_INPUTS))
-        return getattr(out, "logits", out).float().cpu().numpy()
+        return logits_of(out).float().cpu().numpy()
 
     return run
 

@@ -13,7 +13,8 @@ from compress.convert.build import convert
 from compress.convert.groups import Groups
 from compress.core.errors import CompressError
 from compress.core.records import Conversion
-from compress.data.encoding import batches
+from compress.data.encoding import MODEL_INPUTS, batches
+from compress.modeling.heads import logits_of
 from compress.modeling.runners import predict
 from compress.pipeline.registry import Pass, PassConfig
 from compress.pipeline.state import RunState
@@ -108,8 +109,13 @@ class Convert(Pass):
 def start_quality(state: RunState, student: torch.nn.Module) -> dict[str, float]:
     """The task metric on validation, and the distillation loss to the teacher (KL at T=1; MSE for regression), of an untrained student."""
     enc = state.encoded("validation")
-    assert state.teacher is not None
-    s_logits = predict(student, enc, state.device)
-    t_logits = predict(state.teacher, enc, state.device)
-    loss = state.task.kind.distill_loss(torch.from_numpy(s_logits), torch.from_numpy(t_logits), 1.0, torch.from_numpy(enc.labels))
-    return {"val_score": state.task.score(s_logits, enc), "loss_to_teacher": float(loss)}
+    teacher = state.teacher
+    assert teacher is not None
+    student.eval().to(state.device)
+    teacher.eval().to(state.device)
+    losses = []
+    for b in batches(enc, 64):
+        b = {k: v.to(state.device) for k, v in b.items()}
+        s, t = (logits_of(m(*(b[k] for k in MODEL_INPUTS))) for m in (student, teacher))
+        losses.append(float(state.task.kind.distill_loss(s, t, 1.0, b)) * len(b["index"]))
+    return {"val_score": state.task.score(predict(student, enc, state.device), enc), "loss_to_teacher": sum(losses) / len(enc)}

@@ -157,6 +157,8 @@ class Distill(Pass):
 
 def _unlabeled(state: RunState, config: Distill.Config) -> Encoded:
     """`config.unlabeled` texts for the teacher to label, tokenized like the task (no labels)."""
+    if state.task.kind.name == "question_answering":
+        raise CompressError("distill.unlabeled: question answering distills on its labelled questions only; set distill.unlabeled: 0")
     if config.unlabeled_source == "unused":
         texts = state.task.unused.drop(columns=["label"], errors="ignore")
         if texts.empty:

@@ -11,6 +11,7 @@ from compress.core.atomic import atomic_dir
 from compress.core.errors import CompressError
 from compress.core.hashing import stable_hash, state_dict_hash
 from compress.data.encoding import MODEL_INPUTS
+from compress.modeling.heads import logits_of
 from compress.modeling.loading import load_student
 from compress.passes.options import TrainOptions
 from compress.pipeline.registry import Pass
@@ -57,7 +58,7 @@ class FinetuneTeacher(Pass):
                 log.warning("cached teacher %s unusable (%s); fine-tuning again", folder, e)
 
         def loss_fn(model, batch):
-            return state.task.kind.supervised_loss(model(*(batch[k] for k in MODEL_INPUTS)).logits, batch["labels"])
+            return state.task.kind.supervised_loss(logits_of(model(*(batch[k] for k in MODEL_INPUTS))), batch["labels"])
 
         history = fit(teacher, loss_fn, train, val, config.schedule(), state.task, device=state.device, seed=state.seed, desc="teacher")
         info = {"history": history, "metric": state.task.metric, "best_val_score": max(h["val_score"] for h in history), "key": key}

@@ -15,6 +15,7 @@ def model_card(state: RunState, name: str) -> str:
         "classification": ("sequence classifier", f"labels {task.labels}"),
         "regression": ("sequence regressor", f"regression of {task.labels[0]!r}: logits[:, 0] is the score"),
         "token_classification": ("token classifier", f"tags {task.labels}: logits[b, t] scores the tags of token t"),
+        "question_answering": ("extractive question answerer", "logits[b, t, 0] and [b, t, 1] score token t as the answer's start and end"),
     }[task.kind.name]
     lines = [
         f"# {name}",
@@ -23,6 +24,17 @@ def model_card(state: RunState, name: str) -> str:
         f"`{state.recipe.name}` (teacher `{state.recipe.teacher.model}`, task `{state.recipe.task.dataset}`, {what}).",
         "",
     ]
+    if task.kind.name == "question_answering":
+        spec = state.recipe.task
+        lines += [
+            f'Scores are SQuAD v1.1\'s ({metric}, as fractions): tokenize `(question, context)` with `truncation="only_second"`, '
+            f"`max_length={spec.max_length}`, `stride={spec.doc_stride}`, `return_overflowing_tokens=True`, `return_offsets_mapping=True`; "
+            "in every window take the 20 best start and end tokens inside the context (`sequence_ids() == 1`), keep pairs with "
+            f"start <= end < start + {spec.max_answer_tokens}, and answer with the best start + end score over all windows, "
+            "cut from the context by the offsets. The PyTorch model returns `start_logits` and `end_logits`; the ONNX file one "
+            "`logits` output with both stacked last.",
+            "",
+        ]
     if task.kind.per_token:
         lines += [
             f"Scores are entity-level ({metric}: exact spans, seqeval conventions); a word's tag is read at its first "

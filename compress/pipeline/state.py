@@ -19,6 +19,7 @@ from compress.core.errors import CompressError
 from compress.core.records import Conversion, FormEval
 from compress.data.encoding import Encoded, encode
 from compress.data.sources import TaskData
+from compress.data.squad import encode_questions
 from compress.deploy.targets import open_runner, target_of
 from compress.modeling.runners import Runner, torch_runner
 from compress.recipe import Recipe
@@ -72,8 +73,11 @@ class RunState:
     def encoded(self, split: str) -> Encoded:
         """Tokenized split (cached on disk by content, and in memory for this run)."""
         if split not in self._encoded:
-            df = self.task.splits[split]
-            self._encoded[split] = encode(df, self.tokenizer, self.recipe.task.max_length, self.cache_dir)
+            df, spec = self.task.splits[split], self.recipe.task
+            if self.task.kind.name == "question_answering":
+                self._encoded[split] = encode_questions(df, self.tokenizer, spec.max_length, spec.doc_stride, spec.max_answer_tokens)
+            else:
+                self._encoded[split] = encode(df, self.tokenizer, spec.max_length, self.cache_dir)
         return self._encoded[split]
 
     def report(self, pass_name: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import torch
 import torch_pruning as tp
 
 from compress.core.errors import CompressError
+from compress.modeling.heads import logits_of
 from compress.prune.importance import score
 
 
@@ -24,7 +25,9 @@ def prune_bert_ffn(model, ratio: float, importance: str, example: dict[str, torc
     k = round(ratio * width)
     if k == 0:
         return width
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=dict(example), output_transform=lambda out: out.logits.sum(), verbose=False)
+    graph = tp.DependencyGraph().build_dependency(
+        model, example_inputs=dict(example), output_transform=lambda out: logits_of(out).sum(), verbose=False
+    )
     imp = tp.importance.TaylorImportance() if importance == "taylor" else tp.importance.MagnitudeImportance(p=2)
     for layer in layers:
         dense = layer.intermediate.dense

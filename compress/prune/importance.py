@@ -8,6 +8,7 @@ import torch
 
 from compress.core.errors import CompressError
 from compress.data.encoding import MODEL_INPUTS
+from compress.modeling.heads import logits_of
 from compress.tasks.kinds import KINDS, TaskKind
 
 Batches = Iterable[dict[str, torch.Tensor]]
@@ -19,7 +20,7 @@ def accumulate_gradients(model: torch.nn.Module, batches: Batches, kind: TaskKin
     model.train()
     for b in batches:
         out = model(*(b[k] for k in MODEL_INPUTS))
-        kind.supervised_loss(out.logits, b["labels"]).backward()
+        kind.supervised_loss(logits_of(out), b["labels"]).backward()
     model.eval()
 
 

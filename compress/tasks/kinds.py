@@ -6,6 +6,7 @@ evaluate, the search's objective) asks the run's `TaskKind` instead of assuming 
     classification        sentence / sentence-pair labels; CE, KL distillation; accuracy, macro_f1, mcc (+ f1 with 2 labels)
     regression            one float per example (STS-B); MSE, MSE distillation; pearson, spearman (mse reported too)
     token_classification  one tag per word (NER, BIO); per-token CE and KL at word starts; entity f1, precision, recall
+    question_answering    an answer span in a context (SQuAD v1.1); start/end CE, start/end distribution KL; f1, exact_match
 
 Scores are computed from a split's logits and the split itself (`Split`: its labels, and for per-token kinds
 the offsets that say where each sentence's tokens are).
@@ -14,7 +15,8 @@ the offsets that say where each sentence's tokens are).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Protocol
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -28,11 +30,15 @@ NO_LABEL = -100  # a classification text the teacher labels (cross-entropy's ign
 UNTAGGED = -1  # token classification: a word start whose tag is unknown (teacher-labelled text: distilled, not trained on)
 
 
+Batch = Mapping[str, torch.Tensor]  # a padded batch (compress.data.encoding.collate)
+
+
 class Split(Protocol):
     """What scoring needs of a tokenized split (`compress.data.encoding.Encoded` is one)."""
 
     labels: np.ndarray  # [n] per example, or [total_tokens] per token (NO_LABEL where a token is not a word start)
     offsets: np.ndarray  # [n + 1] token offsets of the examples
+    spans: Any  # question answering: the split's compress.data.encoding.SpanIndex (None otherwise)
 
 
 class TaskKind(ABC):
@@ -72,9 +78,9 @@ class TaskKind(ABC):
         """The loss on labelled examples; texts without a label (teacher-labelled only) are ignored."""
 
     @abstractmethod
-    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, labels: torch.Tensor) -> torch.Tensor:
-        """The student's loss against the teacher's outputs for the same batch (`labels`: the batch's, which tell
-        a per-token kind where the words start)."""
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch) -> torch.Tensor:
+        """The student's loss against the teacher's outputs for `batch` (its labels tell a per-token kind where
+        the words start; its attention mask where a span kind's positions are real)."""
 
     def has_labels(self, labels: torch.Tensor) -> bool:
         return bool((labels != NO_LABEL).any())
@@ -105,7 +111,7 @@ class Classification(TaskKind):
     def supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels, ignore_index=NO_LABEL)
 
-    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, labels: torch.Tensor) -> torch.Tensor:
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch) -> torch.Tensor:
         """T^2-scaled KL(teacher || student) of temperature-softened distributions (Hinton et al.)."""
         return _kd(student, teacher, temperature)
 
@@ -129,7 +135,7 @@ class Regression(TaskKind):
         known = ~torch.isnan(labels)
         return F.mse_loss(logits[:, 0][known], labels[known].to(logits.dtype))
 
-    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, labels: torch.Tensor) -> torch.Tensor:
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch) -> torch.Tensor:
         """MSE to the teacher's scores: a regression head has no distribution to soften (temperature unused)."""
         return F.mse_loss(student, teacher)
 
@@ -155,10 +161,10 @@ class TokenClassification(TaskKind):
         tagged = torch.where(labels >= 0, labels, NO_LABEL)  # untagged word starts are for distillation only
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tagged.reshape(-1), ignore_index=NO_LABEL)
 
-    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, labels: torch.Tensor) -> torch.Tensor:
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch) -> torch.Tensor:
         """Per-token KD at word starts, tagged or not (where the teacher was trained; padding and continuation
         pieces excluded), averaged over those tokens."""
-        words = labels != NO_LABEL
+        words = batch["labels"] != NO_LABEL
         return _kd(student[words], teacher[words], temperature)
 
     def tags(self, logits: np.ndarray, split: Split, labels: list[str]) -> tuple[list[list[str]], list[list[str]]]:
@@ -186,10 +192,65 @@ class TokenClassification(TaskKind):
         return SplitScores(n=len(gold), metrics=values, ci95=ci)
 
 
+class QuestionAnswering(TaskKind):
+    """An answer span per question. Rows are context windows (features); logits per token are [start, end]
+    (flat over the split's tokens); labels are each window's answer start and end token (0, 0: not in it).
+
+    Scores read the best span over all windows of a question (n-best start and end positions inside the
+    context, end >= start, at most `max_answer_tokens` tokens), cut its text from the context, and compare it
+    with the gold answers after SQuAD's normalization."""
+
+    name = "question_answering"
+    head = "span"
+    metrics: ClassVar[dict[str, m.Metric]] = {"f1": m.answer_metric("f1"), "exact_match": m.answer_metric("exact_match")}
+    n_best = 20
+
+    def predictions(self, logits: np.ndarray) -> np.ndarray:
+        return logits
+
+    def supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return (F.cross_entropy(logits[..., 0], labels[:, 0]) + F.cross_entropy(logits[..., 1], labels[:, 1])) / 2
+
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch) -> torch.Tensor:
+        """KD of the start and of the end distribution over the window's real positions (padding masked out)."""
+        pad = ~batch["attention_mask"].bool()[..., None]
+        s, t = student.masked_fill(pad, -1e4), teacher.masked_fill(pad, -1e4)
+        rows = lambda x: x.transpose(1, 2).reshape(-1, x.shape[1])  # [batch * 2, seq]
+        return _kd(rows(s), rows(t), temperature)
+
+    def answers(self, logits: np.ndarray, split: Split) -> list[str]:
+        """The predicted answer text of every question of the split."""
+        idx = split.spans
+        best: list[tuple[float, str]] = [(-np.inf, "")] * len(idx.contexts)
+        for f, q in enumerate(idx.example.tolist()):
+            s0, e0 = split.offsets[f], split.offsets[f + 1]
+            start, end, spans = logits[s0:e0, 0], logits[s0:e0, 1], idx.char_spans[s0:e0]
+            inside = spans[:, 0] >= 0
+            starts = [i for i in np.argsort(-start)[: self.n_best] if inside[i]]
+            ends = [j for j in np.argsort(-end)[: self.n_best] if inside[j]]
+            for i in starts:
+                for j in ends:
+                    if i <= j < i + idx.max_answer_tokens and start[i] + end[j] > best[q][0]:
+                        best[q] = (float(start[i] + end[j]), idx.contexts[q][spans[i, 0] : spans[j, 1]])
+        return [text for _, text in best]
+
+    def score(self, metric: str, logits: np.ndarray, split: Split, labels: list[str]) -> float:
+        return self.metrics[metric](split.spans.answers, self.answers(logits, split))
+
+    def scores(self, logits: np.ndarray, split: Split, labels: list[str], seed: int = 0) -> SplitScores:
+        """F1 and exact match over questions (SQuAD v1.1 evaluation, as fractions), intervals over questions."""
+        per = m.answer_scores(split.spans.answers, self.answers(logits, split))
+        return SplitScores(
+            n=len(split.spans.answers),
+            metrics={k: float(v.mean()) for k, v in per.items()},
+            ci95={k: m.mean_bootstrap_ci(v, seed=seed) for k, v in per.items()},
+        )
+
+
 def _kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
     """T^2-scaled KL(teacher || student) over the last axis, averaged over the rows."""
     kl = F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True, reduction="batchmean")
     return kl * t * t
 
 
-KINDS: dict[str, TaskKind] = {k.name: k() for k in (Classification, Regression, TokenClassification)}
+KINDS: dict[str, TaskKind] = {k.name: k() for k in (Classification, Regression, TokenClassification, QuestionAnswering)}

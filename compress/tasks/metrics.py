@@ -6,6 +6,7 @@ label id 1 of a two-label task: MRPC, QQP); Pearson and Spearman correlation for
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -121,3 +122,47 @@ def entity_metric(name: str) -> Metric:
 
     metric.__name__ = f"entity_{name}"
     return metric
+
+
+# --- answers (extractive question answering) ---------------------------------------------------------------
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD v1.1's normalization: lower case, no punctuation, no articles (a, an, the), single spaces."""
+    text = "".join(c for c in text.lower() if c not in _PUNCTUATION)
+    return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
+
+
+_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def _token_f1(gold: str, pred: str) -> float:
+    g, p = normalize_answer(gold).split(), normalize_answer(pred).split()
+    common = sum((Counter(g) & Counter(p)).values())
+    if not g or not p:
+        return float(g == p)
+    return 0.0 if common == 0 else 2 * common / (len(g) + len(p))
+
+
+def answer_scores(golds: list[list[str]], preds: list[str]) -> dict[str, np.ndarray]:
+    """Per question: exact match and token F1 against the best-matching gold answer (SQuAD v1.1 evaluate)."""
+    em = [max(float(normalize_answer(g) == normalize_answer(p)) for g in gs) for gs, p in zip(golds, preds, strict=True)]
+    f = [max(_token_f1(g, p) for g in gs) for gs, p in zip(golds, preds, strict=True)]
+    return {"exact_match": np.asarray(em), "f1": np.asarray(f)}
+
+
+def answer_metric(name: str) -> Metric:
+    """Exact match or F1 (fractions, not SQuAD's percentages) as a metric of (gold answers, predicted texts)."""
+
+    def metric(golds: list[list[str]], preds: list[str]) -> float:
+        return float(answer_scores(golds, preds)[name].mean()) if preds else float("nan")
+
+    metric.__name__ = name
+    return metric
+
+
+def mean_bootstrap_ci(values: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the mean of per-example values."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n, len(values)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from compress.data.encoding import MODEL_INPUTS
+from compress.modeling.heads import logits_of
 from compress.tasks.kinds import KINDS, TaskKind
 from compress.train.teacher_cache import TeacherOutputs
 
@@ -64,18 +65,19 @@ class DistillLoss:
                 *(batch[k] for k in MODEL_INPUTS), output_hidden_states=bool(self.hidden_map), output_attentions=bool(self.attention_map)
             )
         return {
-            "logits": o.logits,
+            "logits": logits_of(o),
             "hidden": {t: o.hidden_states[t] for _, t in self.hidden_map},
             "attention": {t: o.attentions[t] for _, t in self.attention_map},
         }
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(*(batch[k] for k in MODEL_INPUTS), output_hidden_states=bool(self.hidden_map), output_attentions=bool(self.attention_map))
-        t = self.teacher_outputs(batch, out.logits.device)
-        kd = self.kind.distill_loss(out.logits, t["logits"], self.temperature, batch["labels"])
+        logits = logits_of(out)
+        t = self.teacher_outputs(batch, logits.device)
+        kd = self.kind.distill_loss(logits, t["logits"], self.temperature, batch)
         loss = self.alpha * kd if self.alpha < 1 else kd
         if self.alpha < 1 and self.kind.has_labels(batch["labels"]):  # teacher-labelled texts have only the KD term
-            loss = loss + (1 - self.alpha) * self.kind.supervised_loss(out.logits, batch["labels"])
+            loss = loss + (1 - self.alpha) * self.kind.supervised_loss(logits, batch["labels"])
         mask = batch["attention_mask"].unsqueeze(-1).float()
         for s, tl in self.hidden_map:
             sh = out.hidden_states[s]

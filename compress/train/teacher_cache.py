@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from compress.core.atomic import atomic_path, atomic_write_text
 from compress.core.hashing import file_sha256, stable_hash, state_dict_hash
 from compress.data.encoding import MODEL_INPUTS, Encoded, batches, by_length, num_batches
-from compress.modeling.heads import head_of
+from compress.modeling.heads import head_of, logits_of
 from compress.train.loop import progress
 
 log = logging.getLogger(__name__)
@@ -136,11 +136,11 @@ def compute(teacher, enc: Encoded, device: torch.device, hidden: list[int], atte
         for b in batches(enc, batch_size, by_length(enc)):
             o = teacher(*(b[k].to(device) for k in MODEL_INPUTS), output_hidden_states=bool(hidden), output_attentions=bool(attention))
             if not per_token:
-                logits[b["index"]] = o.logits.float().cpu()
+                logits[b["index"]] = logits_of(o).float().cpu()
             for r, i in enumerate(b["index"].tolist()):
                 s, e, ln = int(enc.offsets[i]), int(enc.offsets[i + 1]), int(lengths[i])
                 if per_token:
-                    logits[s:e] = o.logits[r, :ln].float().cpu()
+                    logits[s:e] = logits_of(o)[r, :ln].float().cpu()
                 for h in hidden:
                     hid[h][s:e] = o.hidden_states[h][r, :ln].half().cpu()
                 for a in attention:
