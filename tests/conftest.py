@@ -88,6 +88,27 @@ def tiny_recipe(tmp_path: Path, csv: Path, teacher: Path, passes: list[dict], **
     } | extra
 
 
+def tiny_search(raw: dict, groups: str | None = None) -> dict:
+    """`raw` as a 2-trial study: one-epoch passes, groups and depth searched, no finalize (fast)."""
+    convert = {"fit_samples": 32} | ({"groups": groups} if groups else {})
+    raw["passes"] = [
+        {"name": "finetune_teacher", "options": {"epochs": 1, "lr": 1e-3}},
+        {"name": "convert", "options": convert},
+        {"name": "distill", "options": {"epochs": 1, "lr": 1e-3}},
+        {"name": "export", "options": {"models": ["student"]}},
+        {"name": "quantize"},
+        {"name": "evaluate", "options": {"models": ["student*"], "latency": True, "latency_seq": 16, "latency_runs": 5}},
+    ]
+    raw["search"] = {
+        "trials": 2,
+        "calibration_runs": 5,
+        "prune": False,
+        "space": {"passes.convert.groups": {"groups": [1, 2]}, "passes.convert.layers": {"choices": [1, 2]}},
+        "finalize": {"top_k": 0},
+    }
+    return raw
+
+
 def write_tiny_recipe(tmp_path: Path, csv: Path, teacher: Path, passes: list[dict]) -> Path:
     import yaml
 

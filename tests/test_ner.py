@@ -28,7 +28,7 @@ from compress.deploy.matmul_form import inference_form
 from compress.recipe.task import TaskSpec
 from compress.tasks import metrics as m
 from compress.tasks.kinds import KINDS, NO_LABEL
-from conftest import WORDS, tiny_recipe
+from conftest import WORDS, tiny_recipe, tiny_search
 
 PEOPLE = ["alice", "bob", "carol", "dave", "erin"]
 PLACES = [["paris"], ["new", "york"], ["san", "francisco"], ["berlin"]]
@@ -233,21 +233,7 @@ def test_ner_end_to_end(tmp_path, ner_recipe, cli):
 def test_search_over_a_ner_recipe(tmp_path, ner_recipe, cli):
     import optuna
 
-    ner_recipe["passes"] = [
-        {"name": "finetune_teacher", "options": {"epochs": 2, "lr": 1e-3}},
-        {"name": "convert", "options": {"fit_samples": 32}},
-        {"name": "distill", "options": {"epochs": 1, "lr": 1e-3}},
-        {"name": "export", "options": {"models": ["student"]}},
-        {"name": "quantize"},
-        {"name": "evaluate", "options": {"models": ["student*"], "latency": True, "latency_seq": 16, "latency_runs": 5}},
-    ]
-    ner_recipe["search"] = {
-        "trials": 2,
-        "calibration_runs": 5,
-        "prune": False,
-        "space": {"passes.convert.groups": {"groups": [1, 2]}, "passes.convert.layers": {"choices": [1, 2]}},
-        "finalize": {"top_k": 0},
-    }
+    tiny_search(ner_recipe)
     recipe = tmp_path / "search.yaml"
     recipe.write_text(yaml.safe_dump(ner_recipe))
     code, _, err = cli("search", recipe)

@@ -19,7 +19,7 @@ from compress.data.sources import load_task
 from compress.recipe.task import TaskSpec
 from compress.tasks import metrics as m
 from compress.tasks.kinds import KINDS
-from conftest import WORDS, make_rows, tiny_recipe
+from conftest import WORDS, make_rows, tiny_recipe, tiny_search
 
 
 def test_metrics_match_their_definitions():
@@ -159,21 +159,7 @@ def test_search_over_a_regression_recipe(tmp_path, regression_recipe, cli):
 
     from compress.core.records import TrialScore
 
-    regression_recipe["passes"] = [
-        {"name": "finetune_teacher", "options": {"epochs": 1, "lr": 1e-3}},
-        {"name": "convert", "options": {"groups": "2,2,2,1,2,2", "fit_samples": 32}},
-        {"name": "distill", "options": {"epochs": 1, "lr": 1e-3}},
-        {"name": "export", "options": {"models": ["student"]}},
-        {"name": "quantize"},
-        {"name": "evaluate", "options": {"models": ["student*"], "latency": True, "latency_seq": 16, "latency_runs": 5}},
-    ]
-    regression_recipe["search"] = {
-        "trials": 2,
-        "calibration_runs": 5,
-        "prune": False,
-        "space": {"passes.convert.groups": {"groups": [1, 2]}, "passes.convert.layers": {"choices": [1, 2]}},
-        "finalize": {"top_k": 0},
-    }
+    tiny_search(regression_recipe, groups="2,2,2,1,2,2")
     recipe = tmp_path / "search.yaml"
     recipe.write_text(yaml.safe_dump(regression_recipe))
     code, _, err = cli("search", recipe)
