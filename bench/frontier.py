@@ -1,20 +1,21 @@
 """Frontier benchmark on the embedded default: does the honest front beat what users get without compress?
 
 Runs recipes/quickstart.yaml's passes at benchmark size (8,000 labelled tweets, 1,000 validation, 2,000
-test) over a wider space (2-4 layers, every group count up to 12 that divides the channels, FFN 1536 or
-768) as a study of --trials proxy trials (each distilling --proxy-samples tweets x --proxy-epochs), then
-`finalize`: the --top-k distinct front students are retrained at full budget (all labelled training
-tweets + --unlabeled teacher-labelled unused tweets, --epochs epochs), the peer baselines (layerdrop,
-pruned) are trained alike, and everything is timed with the teacher's deploy forms in one interleaved,
-repeated run. Then that timing run is repeated in --remeasure separate processes. The recipe it runs is
-written to results/bench/<study>.yaml. Writes results/bench/<study>.json (default: frontier.json) with:
+test) over a wider space (2-5 layers, every group count up to 12 that divides the channels, FFN 1536, 1152
+or 768; dense students seeded) as a study of --trials proxy trials (each distilling --proxy-samples tweets x
+--proxy-epochs), then `finalize`: the peer baselines (layerdrop, pruned) are trained at full budget (all
+labelled training tweets + --unlabeled teacher-labelled unused tweets, --epochs epochs), and so are the
+--top-k distinct front students and, for each baseline, the best proxy predicted no slower than it; all are
+timed with the teacher's deploy forms in one interleaved run of --repeats repeats. Then that timing run is
+repeated in --remeasure separate processes. The recipe it runs is written to results/bench/<study>.yaml.
+Writes results/bench/<study>.json (default: frontier.json) with:
 
     best_speedup_vs_teacher_fastest_within_1pt   fastest final student within 1 pt of the teacher (test)
     baselines_total, baselines_dominated         teacher forms and peers; matched or beaten on both axes
     predictor_spearman, predictor_median_abs_err the latency model over the study's trials
     remeasure_spread                             largest relative spread of a final student's speed-up
 
-    python bench/frontier.py [--trials 20] [--top-k 4] [--epochs 3] [--unlabeled 8000] [--remeasure 3] [--seed-dense --study NAME]
+    python bench/frontier.py [--trials 20] [--top-k 3] [--epochs 3] [--unlabeled 8000] [--remeasure 3] [--no-seeds --study NAME]
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ from compress.search.report import build
 from compress.search.study import search
 
 ROOT = Path(__file__).resolve().parent.parent
+# Dense students tried first: one-epoch proxies under-rate them (README), and near the peers' speeds
+# (layer-drop ~2x, pruned ~1.4x) more depth with a narrower FFN is what could beat them.
+SEEDS = [(2, None), (4, 768), (5, 768)]  # (layers, FFN width; None: the teacher's)
 
 
 def main() -> None:
@@ -46,13 +50,19 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--proxy-samples", type=int, default=3000)
     ap.add_argument("--proxy-epochs", type=int, default=1)
-    ap.add_argument("--top-k", type=int, default=4)
+    ap.add_argument("--top-k", type=int, default=3, help="finalists spread along the front (plus one challenger per baseline)")
     ap.add_argument("--epochs", type=int, default=3, help="distillation epochs of the final students and baselines")
     ap.add_argument("--unlabeled", type=int, default=8000, help="teacher-labelled unused training tweets added to their distillation")
     ap.add_argument("--hidden-weight", type=float, default=0.0, help="intermediate-layer (hidden-state) distillation weight, finals and baselines")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=7,
+        help="repeats of each timing run (a few minutes of a shared machine's speed steps then move the median little)",
+    )
     ap.add_argument("--remeasure", type=int, default=3, help="separate processes that time the final front again")
     ap.add_argument("--study", default="bench-frontier")
-    ap.add_argument("--seed-dense", action="store_true", help="try the dense (groups 1, full FFN) student at each depth first (search.seeds)")
+    ap.add_argument("--no-seeds", action="store_true", help="sample every trial (default: the dense students of SEEDS are tried first)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
     recipe = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
@@ -71,6 +81,8 @@ def main() -> None:
         "baselines": ["layerdrop", "pruned"],
         "finalize": {
             "top_k": args.top_k,
+            "runs": 40,
+            "repeats": args.repeats,
             "natural_texts": 100,
             "set": {
                 "passes.distill.max_train_samples": None,
@@ -79,13 +91,13 @@ def main() -> None:
                 "passes.distill.hidden_weight": args.hidden_weight,
             },
         },
-        "seeds": [{"passes.convert.groups": "1,1,1,1,1,1", "passes.convert.layers": n, "passes.convert.intermediate_size": None} for n in (2, 3, 4)]
-        if args.seed_dense
-        else [],
+        "seeds": []
+        if args.no_seeds
+        else [{"passes.convert.groups": "1,1,1,1,1,1", "passes.convert.layers": n, "passes.convert.intermediate_size": f} for n, f in SEEDS],
         "space": {
             "passes.convert.groups": {"groups_up_to": 12},
-            "passes.convert.layers": {"choices": [2, 3, 4]},
-            "passes.convert.intermediate_size": {"choices": [None, 768]},
+            "passes.convert.layers": {"choices": [2, 3, 4, 5]},
+            "passes.convert.intermediate_size": {"choices": [None, 1152, 768]},
             "passes.distill.lr": {"low": 2.0e-4, "high": 6.0e-4, "log": True},
         },
     }

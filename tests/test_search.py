@@ -73,7 +73,7 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
 
     frontier = Frontier.model_validate(json.loads((folder / "final" / "frontier.json").read_text()))
     kinds = [e.kind for e in frontier.entries]
-    assert kinds[0] == "teacher" and kinds.count("baseline") == 2 and 1 <= kinds.count("final") <= 2
+    assert kinds[0] == "teacher" and kinds.count("baseline") == 2 and 1 <= kinds.count("final") <= 2 + 2  # top_k, and a challenger per baseline
     assert frontier.reference == f"teacher/{frontier.entries[0].best().form}" and frontier.repeats == 2
     for e in frontier.entries:
         for f in e.forms.values():
@@ -288,7 +288,7 @@ def test_hypervolume_2d_matches_optunas_own():
 
 def test_finalists_are_distinct_front_architectures_spread_along_it():
     from compress.core.records import SplitScores
-    from compress.search.finalize import pick
+    from compress.search.finalize import challengers, pick
 
     def score(acc, ms, layers=3, feasible=True):
         return TrialScore(
@@ -319,6 +319,12 @@ def test_finalists_are_distinct_front_architectures_spread_along_it():
     assert [n for n, _ in pick(trials, 10)] == [0, 1, 2, 3, 6]  # the infeasible and the dominated never; one per architecture
     assert [n for n, _ in pick(trials, 3)] == [0, 2, 6]  # from the fastest to the most accurate
     assert [n for n, _ in pick(trials, 1)] == [2]  # one: the middle of the front
+
+    # against each baseline: the best feasible student predicted no slower than it (dominated ones included), once
+    chosen = pick(trials, 1)
+    peers = {"slow": 6.5, "mid": 4.0, "fast": 0.5}  # name -> the baseline's predicted ms
+    assert [n for n, _ in challengers(trials, chosen, peers)] == [3]  # slow: 3 (0.76 at 5 ms; 4 is 6 ms); mid: 2, chosen already
+    assert [n for n, _ in challengers(trials, [], {"a": 6.0, "b": 6.0})] == [3]  # one student may be the challenger of two
 
 
 def test_seeds_are_tried_first(tmp_path, tiny_csv, tiny_teacher_dir, cli):

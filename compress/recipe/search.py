@@ -88,6 +88,11 @@ class FinalizeSpec(BaseModel):
     runs: PositiveInt = Field(50, description="timed calls per form and repeat in the final timing run")
     repeats: PositiveInt = Field(3, description="independent repeats of the final timing run (a repeat slowed by machine load is redone)")
     natural_texts: int = Field(100, ge=0, description="validation texts timed at their own lengths, batch 1")
+    cover_baselines: bool = Field(
+        True,
+        description="also retrain, for each peer baseline, the most accurate proxy student the latency model puts at or below "
+        "the baseline's latency (the student that should beat it), when it is not a finalist already",
+    )
 
 
 class SearchSpec(BaseModel):

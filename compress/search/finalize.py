@@ -22,10 +22,14 @@ import yaml
 from compress.core.atomic import atomic_write_json
 from compress.core.errors import CompressError
 from compress.core.records import Frontier, TrialScore, read_metrics
+from compress.deploy.blocks import Architecture
+from compress.deploy.targets import get_target
 from compress.modeling.loading import load_config
 from compress.pipeline.runner import run_recipe
 from compress.recipe import Recipe, load_recipe, parse_recipe, set_path
+from compress.recipe.search import SearchSpec
 from compress.search.baselines import baseline_passes
+from compress.search.predictor import latency_model
 from compress.search.storage import reopen
 from compress.search.timing import Entry, time_frontier
 
@@ -62,6 +66,35 @@ def pick(trials: list[tuple[int, TrialScore]], k: int) -> list[tuple[int, TrialS
     return [ordered[i] for i in sorted(set(at))]
 
 
+def challengers(trials: list[tuple[int, TrialScore]], chosen: list[tuple[int, TrialScore]], peers: dict[str, float]) -> list[tuple[int, TrialScore]]:
+    """For each peer baseline (name -> its predicted latency): the feasible proxy student with the best validation
+    score among those predicted at or below the baseline's latency, unless it is chosen already.
+
+    The spread along the front picks students by one-epoch proxies, where a baseline's latency may fall between
+    two picks; the student meant to beat a baseline is the best one that is no slower than it."""
+    taken = {n for n, _ in chosen}
+    out = []
+    for name, ms in peers.items():
+        faster = [(n, s) for n, s in trials if s.feasible and s.predicted_ms <= ms]
+        if not faster:
+            log.info("baseline %s (predicted %.2f ms): no proxy student is predicted as fast; none retrained against it", name, ms)
+            continue
+        n, s = max(faster, key=lambda t: (t[1].value, -t[1].predicted_ms))
+        log.info("baseline %s (predicted %.2f ms): challenger trial %d (predicted %.2f ms, validation %.4f)", name, ms, n, s.predicted_ms, s.value)
+        if n not in taken:
+            taken.add(n)
+            out.append((n, s))
+    return out
+
+
+def _predicted(folder: Path, recipe: Recipe, spec: SearchSpec, peers: list[Entry]) -> dict[str, float]:
+    """The latency model's prediction for each trained baseline: the same scale the trials were scored on."""
+    model, target = latency_model(folder, recipe, spec), get_target(spec.target)
+    archs = {e.name: Architecture.of(load_config(str(e.run / "models" / e.model))) for e in peers}
+    model.extend(archs.values(), target)  # e.g. pruned head counts no trial had
+    return {name: model.predict(arch) for name, arch in archs.items()}
+
+
 def _dominates(a: TrialScore, b: TrialScore) -> bool:
     better_or_equal = a.value >= b.value and a.predicted_ms <= b.predicted_ms
     return better_or_equal and (a.value > b.value or a.predicted_ms < b.predicted_ms)
@@ -77,15 +110,20 @@ def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, ou
     trials = scored_trials(info, storage)
     if not trials:
         raise CompressError(f"study {info['study']!r} has no finished trial to finalize; run compress search (or --resume) until one finishes")
-    entries = [Entry("teacher", "teacher", None, folder / "reference", False, "teacher")]
-    for number, score in pick(trials, k):
-        raw = yaml.safe_load((Path(score.path) / "recipe.yaml").read_text()) | {"name": f"final-{number:04d}", "output_dir": str(folder / "final")}
-        entries.append(Entry(f"final-{number:04d}", "final", number, *_run(raw, spec.finalize.set, retime), spec.student))
     teacher_layers = load_config(str(folder / "reference" / "models" / "teacher")).num_hidden_layers
+    peers = []  # trained first: the students that should beat them are chosen by their latency
     for b in spec.baselines:
         raw = recipe.raw(name=f"baseline-{b.name}", output_dir=str(folder / "baselines"), cache_dir=str(recipe.cache_path()))
         raw["passes"] = baseline_passes(b, raw["passes"], teacher_layers, spec.student)
-        entries.append(Entry(b.name, "baseline", None, *_run(raw, spec.finalize.set, retime), spec.student))
+        peers.append(Entry(b.name, "baseline", None, *_run(raw, spec.finalize.set, retime), spec.student))
+    chosen = pick(trials, k)
+    if spec.finalize.cover_baselines and peers:
+        chosen += challengers(trials, chosen, _predicted(folder, recipe, spec, peers))
+    entries = [Entry("teacher", "teacher", None, folder / "reference", False, "teacher")]
+    for number, score in sorted(chosen, key=lambda t: t[1].predicted_ms):
+        raw = yaml.safe_load((Path(score.path) / "recipe.yaml").read_text()) | {"name": f"final-{number:04d}", "output_dir": str(folder / "final")}
+        entries.append(Entry(f"final-{number:04d}", "final", number, *_run(raw, spec.finalize.set, retime), spec.student))
+    entries += peers
     path = out or folder / "final" / "frontier.json"
     if not retime and not any(e.fresh for e in entries) and path.is_file():
         old = Frontier.model_validate(json.loads(path.read_text()))
@@ -97,7 +135,7 @@ def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, ou
     ref = frontier.reference
     for e in frontier.entries:
         best, lat = e.best(), e.best().latency
-        test = f"{best.splits['test']['accuracy']:.4f}" if "test" in best.splits else "-"
+        test = f"{best.splits['test'][trials[0][1].metric]:.4f}" if "test" in best.splits else "-"
         if lat is not None:
             log.info("%s: %s %.2f ms (p10) = %.2fx %s, test accuracy %s", e.name, best.form, lat.p10_ms, lat.speedup or 0, ref, test)
     return path
