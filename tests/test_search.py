@@ -80,6 +80,8 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
             assert f.latency.speedup == pytest.approx(frontier.reference_ms / f.latency.p10_ms) and f.natural.texts == 6 and "test" in f.splits
     finals = [e for e in frontier.entries if e.kind == "final"]
     assert all(read_metrics(Path(e.path) / "metrics.json").reports["distill"]["student"]["history"][-1]["epoch"] == 2 for e in finals)  # full budget
+    challenged = [c for e in finals for c in e.challenges]  # each baseline has at most one challenger, a final student
+    assert len(challenged) == len(set(challenged)) and set(challenged) <= {"layerdrop", "pruned"}
     layerdrop = next(e for e in frontier.entries if e.name == "layerdrop")
     assert len(layerdrop.arch["heads"]) == 1 and set(layerdrop.arch["groups"].values()) == {1}  # every other layer of 2, dense
     assert next(e for e in frontier.entries if e.name == "pruned").arch["ffn"] == 32  # half of the teacher's 64
@@ -105,6 +107,7 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
     assert summary["reference"] == frontier.reference and len(summary["finals"]) == kinds.count("final")
     assert summary["predictor"]["trials"] >= 2 and -1 <= summary["predictor"]["spearman"] <= 1
     md = (out_dir / "report.md").read_text()
+    assert md.count("(challenger of ") == sum(bool(e.challenges) for e in finals)  # named in the final students' table
     assert "Final students vs what you get without compress" in md and "layerdrop" in md and frontier.reference in md and "pareto.png" in md
     assert (out_dir / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     check_offline_html((out_dir / "index.html").read_text(), front_size=summary["front_size"], finals=len(frontier.entries) + forms - 1)
@@ -320,11 +323,9 @@ def test_finalists_are_distinct_front_architectures_spread_along_it():
     assert [n for n, _ in pick(trials, 3)] == [0, 2, 6]  # from the fastest to the most accurate
     assert [n for n, _ in pick(trials, 1)] == [2]  # one: the middle of the front
 
-    # against each baseline: the best feasible student predicted no slower than it (dominated ones included), once
-    chosen = pick(trials, 1)
-    peers = {"slow": 6.5, "mid": 4.0, "fast": 0.5}  # name -> the baseline's predicted ms
-    assert [n for n, _ in challengers(trials, chosen, peers)] == [3]  # slow: 3 (0.76 at 5 ms; 4 is 6 ms); mid: 2, chosen already
-    assert [n for n, _ in challengers(trials, [], {"a": 6.0, "b": 6.0})] == [3]  # one student may be the challenger of two
+    # against each baseline: the best feasible student predicted no slower than it (dominated ones included)
+    found = challengers(trials, {"slow": 6.5, "mid": 4.0, "same": 2.0, "fast": 0.5})  # name -> the baseline's predicted ms
+    assert {name: n for name, (n, _) in found.items()} == {"slow": 3, "mid": 2, "same": 0}  # 5 is faster but infeasible; none for "fast"
 
 
 def test_seeds_are_tried_first(tmp_path, tiny_csv, tiny_teacher_dir, cli):

@@ -229,6 +229,7 @@ class FrontierEntry(Record):
     path: str
     arch: dict[str, Any]
     forms: dict[str, FormEval]  # accuracy from its run, latency from the shared timing session
+    challenges: list[str] = []  # the baselines a final student was retrained to beat (finalize.cover_baselines)
 
     def best(self) -> FormEval:
         """The fastest form (p10): how this model would be shipped."""

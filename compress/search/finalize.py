@@ -66,24 +66,21 @@ def pick(trials: list[tuple[int, TrialScore]], k: int) -> list[tuple[int, TrialS
     return [ordered[i] for i in sorted(set(at))]
 
 
-def challengers(trials: list[tuple[int, TrialScore]], chosen: list[tuple[int, TrialScore]], peers: dict[str, float]) -> list[tuple[int, TrialScore]]:
+def challengers(trials: list[tuple[int, TrialScore]], peers: dict[str, float]) -> dict[str, tuple[int, TrialScore]]:
     """For each peer baseline (name -> its predicted latency): the feasible proxy student with the best validation
-    score among those predicted at or below the baseline's latency, unless it is chosen already.
+    score among those predicted at or below the baseline's latency (baselines no student is as fast as are left out).
 
-    The spread along the front picks students by one-epoch proxies, where a baseline's latency may fall between
+    The spread along the front picks students by one-epoch proxies, and a baseline's latency may fall between
     two picks; the student meant to beat a baseline is the best one that is no slower than it."""
-    taken = {n for n, _ in chosen}
-    out = []
+    out = {}
     for name, ms in peers.items():
         faster = [(n, s) for n, s in trials if s.feasible and s.predicted_ms <= ms]
         if not faster:
             log.info("baseline %s (predicted %.2f ms): no proxy student is predicted as fast; none retrained against it", name, ms)
             continue
-        n, s = max(faster, key=lambda t: (t[1].value, -t[1].predicted_ms))
+        out[name] = max(faster, key=lambda t: (t[1].value, -t[1].predicted_ms))
+        n, s = out[name]
         log.info("baseline %s (predicted %.2f ms): challenger trial %d (predicted %.2f ms, validation %.4f)", name, ms, n, s.predicted_ms, s.value)
-        if n not in taken:
-            taken.add(n)
-            out.append((n, s))
     return out
 
 
@@ -116,13 +113,17 @@ def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, ou
         raw = recipe.raw(name=f"baseline-{b.name}", output_dir=str(folder / "baselines"), cache_dir=str(recipe.cache_path()))
         raw["passes"] = baseline_passes(b, raw["passes"], teacher_layers, spec.student)
         peers.append(Entry(b.name, "baseline", None, *_run(raw, spec.finalize.set, retime), spec.student))
-    chosen = pick(trials, k)
+    chosen = dict(pick(trials, k))
+    against: dict[int, list[str]] = {}
     if spec.finalize.cover_baselines and peers:
-        chosen += challengers(trials, chosen, _predicted(folder, recipe, spec, peers))
+        for name, (number, score) in challengers(trials, _predicted(folder, recipe, spec, peers)).items():
+            chosen[number] = score
+            against.setdefault(number, []).append(name)
     entries = [Entry("teacher", "teacher", None, folder / "reference", False, "teacher")]
-    for number, score in sorted(chosen, key=lambda t: t[1].predicted_ms):
+    for number, score in sorted(chosen.items(), key=lambda t: t[1].predicted_ms):
         raw = yaml.safe_load((Path(score.path) / "recipe.yaml").read_text()) | {"name": f"final-{number:04d}", "output_dir": str(folder / "final")}
-        entries.append(Entry(f"final-{number:04d}", "final", number, *_run(raw, spec.finalize.set, retime), spec.student))
+        run, fresh = _run(raw, spec.finalize.set, retime)
+        entries.append(Entry(f"final-{number:04d}", "final", number, run, fresh, spec.student, tuple(against.get(number, ()))))
     entries += peers
     path = out or folder / "final" / "frontier.json"
     if not retime and not any(e.fresh for e in entries) and path.is_file():

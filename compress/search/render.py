@@ -60,7 +60,7 @@ def final_rows(points: pd.DataFrame) -> list[list[str]]:
         natural = f"{_num(getattr(r, 'natural_ms', None))} ({_num(getattr(r, 'natural_speedup', None), suffix='x')})"
         rows.append(
             [
-                str(r.name),
+                str(r.name) + (f" (challenger of {c})" if isinstance(c := getattr(r, "challenges", None), str) else ""),
                 str(r.form),
                 fmt_ci(r),
                 f"{_num(r.latency_ms)} ({_num(r.median_ms)})",
@@ -165,7 +165,8 @@ def render_markdown(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str
         "",
         *_table(columns(FINAL_COLUMNS, summary), final_rows(points)),
         "",
-        "Final students: the distinct front architectures retrained at full budget; baselines trained with the same budget. "
+        "Final students: the distinct front architectures retrained at full budget, and per baseline its challenger (the best proxy "
+        "predicted no slower than it); baselines trained with the same budget. "
         "`ms natural`: batch 1 over validation texts at their own lengths (mean), with its speed-up per text.",
         "",
         f"## Search: proxy trials ({counts})",
@@ -222,7 +223,8 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f
 {plot}
 <h2>Final students vs what you get without compress</h2>
 {_html_table("finals", columns(FINAL_COLUMNS, summary), final_rows(points))}
-<p class="note">Final students: the distinct front architectures retrained at full budget; baselines trained with the same budget.</p>
+<p class="note">Final students: the distinct front architectures retrained at full budget, and per baseline its challenger (the best
+proxy predicted no slower than it); baselines trained with the same budget.</p>
 <h2>Search: proxy front ({len(front)} students)</h2>
 <p>{escape(_knee(summary))}</p>
 {_html_table("pareto", columns(PROXY_COLUMNS, summary), proxy_rows(front))}

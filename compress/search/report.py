@@ -135,7 +135,8 @@ def _trial_row(s: TrialScore | None) -> dict[str, Any]:
 def _entry_rows(source: str, metric: str, e: FrontierEntry) -> list[dict[str, Any]]:
     """A final student or baseline in its fastest form; the teacher in every form (what a user gets without compress)."""
     forms = list(e.forms.values()) if e.kind == "teacher" else [e.best()]
-    return [_form_row(source, metric, e.kind, f, e.name if e.kind != "teacher" else None, e.trial, e.arch, e.path) for f in forms]
+    rows = [_form_row(source, metric, e.kind, f, e.name if e.kind != "teacher" else None, e.trial, e.arch, e.path) for f in forms]
+    return [r | {"challenges": ", ".join(e.challenges) or None} for r in rows]
 
 
 def _teacher_rows(source: str, teacher: TeacherReference) -> list[dict[str, Any]]:
@@ -243,6 +244,7 @@ def _row_summary(r: pd.Series) -> dict[str, Any]:
         "groups",
         "intermediate_size",
         "trial",
+        "challenges",
         "path",
     )
     out = {k: (None if pd.isna(r[k]) else r[k].item() if hasattr(r[k], "item") else r[k]) for k in keys if k in r}

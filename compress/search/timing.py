@@ -38,6 +38,7 @@ class Entry:
     run: Path  # a finished run folder
     fresh: bool  # trained by this finalize (so earlier timings no longer describe it)
     model: str  # the model of that run whose forms are timed
+    challenges: tuple[str, ...] = ()  # baselines this final student was picked to beat
 
 
 def timing_options(recipe: Recipe) -> dict[str, Any]:
@@ -98,7 +99,15 @@ def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Fro
             )
             timed_forms[f] = ev.model_copy(update={"latency": latency, "natural": natural.get(f"{e.name}/{f}")})
         out.append(
-            FrontierEntry(name=e.name, kind=e.kind, trial=e.trial, path=str(e.run), arch=Architecture.of(config).model_dump(), forms=timed_forms)
+            FrontierEntry(
+                name=e.name,
+                kind=e.kind,
+                trial=e.trial,
+                path=str(e.run),
+                arch=Architecture.of(config).model_dump(),
+                forms=timed_forms,
+                challenges=list(e.challenges),
+            )
         )
     reference = min(teacher, key=teacher.__getitem__)
     return Frontier(
