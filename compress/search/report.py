@@ -227,26 +227,9 @@ def _floor(context: dict[str, Any]) -> float | None:
 
 
 def _row_summary(r: pd.Series) -> dict[str, Any]:
-    keys = (
-        "name",
-        "form",
-        "test_score",
-        "test_ci_low",
-        "test_ci_high",
-        "val_score",
-        "latency_ms",
-        "median_ms",
-        "natural_ms",
-        "speedup",
-        "natural_speedup",
-        "speedup_vs_torch",
-        "layers",
-        "groups",
-        "intermediate_size",
-        "trial",
-        "challenges",
-        "path",
-    )
+    scores = ["test_score", "test_ci_low", "test_ci_high", "val_score"]
+    speed = ["latency_ms", "median_ms", "natural_ms", "speedup", "natural_speedup", "speedup_vs_torch"]
+    keys = ["name", "form", *scores, *speed, "layers", "groups", "intermediate_size", "trial", "challenges", "path"]
     out = {k: (None if pd.isna(r[k]) else r[k].item() if hasattr(r[k], "item") else r[k]) for k in keys if k in r}
     return out | {k: int(v) for k in ("layers", "intermediate_size", "trial") if (v := out.get(k)) is not None}  # counts, not floats
 
