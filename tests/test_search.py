@@ -323,6 +323,7 @@ def test_finalists_are_distinct_front_architectures_spread_along_it():
     assert [n for n, _ in pick(trials, 3)] == [0, 2, 6]  # from the fastest to the most accurate
     assert [n for n, _ in pick(trials, 1)] == [2]  # one: the middle of the front
 
+    assert [n for n, _ in pick([(n, s.model_copy(update={"feasible": False})) for n, s in trials], 3)] == [5]  # none feasible: front of all
     # against each baseline: the best feasible student predicted no slower than it (dominated ones included)
     found = challengers(trials, {"slow": 6.5, "mid": 4.0, "same": 2.0, "fast": 0.5})  # name -> the baseline's predicted ms
     assert {name: n for name, (n, _) in found.items()} == {"slow": 3, "mid": 2, "same": 0}  # 5 is faster but infeasible; none for "fast"

@@ -55,6 +55,9 @@ def pick(trials: list[tuple[int, TrialScore]], k: int) -> list[tuple[int, TrialS
     """Up to `k` distinct architectures of the feasible front (validation accuracy vs predicted latency),
     spread evenly along it from the fastest to the most accurate (one: its middle)."""
     ok = [(n, s) for n, s in trials if s.feasible]
+    if not ok and trials:  # brief proxies can all miss max_accuracy_drop; full-budget retraining often recovers it
+        log.warning("no proxy trial is feasible (search.max_accuracy_drop / latency_budget_ms): finalizing the front of all finished trials")
+        ok = trials
     front = [(n, s) for n, s in ok if not any(_dominates(o, s) for _, o in ok)]
     distinct: dict[str, tuple[int, TrialScore]] = {}
     for n, s in sorted(front, key=lambda t: -t[1].value):
