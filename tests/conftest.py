@@ -125,6 +125,17 @@ def run_metrics(tmp_path: Path):
     return run, read_metrics(run / "metrics.json")
 
 
+def run_raw(tmp_path: Path, raw: dict, cli) -> tuple[Path, object]:
+    """Write `raw` as r.yaml, `compress run` it (it must succeed); the run's folder and metrics record."""
+    import yaml
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    code, _, err = cli("run", recipe)
+    assert code == 0, err
+    return run_metrics(tmp_path)
+
+
 @pytest.fixture
 def cli(capsys):
     """Run the CLI in-process: returns (exit code, stdout, stderr)."""

@@ -21,14 +21,13 @@ from compress.convert.build import build_student, convert, dense_layers
 from compress.convert.groups import Groups
 from compress.convert.perms import search_perms
 from compress.core.errors import CompressError
-from compress.core.records import read_metrics
 from compress.data.encoding import collate, encode
 from compress.data.sources import load_task
 from compress.deploy.matmul_form import inference_form
 from compress.recipe.task import TaskSpec
 from compress.tasks import metrics as m
 from compress.tasks.kinds import KINDS, NO_LABEL
-from conftest import WORDS, tiny_recipe, tiny_search
+from conftest import WORDS, run_raw, tiny_recipe, tiny_search
 
 PEOPLE = ["alice", "bob", "carol", "dave", "erin"]
 PLACES = [["paris"], ["new", "york"], ["san", "francisco"], ["berlin"]]
@@ -202,12 +201,7 @@ def test_ner_end_to_end(tmp_path, ner_recipe, cli):
     import onnxruntime as ort
     from transformers import AutoTokenizer, SqueezeBertForTokenClassification
 
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump(ner_recipe))
-    code, _, err = cli("run", recipe)
-    assert code == 0, err
-    run = tmp_path / "results" / "tiny"
-    metrics = read_metrics(run / "metrics.json")
+    run, metrics = run_raw(tmp_path, ner_recipe, cli)
     assert metrics.task_kind == "token_classification" and metrics.metric == "f1" and metrics.labels == TAGS
     for form in ("teacher", "student", "student.onnx", "student.int8"):
         test = metrics.evaluations[form].splits["test"]

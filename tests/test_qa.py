@@ -13,14 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from transformers import BertConfig, BertForQuestionAnswering
 
 from compress.convert.build import build_student, convert, dense_layers
 from compress.convert.groups import Groups
 from compress.convert.perms import search_perms
 from compress.core.errors import CompressError
-from compress.core.records import read_metrics
 from compress.data.sources import load_task
 from compress.data.squad import encode_questions
 from compress.deploy.matmul_form import inference_form
@@ -28,7 +26,7 @@ from compress.modeling.heads import logits_of
 from compress.recipe.task import TaskSpec
 from compress.tasks import metrics as m
 from compress.tasks.kinds import KINDS
-from conftest import WORDS, tiny_recipe
+from conftest import WORDS, run_raw, tiny_recipe
 
 PEOPLE = ["alice", "bob", "carol", "dave", "erin"]
 PLACES = ["paris", "new york", "san francisco", "berlin"]
@@ -153,12 +151,7 @@ def test_question_answering_end_to_end(tmp_path, tiny_teacher_dir, cli):
 
     raw = tiny_recipe(tmp_path, squad_folder(tmp_path / "squad"), tiny_teacher_dir, QA_PASSES)
     raw["task"] = {"dataset": raw["task"]["dataset"], "kind": "question_answering", "max_length": 32, "doc_stride": 8}
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump(raw))
-    code, _, err = cli("run", recipe)
-    assert code == 0, err
-    run = tmp_path / "results" / "tiny"
-    metrics = read_metrics(run / "metrics.json")
+    run, metrics = run_raw(tmp_path, raw, cli)
     assert metrics.task_kind == "question_answering" and metrics.metric == "f1"
     for form in ("teacher", "student", "student.onnx", "student.int8"):
         test = metrics.evaluations[form].splits["test"]

@@ -14,12 +14,11 @@ import yaml
 from scipy.stats import pearsonr, spearmanr
 
 from compress.core.errors import CompressError
-from compress.core.records import read_metrics
 from compress.data.sources import load_task
 from compress.recipe.task import TaskSpec
 from compress.tasks import metrics as m
 from compress.tasks.kinds import KINDS
-from conftest import WORDS, make_rows, tiny_recipe, tiny_search
+from conftest import WORDS, make_rows, run_raw, tiny_recipe, tiny_search
 
 
 def test_metrics_match_their_definitions():
@@ -133,12 +132,7 @@ def regression_recipe(tmp_path, tiny_teacher_dir):
 def test_regression_end_to_end(tmp_path, regression_recipe, cli):
     from transformers import SqueezeBertForSequenceClassification
 
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump(regression_recipe))
-    code, _, err = cli("run", recipe)
-    assert code == 0, err
-    run = tmp_path / "results" / "tiny"
-    metrics = read_metrics(run / "metrics.json")
+    run, metrics = run_raw(tmp_path, regression_recipe, cli)
     assert metrics.task_kind == "regression" and metrics.metric == "spearman" and metrics.labels == ["score"]
     for form in ("teacher", "student", "student.onnx", "student.int8"):
         test = metrics.evaluations[form].splits["test"]
