@@ -327,6 +327,8 @@ def test_finalists_are_distinct_front_architectures_spread_along_it():
     # against each baseline: the best feasible student predicted no slower than it (dominated ones included)
     found = challengers(trials, {"slow": 6.5, "mid": 4.0, "same": 2.0, "fast": 0.5})  # name -> the baseline's predicted ms
     assert {name: n for name, (n, _) in found.items()} == {"slow": 3, "mid": 2, "same": 0}  # 5 is faster but infeasible; none for "fast"
+    none_ok = [(n, s.model_copy(update={"feasible": False})) for n, s in trials]
+    assert {name: n for name, (n, _) in challengers(none_ok, {"fast": 1.5}).items()} == {"fast": 5}  # none feasible: among all
 
 
 def test_seeds_are_tried_first(tmp_path, tiny_csv, tiny_teacher_dir, cli):

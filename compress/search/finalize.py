@@ -51,13 +51,16 @@ def scored_trials(info: dict[str, Any], storage: str | None = None) -> list[tupl
     return [(t.number, TrialScore.model_validate(t.user_attrs["score"])) for t in study.trials if t.state == done and "score" in t.user_attrs]
 
 
+def candidates(trials: list[tuple[int, TrialScore]]) -> list[tuple[int, TrialScore]]:
+    """The trials finalize chooses from: the feasible ones, or every one when none is (brief proxies can all miss
+    max_accuracy_drop, and full-budget retraining often recovers it; finalize says so)."""
+    return [(n, s) for n, s in trials if s.feasible] or trials
+
+
 def pick(trials: list[tuple[int, TrialScore]], k: int) -> list[tuple[int, TrialScore]]:
     """Up to `k` distinct architectures of the feasible front (validation accuracy vs predicted latency),
     spread evenly along it from the fastest to the most accurate (one: its middle)."""
-    ok = [(n, s) for n, s in trials if s.feasible]
-    if not ok and trials:  # brief proxies can all miss max_accuracy_drop; full-budget retraining often recovers it
-        log.warning("no proxy trial is feasible (search.max_accuracy_drop / latency_budget_ms): finalizing the front of all finished trials")
-        ok = trials
+    ok = candidates(trials)
     front = [(n, s) for n, s in ok if not any(_dominates(o, s) for _, o in ok)]
     distinct: dict[str, tuple[int, TrialScore]] = {}
     for n, s in sorted(front, key=lambda t: -t[1].value):
@@ -70,14 +73,14 @@ def pick(trials: list[tuple[int, TrialScore]], k: int) -> list[tuple[int, TrialS
 
 
 def challengers(trials: list[tuple[int, TrialScore]], peers: dict[str, float]) -> dict[str, tuple[int, TrialScore]]:
-    """For each peer baseline (name -> its predicted latency): the feasible proxy student with the best validation
+    """For each peer baseline (name -> its predicted latency): the candidate proxy student with the best validation
     score among those predicted at or below the baseline's latency (baselines no student is as fast as are left out).
 
     The spread along the front picks students by one-epoch proxies, and a baseline's latency may fall between
     two picks; the student meant to beat a baseline is the best one that is no slower than it."""
     out = {}
     for name, ms in peers.items():
-        faster = [(n, s) for n, s in trials if s.feasible and s.predicted_ms <= ms]
+        faster = [(n, s) for n, s in candidates(trials) if s.predicted_ms <= ms]
         if not faster:
             log.info("baseline %s (predicted %.2f ms): no proxy student is predicted as fast; none retrained against it", name, ms)
             continue
@@ -110,6 +113,8 @@ def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, ou
     trials = scored_trials(info, storage)
     if not trials:
         raise CompressError(f"study {info['study']!r} has no finished trial to finalize; run compress search (or --resume) until one finishes")
+    if not any(s.feasible for _, s in trials):
+        log.warning("no proxy trial is feasible (search.max_accuracy_drop / latency_budget_ms): finalizing among all finished trials")
     teacher_layers = load_config(str(folder / "reference" / "models" / "teacher")).num_hidden_layers
     peers = []  # trained first: the students that should beat them are chosen by their latency
     for b in spec.baselines:
@@ -139,9 +144,10 @@ def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, ou
     ref = frontier.reference
     for e in frontier.entries:
         best, lat = e.best(), e.best().latency
-        test = f"{best.splits['test'][trials[0][1].metric]:.4f}" if "test" in best.splits else "-"
+        metric = trials[0][1].metric
+        test = f"{best.splits['test'][metric]:.4f}" if "test" in best.splits else "-"
         if lat is not None:
-            log.info("%s: %s %.2f ms (p10) = %.2fx %s, test accuracy %s", e.name, best.form, lat.p10_ms, lat.speedup or 0, ref, test)
+            log.info("%s: %s %.2f ms (p10) = %.2fx %s, test %s %s", e.name, best.form, lat.p10_ms, lat.speedup or 0, ref, metric, test)
     return path
 
 
