@@ -62,23 +62,27 @@ def moment_for(matrix: str) -> str:
     return {"q": "hidden", "k": "hidden", "v": "hidden", "post_attention": "context", "intermediate": "ln1", "output": "ffn"}[matrix]
 
 
+def fit_columns(wa: torch.Tensor, moment: torch.Tensor, cols: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """[w' | b'] over input columns `cols` (the constant last) that best reproduce x -> wa [x, 1] in least squares:
+    wa A[:, J] (A[J, J] + ridge)^-1 with J = cols plus the constant; `wa` [O, C+1] float64, `moment` A [(C+1), (C+1)]."""
+    J = torch.cat([cols, torch.tensor([moment.shape[0] - 1])])
+    AJ = moment[J][:, J]
+    AJ = AJ + ridge * AJ.diagonal().mean() * torch.eye(len(J), dtype=AJ.dtype)
+    return torch.linalg.solve(AJ, (wa @ moment[:, J]).T).T
+
+
 def fit_blocks(w: torch.Tensor, b: torch.Tensor, moment: torch.Tensor, g: int, ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
     """Blocks [O, C/g, 1] and bias [O] that best reproduce x -> w x + b in least squares.
 
-    `w` [O, C] and `moment` [(C+1), (C+1)] (bias last) are already in the permuted channel order.
-    For output block j: [w_j | b_j] = [w | b]_j  A[:, J] (A[J, J] + ridge)^-1, with J = group j's
-    inputs plus the constant.
+    `w` [O, C] and `moment` [(C+1), (C+1)] (bias last) are already in the permuted channel order; output block j
+    is fitted on group j's inputs (`fit_columns`).
     """
     O, C = w.shape
     o, c = O // g, C // g
     wa = torch.cat([w, b[:, None]], 1).double()
     blocks, bias = [], torch.empty(O, dtype=torch.float64)
     for j in range(g):
-        J = torch.cat([torch.arange(j * c, (j + 1) * c), torch.tensor([C])])
-        AJ = moment[J][:, J]
-        AJ = AJ + ridge * AJ.diagonal().mean() * torch.eye(len(J), dtype=AJ.dtype)
-        rhs = wa[j * o : (j + 1) * o] @ moment[:, J]  # [o, c+1]
-        sol = torch.linalg.solve(AJ, rhs.T).T
+        sol = fit_columns(wa[j * o : (j + 1) * o], moment, torch.arange(j * c, (j + 1) * c), ridge)
         blocks.append(sol[:, :c])
         bias[j * o : (j + 1) * o] = sol[:, c]
     return torch.cat(blocks, 0).unsqueeze(-1).float(), bias.float()

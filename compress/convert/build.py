@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, SqueezeBertConfig
 from compress.convert.blockfit import (
     collect_moments,
     fit_blocks,
+    fit_columns,
     moment_for,
     permute_moment,
 )
@@ -76,13 +77,29 @@ def dense_layers(teacher, keep: list[int]) -> list[dict[str, torch.Tensor]]:
 
 
 def shrink_ffn(layer: dict[str, torch.Tensor], size: int, moments: dict | None = None) -> None:
-    """Keep the `size` FFN channels with the largest |w_in| * |w_out| (in place, original order)."""
-    score = layer["intermediate"].norm(dim=1) * layer["output"].norm(dim=0)
+    """Keep `size` FFN channels (in place, original order).
+
+    Without activation statistics: the largest |w_in| * |w_out| (weights only). With the teacher's `moments` on task
+    text: the channels whose loss costs the least output energy, Var(a_j) |w_out_j|^2 (a channel's mean can be
+    folded into the bias), and the output matrix and bias are refitted in least squares so the kept channels
+    reproduce the full FFN's output. Importance-only pruning (torch-pruning's) leaves the kept weights as they are;
+    the refit is what lets a student start from a narrow FFN close to the teacher's function.
+    """
+    A = moments.get("ffn") if moments is not None else None
+    if A is None:
+        score = layer["intermediate"].norm(dim=1) * layer["output"].norm(dim=0)
+    else:
+        mean, second = A[:-1, -1], A.diagonal()[:-1]
+        score = (second - mean**2).clamp_min(0).float() * layer["output"].norm(dim=0) ** 2
     idx = torch.sort(torch.topk(score, size).indices).values
+    if A is not None:
+        wa = torch.cat([layer["output"], layer["output_b"][:, None]], 1).double()
+        sol = fit_columns(wa, A, idx)
+        layer["output"], layer["output_b"] = sol[:, :-1].float(), sol[:, -1].float()
+        moments["ffn"] = permute_moment(A, idx.numpy())  # type: ignore[index]
+    else:
+        layer["output"] = layer["output"][:, idx]
     layer["intermediate"], layer["intermediate_b"] = layer["intermediate"][idx], layer["intermediate_b"][idx]
-    layer["output"] = layer["output"][:, idx]
-    if moments is not None and "ffn" in moments:
-        moments["ffn"] = permute_moment(moments["ffn"], idx.numpy())
 
 
 # --- building the student -----------------------------------------------------------------------
@@ -204,8 +221,10 @@ def convert(
         return student, {"layers": keep, "groups": groups.as_dict(), "intermediate_size": ffn, "init": init}
     dense = dense_layers(teacher, keep)
     grouped = any(g > 1 for g in groups.as_dict().values())
-    moments = collect_moments(teacher, keep, calib_batches) if init == "permuted" and grouped and calib_batches is not None else None
-    if ffn < tc.intermediate_size:
+    shrink = ffn < tc.intermediate_size
+    fit = init == "permuted" and (grouped or shrink) and calib_batches is not None
+    moments = collect_moments(teacher, keep, calib_batches) if fit else None
+    if shrink:
         for i, L in enumerate(dense):
             shrink_ffn(L, ffn, moments[i] if moments else None)
     ident = identity_perms(tc.hidden_size, tc.num_attention_heads, ffn, len(keep))
