@@ -329,6 +329,12 @@ def test_finalists_are_distinct_front_architectures_spread_along_it():
     assert {name: n for name, (n, _) in found.items()} == {"slow": 3, "mid": 2, "same": 0}  # 5 is faster but infeasible; none for "fast"
     none_ok = [(n, s.model_copy(update={"feasible": False})) for n, s in trials]
     assert {name: n for name, (n, _) in challengers(none_ok, {"fast": 1.5}).items()} == {"fast": 5}  # none feasible: among all
+    # scores within one standard error of the best (its 95% interval / 3.92 = 0.02 here) are tied: the slowest of them;
+    # a margin (the latency model's typical error) keeps students predicted too close to the baseline out
+    ci = lambda s: SplitScores(n=1, metrics={"accuracy": s.value}, ci95={"accuracy": (s.value - 0.04, s.value + 0.04)})
+    noisy = [(n, s.model_copy(update={"validation": ci(s)})) for n, s in trials]
+    assert {name: n for name, (n, _) in challengers(noisy, {"slow": 6.5, "mid": 4.0}).items()} == {"slow": 4, "mid": 2}
+    assert {name: n for name, (n, _) in challengers(noisy, {"slow": 6.5, "mid": 4.0}, margin=0.1).items()} == {"slow": 3, "mid": 1}
 
 
 def test_seeds_are_tried_first(tmp_path, tiny_csv, tiny_teacher_dir, cli):

@@ -43,7 +43,9 @@ class Convert(Pass):
         student: str = Field("student", pattern=r"^[A-Za-z0-9_.-]+$", description="name of the student in this run")
         layers: int | list[int] | None = Field(None, description="count (evenly spaced) or indices; default all")
         groups: GroupsOption = Field(Groups(), description="q,k,v,post_attention,intermediate,output: '4,4,4,1,4,4', six integers or a mapping")
-        intermediate_size: PositiveInt | None = Field(None, description="smaller FFN width (keeps the strongest channels)")
+        intermediate_size: PositiveInt | None = Field(
+            None, description="smaller FFN width: the channels of most output energy on fit_samples texts, output matrix refitted"
+        )
         init: Literal["permuted", "identity", "random"] = "permuted"
         iterations: PositiveInt = Field(3, description="alternating permutation-search rounds")
         fit_samples: int = Field(256, ge=0, description="train examples whose activations fit the kept blocks (permuted init; 0 = no fit)")
