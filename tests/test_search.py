@@ -15,6 +15,8 @@ from optuna.trial import TrialState
 
 from compress.core.errors import CompressError
 from compress.core.records import Frontier, TeacherReference, TrialScore, read_metrics
+from compress.deploy.blocks import Architecture
+from compress.deploy.latency_model import LatencyModel
 from compress.recipe.search import Param
 from compress.search.frontier import hypervolume, knee, pareto
 from conftest import teacher_forms, tiny_recipe
@@ -84,7 +86,10 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
     assert len(challenged) == len(set(challenged)) and set(challenged) <= {"layerdrop", "pruned"}
     layerdrop = next(e for e in frontier.entries if e.name == "layerdrop")
     assert len(layerdrop.arch["heads"]) == 1 and set(layerdrop.arch["groups"].values()) == {1}  # every other layer of 2, dense
-    assert next(e for e in frontier.entries if e.name == "pruned").arch["ffn"] == 32  # half of the teacher's 64
+    pruned = next(e for e in frontier.entries if e.name == "pruned")
+    assert pruned.arch["ffn"] == 32  # half of the teacher's 64
+    saved = LatencyModel.model_validate_json((folder / "latency_model.onnxruntime-int8.json").read_text())
+    assert not saved.missing([Architecture(**pruned.arch)])  # its pruned head counts were timed once and kept with the model
 
     # the same study again: refused without --resume; with it, nothing more to do (finalize reuses its runs)
     code, _, err = cli("search", recipe)

@@ -90,8 +90,8 @@ class FinalizeSpec(BaseModel):
     natural_texts: int = Field(100, ge=0, description="validation texts timed at their own lengths, batch 1")
     cover_baselines: bool = Field(
         True,
-        description="also retrain, for each peer baseline, the most accurate proxy student the latency model puts at or below "
-        "the baseline's latency (the student that should beat it), when it is not a finalist already",
+        description="also retrain, for each peer baseline, the student meant to beat it: the slowest of the proxies tied with the best "
+        "validation score among those the latency model puts faster than the baseline (compress.search.finalize.challengers)",
     )
 
 

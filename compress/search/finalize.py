@@ -29,7 +29,7 @@ from compress.pipeline.runner import run_recipe
 from compress.recipe import Recipe, load_recipe, parse_recipe, set_path
 from compress.recipe.search import SearchSpec
 from compress.search.baselines import baseline_passes
-from compress.search.predictor import latency_model
+from compress.search.predictor import latency_model, model_path
 from compress.search.storage import reopen
 from compress.search.timing import Entry, time_frontier
 
@@ -109,7 +109,9 @@ def _predicted(folder: Path, recipe: Recipe, spec: SearchSpec, peers: list[Entry
     """The latency model's prediction for each trained baseline: the same scale the trials were scored on."""
     model, target = latency_model(folder, recipe, spec), get_target(spec.target)
     archs = {e.name: Architecture.of(load_config(str(e.run / "models" / e.model))) for e in peers}
-    model.extend(archs.values(), target)  # e.g. pruned head counts no trial had
+    if model.missing(list(archs.values())):  # e.g. pruned head counts no trial had: timed once, kept with the model,
+        model.extend(archs.values(), target)  # so a resumed finalize predicts (and chooses challengers) the same way
+        model.save(model_path(folder, spec))
     return {name: model.predict(arch) for name, arch in archs.items()}
 
 

@@ -117,12 +117,16 @@ def probes(recipe: Recipe, spec: SearchSpec, config: Any) -> tuple[list[Architec
     return found, anchors
 
 
+def model_path(folder: Path, spec: SearchSpec) -> Path:
+    return folder / f"latency_model.{get_target(spec.target).name}.json"
+
+
 def latency_model(folder: Path, recipe: Recipe, spec: SearchSpec, *, calibrate_if_needed: bool = True) -> LatencyModel:
     """The study's latency model, loaded or (re)calibrated; says why it calibrates."""
     target = get_target(spec.target)
     shape = timing_options(recipe)
     threads = recipe.threads or 1
-    path = folder / f"latency_model.{target.name}.json"
+    path = model_path(folder, spec)
     model, why = load(path, fingerprint(target, shape["seq"], shape["batch"], threads))
     if model is not None:
         return model
@@ -148,7 +152,7 @@ def latency_model(folder: Path, recipe: Recipe, spec: SearchSpec, *, calibrate_i
 def parents_model(folder: Path, spec: SearchSpec) -> LatencyModel:
     """The model the parent of `--workers` calibrated: workers run with fewer threads than the deployment they
     predict for, so they use the parent's calibration as it is."""
-    path = folder / f"latency_model.{get_target(spec.target).name}.json"
+    path = model_path(folder, spec)
     if not path.is_file():
         raise CompressError(f"{path} is missing; workers join a study that compress search (without --worker) prepared")
     return LatencyModel.model_validate_json(path.read_text())

@@ -165,8 +165,8 @@ def render_markdown(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str
         "",
         *_table(columns(FINAL_COLUMNS, summary), final_rows(points)),
         "",
-        "Final students: the distinct front architectures retrained at full budget, and per baseline its challenger (the best proxy "
-        "predicted no slower than it); baselines trained with the same budget. "
+        "Final students: the distinct front architectures retrained at full budget, and per baseline its challenger (the largest of the "
+        "best proxies predicted faster than it); baselines trained with the same budget. "
         "`ms natural`: batch 1 over validation texts at their own lengths (mean), with its speed-up per text.",
         "",
         f"## Search: proxy trials ({counts})",
@@ -223,8 +223,8 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f
 {plot}
 <h2>Final students vs what you get without compress</h2>
 {_html_table("finals", columns(FINAL_COLUMNS, summary), final_rows(points))}
-<p class="note">Final students: the distinct front architectures retrained at full budget, and per baseline its challenger (the best
-proxy predicted no slower than it); baselines trained with the same budget.</p>
+<p class="note">Final students: the distinct front architectures retrained at full budget, and per baseline its challenger (the largest
+of the best proxies predicted faster than it); baselines trained with the same budget.</p>
 <h2>Search: proxy front ({len(front)} students)</h2>
 <p>{escape(_knee(summary))}</p>
 {_html_table("pareto", columns(PROXY_COLUMNS, summary), proxy_rows(front))}
