@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=3, help="finalists spread along the front (plus one challenger per baseline)")
     ap.add_argument("--epochs", type=int, default=3, help="distillation epochs of the final students and baselines")
     ap.add_argument("--unlabeled", type=int, default=8000, help="teacher-labelled unused training tweets added to their distillation")
+    ap.add_argument("--lr", type=float, default=3.0e-4, help="distillation lr of the final students and baselines (the recipe's)")
     ap.add_argument("--hidden-weight", type=float, default=0.0, help="intermediate-layer (hidden-state) distillation weight, finals and baselines")
     ap.add_argument(
         "--repeats",
@@ -90,6 +91,9 @@ def main() -> None:
                 "passes.distill.epochs": args.epochs,
                 "passes.distill.unlabeled": args.unlabeled,
                 "passes.distill.hidden_weight": args.hidden_weight,
+                # the baselines' lr: a rate tuned on a 1-epoch, 3,000-tweet proxy is not the rate for 16x the steps,
+                # and finals and baselines then differ by architecture alone
+                "passes.distill.lr": args.lr,
             },
         },
         "seeds": []
