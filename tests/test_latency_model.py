@@ -61,8 +61,9 @@ def test_calibration_fits_anchors_and_predicts_more_for_more_work(tokenizer, tmp
     assert model.blocks and model.overhead_ms > 0 and len(model.anchors) == 3 and "teacher" in model.teacher_ms
     assert model.predict(arch((1,) * 6, layers=4)) > model.predict(arch((1,) * 6, layers=1)) > 0
     assert not model.missing([arch((2, 1, 2, 1, 2, 1))]) and model.missing([arch((1,) * 6, ffn=32)])
-    model.extend([arch((1,) * 6, ffn=32)], target, runs=5)
-    assert not model.missing([arch((1,) * 6, ffn=32)])
+    added = model.extend([arch((1,) * 6, ffn=32)], target, runs=5)
+    assert added > 0 and not model.missing([arch((1,) * 6, ffn=32)])
+    assert model.extend([arch((1,) * 6, ffn=32)], target, runs=5) == 0  # nothing new: nothing timed, nothing to save
     path = tmp_path / "lm.json"
     model.save(path)
     again, why = load(path, fp)

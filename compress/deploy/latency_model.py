@@ -109,12 +109,14 @@ class LatencyModel(BaseModel):
         errors = [abs((self.scale * a.raw_ms + self.offset) / a.measured_ms - 1) for a in self.anchors]
         return float(np.median(errors)) if errors else float("nan")
 
-    def extend(self, archs: Iterable[Architecture], target: Target, runs: int = 40) -> None:
-        """Time the blocks of `archs` this model has not seen yet (a study's space can reach beyond its anchors)."""
+    def extend(self, archs: Iterable[Architecture], target: Target, runs: int = 40) -> int:
+        """Time the blocks of `archs` this model has not seen yet (a study's space can reach beyond its anchors);
+        returns how many were added (a caller that keeps the model saves it then)."""
         keys = sorted(self.missing(list(archs)))
         if keys:
             log.info("latency model: timing %d new block(s)", len(keys))
             self.blocks |= _time_blocks(keys, target, self.fingerprint, runs)[0]
+        return len(keys)
 
     def save(self, path: Path) -> None:
         atomic_write_json(path, self.model_dump(mode="json"))

@@ -109,9 +109,8 @@ def _predicted(folder: Path, recipe: Recipe, spec: SearchSpec, peers: list[Entry
     """The latency model's prediction for each trained baseline: the same scale the trials were scored on."""
     model, target = latency_model(folder, recipe, spec), get_target(spec.target)
     archs = {e.name: Architecture.of(load_config(str(e.run / "models" / e.model))) for e in peers}
-    if model.missing(list(archs.values())):  # e.g. pruned head counts no trial had: timed once, kept with the model,
-        model.extend(archs.values(), target)  # so a resumed finalize predicts (and chooses challengers) the same way
-        model.save(model_path(folder, spec))
+    if model.extend(archs.values(), target):  # e.g. pruned head counts no trial had: timed once and kept with the
+        model.save(model_path(folder, spec))  # model, so a resumed finalize predicts (and picks challengers) the same way
     return {name: model.predict(arch) for name, arch in archs.items()}
 
 
@@ -158,10 +157,9 @@ def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, ou
             return path
     frontier: Frontier = time_frontier(recipe, spec, entries)
     atomic_write_json(path, frontier.model_dump(mode="json"))
-    ref = frontier.reference
+    ref, metric = frontier.reference, trials[0][1].metric
     for e in frontier.entries:
         best, lat = e.best(), e.best().latency
-        metric = trials[0][1].metric
         test = f"{best.splits['test'][metric]:.4f}" if "test" in best.splits else "-"
         if lat is not None:
             log.info("%s: %s %.2f ms (p10) = %.2fx %s, test %s %s", e.name, best.form, lat.p10_ms, lat.speedup or 0, ref, metric, test)
