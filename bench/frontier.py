@@ -13,6 +13,7 @@ Writes results/bench/<study>.json (default: frontier.json) with:
 
     best_speedup_vs_teacher_fastest_within_1pt   fastest final student within 1 pt of the teacher (test)
     baselines_total, baselines_dominated         teacher forms and peers; matched or beaten on both axes
+    baselines_matched_paired                     ... as fast and not surely less accurate (paired 95% interval)
     predictor_spearman, predictor_median_abs_err the latency model over the study's trials
     remeasure_spread                             largest relative spread of a final student's speed-up
 
@@ -128,6 +129,7 @@ def main() -> None:
         "best_speedup_vs_teacher_fastest_within_1pt": summary["best_speedup_vs_teacher_fastest_within_1pt"],
         "baselines_total": summary["baselines_total"],
         "baselines_dominated": summary["baselines_dominated"],
+        "baselines_matched_paired": summary["baselines_matched_paired"],
         "predictor_spearman": p["spearman"],
         "predictor_median_abs_err": p["median_abs_err"],
         "predictor_trials": p["trials"],
@@ -143,9 +145,22 @@ def main() -> None:
     name = "frontier" if args.study == "bench-frontier" else args.study
     atomic_write_json(ROOT / "results" / "bench" / f"{name}.json", result)
     table = Table(title=f"bench/frontier.py: finals and baselines vs {summary['reference']} (p10, one timing run)")
-    for col in ("model", "form", "test acc", "ms p10", "x teacher's fastest", "x (natural lengths)", "layers", "groups", "FFN"):
+    cols = (
+        "model",
+        "form",
+        "test acc",
+        "ms p10",
+        "x teacher's fastest",
+        "x (natural lengths)",
+        "layers",
+        "groups",
+        "FFN",
+        "best final as fast: diff [paired CI]",
+    )
+    for col in cols:
         table.add_column(col, justify="right")
     for r in [*summary["finals"], *summary["baselines"]]:
+        c = r.get("paired")
         table.add_row(
             str(r["name"]),
             str(r["form"]),
@@ -156,8 +171,9 @@ def main() -> None:
             str(r.get("layers") or "-"),
             str(r.get("groups") or "-"),
             str(r.get("intermediate_size") or "-"),
+            f"{c['student']}: {c['diff']:+.4f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if c else "-",
         )
-    Console(width=160).print(table)
+    Console(width=200).print(table)
     print(
         {
             k: result[k]
@@ -165,6 +181,7 @@ def main() -> None:
                 "best_speedup_vs_teacher_fastest_within_1pt",
                 "baselines_total",
                 "baselines_dominated",
+                "baselines_matched_paired",
                 "predictor_spearman",
                 "predictor_median_abs_err",
                 "remeasure_spread",

@@ -82,6 +82,10 @@ def test_windows_over_a_long_context_and_the_best_span(tmp_path, tokenizer):
     assert kind.answers(logits, enc) == [a[0] for a in df["answers"]]
     scores = kind.scores(logits, enc, task.labels)
     assert scores["exact_match"] == 1.0 and scores["f1"] == 1.0 and scores.n == len(df)
+    logits[np.repeat(enc.spans.example == 0, np.diff(enc.offsets)), 0] = -5.0  # question 0: no start stands out, another span wins
+    n, em = kind.resampler("exact_match", logits, enc, task.labels)  # paired comparisons resample questions
+    per = m.answer_scores(enc.spans.answers, kind.answers(logits, enc))["exact_match"]
+    assert n == len(df) and em(np.arange(n)) == pytest.approx(per.mean()) and em(np.array([0, 0])) == per[0] and em(np.array([1])) == 1.0
 
 
 @torch.no_grad()

@@ -88,6 +88,15 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
     assert len(layerdrop.arch["heads"]) == 1 and set(layerdrop.arch["groups"].values()) == {1}  # every other layer of 2, dense
     pruned = next(e for e in frontier.entries if e.name == "pruned")
     assert pruned.arch["ffn"] == 32  # half of the teacher's 64
+    # every final student against every rival (the teacher's forms, each baseline's fastest) on the same test texts
+    rivals = {f"teacher/{f}": ev for f, ev in frontier.entries[0].forms.items()} | {
+        f"{e.name}/{e.best().form}": e.best() for e in frontier.entries if e.kind == "baseline"
+    }
+    for e in finals:
+        assert [p.rival for p in e.paired] == list(rivals) and all(p.form == e.best().form and p.n == e.best().splits["test"].n for p in e.paired)
+        for p in e.paired:  # the difference of the scores the runs recorded, re-predicted from the timed artifacts on disk
+            assert p.diff == pytest.approx(e.best().splits["test"]["accuracy"] - rivals[p.rival].splits["test"]["accuracy"])
+            assert p.ci95[0] <= p.ci95[1] and p.metric == "accuracy"
     saved = LatencyModel.model_validate_json((folder / "latency_model.onnxruntime-int8.json").read_text())
     assert not saved.missing([Architecture(**pruned.arch)])  # its pruned head counts were timed once and kept with the model
 
@@ -111,11 +120,21 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
     assert summary["baselines_total"] == forms + 2  # the peers and the teacher in every deploy form
     assert summary["reference"] == frontier.reference and len(summary["finals"]) == kinds.count("final")
     assert summary["predictor"]["trials"] >= 2 and -1 <= summary["predictor"]["spearman"] <= 1
+    speed = {f["name"]: f["speedup"] for f in summary["finals"]}
+    for b in summary["baselines"]:  # the most accurate final student at least as fast, when one is
+        c = b["paired"]
+        assert c is None or (speed[c["student"]] >= b["speedup"] and c["ci95"][0] <= c["ci95"][1]), b
+        assert (c is not None) == any(v >= b["speedup"] for v in speed.values())
+    matched = sum(b["paired"] is not None and b["paired"]["ci95"][1] >= 0 for b in summary["baselines"])
+    assert summary["baselines_matched_paired"] == matched
     md = (out_dir / "report.md").read_text()
+    assert "paired test comparison" in md and md.count("no final student as fast") == sum(b["paired"] is None for b in summary["baselines"])
     assert md.count("(challenger of ") == sum(bool(e.challenges) for e in finals)  # named in the final students' table
     assert "Final students vs what you get without compress" in md and "layerdrop" in md and frontier.reference in md and "pareto.png" in md
     assert (out_dir / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    check_offline_html((out_dir / "index.html").read_text(), front_size=summary["front_size"], finals=len(frontier.entries) + forms - 1)
+    check_offline_html(
+        (out_dir / "index.html").read_text(), front_size=summary["front_size"], finals=len(frontier.entries) + forms - 1, rivals=forms + 2
+    )
 
     # --retime: the same runs timed again, nothing retrained (the study folder spelled relative this time)
     monkeypatch.chdir(tmp_path)
@@ -123,6 +142,14 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
     assert code == 0, err
     again = Frontier.model_validate(json.loads((tmp_path / "again.json").read_text()))
     assert [e.path for e in again.entries] == [e.path for e in frontier.entries]
+    assert [p.diff for e in again.entries for p in e.paired] == [p.diff for e in frontier.entries for p in e.paired]
+
+    # a frontier timed before paired comparisons existed gets them on the next finalize; its timing is kept
+    bare = frontier.model_copy(update={"entries": [e.model_copy(update={"paired": []}) for e in frontier.entries]})
+    (folder / "final" / "frontier.json").write_text(bare.model_dump_json())
+    code, _, err = cli("finalize", folder)
+    assert code == 0, err
+    assert Frontier.model_validate(json.loads((folder / "final" / "frontier.json").read_text())) == frontier
 
 
 class _Page(HTMLParser):
@@ -150,14 +177,15 @@ class _Page(HTMLParser):
             self.scripts[-1] += len(data)
 
 
-def check_offline_html(text: str, front_size: int, finals: int) -> None:
-    """Parse the page: self-contained, with the plot, the final table and the proxy front."""
+def check_offline_html(text: str, front_size: int, finals: int, rivals: int) -> None:
+    """Parse the page: self-contained, with the plot, the final table, the paired comparisons and the proxy front."""
     page = _Page()
     page.feed(text)
     assert not page.external, page.external  # nothing loaded from a CDN
     assert max(page.scripts) > 1_000_000  # plotly.js embedded
-    assert {"frontier", "pareto", "finals"} <= page.ids
-    assert page.rows == front_size + 1 + finals + 1  # header + one row per front student; header + teacher form, final or baseline
+    assert {"frontier", "pareto", "finals", "paired"} <= page.ids
+    # header + one row per front student; header + teacher form, final or baseline; header + rival
+    assert page.rows == front_size + 1 + finals + 1 + rivals + 1
     assert "Plotly.newPlot(" in text and '"frontier"' in text
 
 

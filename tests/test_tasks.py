@@ -51,6 +51,40 @@ def test_scores_have_intervals_for_every_metric():
     assert set(r.metrics) == {"pearson", "spearman", "mse"} and r["pearson"] > 0.8
 
 
+def test_paired_interval_of_a_difference():
+    """Two classifiers scored on the same bootstrap draws: identical ones differ by exactly 0; one that is right on
+    30 more of 2,000 texts (1.5 pt) and otherwise shares every error is surely better, though the two models' own
+    intervals overlap widely; a reshuffled copy of the same accuracy is not."""
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 2000)
+    a = np.where(rng.random(2000) < 0.78, y, (y + 1) % 3)
+    wrong = np.flatnonzero(a != y)
+    b = a.copy()
+    b[wrong[:30]] = y[wrong[:30]]
+    kind, split = KINDS["classification"], SimpleNamespace(labels=y, offsets=np.arange(2001))
+    units = lambda pred: kind.resampler("accuracy", np.eye(3)[pred], split, ["a", "b", "c"])
+    (n, fa), (_, fb) = units(a), units(b)
+    assert n == 2000 and m.paired_ci(n, fa, fa) == (0.0, 0.0, 0.0)
+    d, lo, hi = m.paired_ci(n, fb, fa, seed=1)
+    assert d == pytest.approx(30 / 2000) and 0 < lo < d < hi < 0.03
+    own = [m.bootstrap_ci(y, p, {"accuracy": m.accuracy})["accuracy"] for p in (a, b)]
+    assert own[1][0] < own[0][1]  # separately, the intervals overlap: they cannot tell
+    shuffled = np.where(rng.permutation(a == y), y, (y + 2) % 3)  # as accurate as a, wrong on other texts
+    _, lo, hi = m.paired_ci(n, units(shuffled)[1], fa)
+    assert lo < 0 < hi
+
+
+@pytest.mark.parametrize("kind, metric", [("classification", "macro_f1"), ("regression", "spearman")])
+def test_resampler_scores_what_the_kind_scores(kind, metric):
+    """Over every unit, a kind's resampler gives its own score (NER and QA: tests/test_ner.py, tests/test_qa.py)."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 300) if kind == "classification" else rng.normal(size=300).astype(np.float32)
+    logits = np.eye(3)[(y + rng.integers(0, 2, 300)) % 3] if kind == "classification" else (y + rng.normal(size=300))[:, None]
+    split = SimpleNamespace(labels=y, offsets=np.arange(301))
+    n, fn = KINDS[kind].resampler(metric, logits, split, ["a", "b", "c"])
+    assert n == 300 and fn(np.arange(n)) == pytest.approx(KINDS[kind].score(metric, logits, split, ["a", "b", "c"]))
+
+
 FILLER = [w for w in WORDS if w not in ("great", "awful", "ok")]
 
 

@@ -6,6 +6,7 @@
     Conversion    how a student was built from the teacher
     RunMetrics    a whole run; `metrics.json` is this record serialized, with `schema_version`
     TrialScore    what a search trial scored (stored in the study, read by the report)
+    Frontier      the final timing run of a study (`compress finalize`), with paired test comparisons
 
 Records are pydantic models: `model_dump(mode="json")` writes them, `model_validate` reads them back,
 so no consumer re-parses dictionaries by hand.
@@ -220,6 +221,18 @@ class TrialScore(Record):
         return self.latency.speedup if self.latency else None
 
 
+class PairedDiff(Record):
+    """A final student's test score minus a rival's (a teacher form, a baseline) on the same units, with the 95%
+    interval of a paired bootstrap: whether a gap is real, which the two models' own intervals cannot say."""
+
+    rival: str  # "<entry name>/<form>"
+    form: str  # the student's form compared (its fastest)
+    metric: str
+    diff: float
+    ci95: tuple[float, float]
+    n: int  # test units (examples, sentences, questions)
+
+
 class FrontierEntry(Record):
     """A model of the final timing run: the teacher, a retrained front student, or a peer baseline."""
 
@@ -230,6 +243,7 @@ class FrontierEntry(Record):
     arch: dict[str, Any]
     forms: dict[str, FormEval]  # accuracy from its run, latency from the shared timing session
     challenges: list[str] = []  # the baselines a final student was retrained to beat (finalize.cover_baselines)
+    paired: list[PairedDiff] = []  # a final student against every rival (compress.search.paired)
 
     def best(self) -> FormEval:
         """The fastest form (p10): how this model would be shipped."""

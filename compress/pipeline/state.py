@@ -23,6 +23,7 @@ from compress.data.squad import encode_questions
 from compress.deploy.targets import open_runner, target_of
 from compress.modeling.runners import Runner, torch_runner
 from compress.recipe import Recipe
+from compress.recipe.task import TaskSpec
 
 
 @dataclass
@@ -73,11 +74,7 @@ class RunState:
     def encoded(self, split: str) -> Encoded:
         """Tokenized split (cached on disk by content, and in memory for this run)."""
         if split not in self._encoded:
-            df, spec = self.task.splits[split], self.recipe.task
-            if self.task.kind.name == "question_answering":
-                self._encoded[split] = encode_questions(df, self.tokenizer, spec.max_length, spec.doc_stride, spec.max_answer_tokens)
-            else:
-                self._encoded[split] = encode(df, self.tokenizer, spec.max_length, self.cache_dir)
+            self._encoded[split] = encode_split(self.task, self.recipe.task, self.tokenizer, split, self.cache_dir)
         return self._encoded[split]
 
     def report(self, pass_name: str) -> dict[str, Any]:
@@ -104,3 +101,11 @@ class RunState:
     def origin(self, form: str) -> str:
         """The model a form derives from ("student.int8" -> "student")."""
         return self.variants[form].model if form in self.variants else form
+
+
+def encode_split(task: TaskData, spec: TaskSpec, tokenizer: Any, split: str, cache_dir: Path | None) -> Encoded:
+    """A split tokenized as a run of `spec` tokenizes it (question answering: windows over the contexts)."""
+    df = task.splits[split]
+    if task.kind.name == "question_answering":
+        return encode_questions(df, tokenizer, spec.max_length, spec.doc_stride, spec.max_answer_tokens)
+    return encode(df, tokenizer, spec.max_length, cache_dir)

@@ -3,6 +3,7 @@
     proxy trials -> distinct front students (spread along the front) -> retrained at full budget
     peer baselines (search.baselines) -> trained with the same budget
     teacher forms + final students + baselines -> one interleaved, repeated timing run -> final/frontier.json
+    each final student vs each rival (teacher forms, baselines) -> paired test differences (compress.search.paired)
 
 Each retraining is an ordinary run (`final/final-NNNN/`, `baselines/baseline-<name>/`) and is skipped when a
 finished one with the same resolved recipe exists, so an interrupted finalize resumes where it stopped.
@@ -29,6 +30,7 @@ from compress.pipeline.runner import run_recipe
 from compress.recipe import Recipe, load_recipe, parse_recipe, set_path
 from compress.recipe.search import SearchSpec
 from compress.search.baselines import baseline_passes
+from compress.search.paired import closest, compare
 from compress.search.predictor import latency_model, model_path
 from compress.search.storage import reopen
 from compress.search.timing import Entry, time_frontier
@@ -154,8 +156,10 @@ def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, ou
         old = Frontier.model_validate(json.loads(path.read_text()))
         if [(e.name, e.path) for e in old.entries] == [(e.name, str(e.run)) for e in entries]:
             log.info("final students, baselines and their timing are unchanged since %s; --retime times them again", path)
+            if any(e.kind == "final" and not e.paired for e in old.entries):  # timed by a compress without paired comparisons
+                atomic_write_json(path, compare(recipe, old, recipe.seed).model_dump(mode="json"))
             return path
-    frontier: Frontier = time_frontier(recipe, spec, entries)
+    frontier: Frontier = compare(recipe, time_frontier(recipe, spec, entries), recipe.seed)
     atomic_write_json(path, frontier.model_dump(mode="json"))
     ref, metric = frontier.reference, trials[0][1].metric
     for e in frontier.entries:
@@ -163,6 +167,17 @@ def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, ou
         test = f"{best.splits['test'][metric]:.4f}" if "test" in best.splits else "-"
         if lat is not None:
             log.info("%s: %s %.2f ms (p10) = %.2fx %s, test %s %s", e.name, best.form, lat.p10_ms, lat.speedup or 0, ref, metric, test)
+    for rival, c in closest(frontier).items():
+        lo, hi = c["ci95"]
+        log.info(
+            "%s: the most accurate final student as fast, %s, is %+.4f %s (paired 95%% CI %+.4f, %+.4f)",
+            rival,
+            c["student"],
+            c["diff"],
+            metric,
+            lo,
+            hi,
+        )
     return path
 
 

@@ -21,6 +21,7 @@ FINAL_COLUMNS = [
     "groups",
     "FFN",
 ]
+PAIRED_COLUMNS = ["rival", "form", "x teacher's fastest", "test acc", "best final student at least as fast", "difference [paired 95% CI]", "verdict"]
 PROXY_COLUMNS = ["trial", "val acc", "test acc [95% CI]", "predicted ms", "predicted x", "measured ms p10", "measured x", "layers", "groups", "FFN"]
 
 
@@ -75,6 +76,29 @@ def final_rows(points: pd.DataFrame) -> list[list[str]]:
     return rows
 
 
+def paired_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Each rival against the most accurate final student at least as fast, on the same test units."""
+    return [
+        [str(b["name"]), str(b["form"]), _num(b.get("speedup"), suffix="x"), _num(b.get("test_score"), ".4f"), *_paired(b.get("paired"))]
+        for b in summary["baselines"]
+    ]
+
+
+def _paired(c: dict[str, Any] | None) -> list[str]:
+    """Student, difference [interval] and verdict of one paired comparison (report.closest)."""
+    if c is None:
+        return ["-", "-", "no final student as fast"]
+    lo, hi = c["ci95"]
+    verdict = "more accurate" if lo > 0 else "less accurate" if hi < 0 else "as accurate within noise"
+    return [str(c["student"]), f"{c['diff']:+.4f} [{lo:+.3f}, {hi:+.3f}]", verdict]
+
+
+PAIRED_NOTE = (
+    "Both models scored on the same bootstrap draws of the test set: they share most errors, so this interval of the difference is "
+    "far narrower than either model's own, and a gap inside it is noise."
+)
+
+
 def proxy_rows(front: pd.DataFrame) -> list[list[str]]:
     return [
         [
@@ -116,7 +140,8 @@ def _headline(summary: dict[str, Any]) -> list[str]:
         lines.append(
             f"Fastest final student within 1 pt of the teacher's test {metric_of(summary)}: **{_num(best, suffix='x') if best else 'none'}**. "
             f"Baselines (teacher forms and peers) matched or beaten on both axes by a final student: "
-            f"**{summary['baselines_dominated']} of {summary['baselines_total']}**."
+            f"**{summary['baselines_dominated']} of {summary['baselines_total']}**; as fast and as accurate within noise (paired 95% "
+            f"interval of the {metric_of(summary)} difference): **{summary['baselines_matched_paired']} of {summary['baselines_total']}**."
         )
     p = summary["predictor"]
     if p["spearman"] is not None:
@@ -168,6 +193,12 @@ def render_markdown(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str
         "Final students: the distinct front architectures retrained at full budget, and per baseline its challenger (the largest of the "
         "best proxies predicted faster than it); baselines trained with the same budget. "
         "`ms natural`: batch 1 over validation texts at their own lengths (mean), with its speed-up per text.",
+        "",
+        "### Each rival against the final students (paired test comparison)",
+        "",
+        *_table(columns(PAIRED_COLUMNS, summary), paired_rows(summary)),
+        "",
+        PAIRED_NOTE,
         "",
         f"## Search: proxy trials ({counts})",
         "",
@@ -225,6 +256,9 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f
 {_html_table("finals", columns(FINAL_COLUMNS, summary), final_rows(points))}
 <p class="note">Final students: the distinct front architectures retrained at full budget, and per baseline its challenger (the largest
 of the best proxies predicted faster than it); baselines trained with the same budget.</p>
+<h3>Each rival against the final students (paired test comparison)</h3>
+{_html_table("paired", columns(PAIRED_COLUMNS, summary), paired_rows(summary))}
+<p class="note">{escape(PAIRED_NOTE)}</p>
 <h2>Search: proxy front ({len(front)} students)</h2>
 <p>{escape(_knee(summary))}</p>
 {_html_table("pareto", columns(PROXY_COLUMNS, summary), proxy_rows(front))}

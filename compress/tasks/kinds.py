@@ -15,7 +15,7 @@ the offsets that say where each sentence's tokens are).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -31,6 +31,7 @@ UNTAGGED = -1  # token classification: a word start whose tag is unknown (teache
 
 
 Batch = Mapping[str, torch.Tensor]  # a padded batch (compress.data.encoding.collate)
+Resampler = tuple[int, Callable[[np.ndarray], float]]  # (units, metric of the units at these indices)
 
 
 class Split(Protocol):
@@ -95,6 +96,12 @@ class TaskKind(ABC):
         found = self.available(labels) | self.reported
         values = {k: f(y, pred) for k, f in found.items()}
         return SplitScores(n=len(y), metrics=values, ci95=m.bootstrap_ci(y, pred, found, seed=seed))
+
+    def resampler(self, metric: str, logits: np.ndarray, split: Split, labels: list[str]) -> Resampler:
+        """`metric` as a function of indices into the split's units (examples here; sentences, questions), so two
+        models can be scored on the same bootstrap draws (`compress.tasks.metrics.paired_ci`)."""
+        f, y, pred = self.available(labels)[metric], split.labels, self.predictions(logits)
+        return len(y), lambda i: f(y[i], pred[i])
 
 
 class Classification(TaskKind):
@@ -191,6 +198,10 @@ class TokenClassification(TaskKind):
         ci["accuracy"] = m.bootstrap_ci(split.labels[words], self.predictions(logits)[words], {"accuracy": m.accuracy}, seed=seed)["accuracy"]
         return SplitScores(n=len(gold), metrics=values, ci95=ci)
 
+    def resampler(self, metric: str, logits: np.ndarray, split: Split, labels: list[str]) -> Resampler:
+        counts = m.entity_counts(*self.tags(logits, split, labels))  # units: sentences
+        return len(counts), lambda i: m.entity_scores(counts[i])[metric]
+
 
 class QuestionAnswering(TaskKind):
     """An answer span per question. Rows are context windows (features); logits per token are [start, end]
@@ -245,6 +256,10 @@ class QuestionAnswering(TaskKind):
             metrics={k: float(v.mean()) for k, v in per.items()},
             ci95={k: m.mean_bootstrap_ci(v, seed=seed) for k, v in per.items()},
         )
+
+    def resampler(self, metric: str, logits: np.ndarray, split: Split, labels: list[str]) -> Resampler:
+        per = m.answer_scores(split.spans.answers, self.answers(logits, split))[metric]  # units: questions
+        return len(per), lambda i: float(per[i].mean())
 
 
 def _kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
