@@ -370,6 +370,31 @@ def test_finalists_are_distinct_front_architectures_spread_along_it():
     assert {name: n for name, (n, _) in challengers(noisy, {"slow": 6.5, "mid": 4.0}, margin=0.1).items()} == {"slow": 3, "mid": 1}
 
 
+def test_latency_error_is_the_spread_of_within_run_ratios():
+    """The margin between a challenger and its baseline: a bias common to every trial (predicted speed-ups all 12%
+    high) is no error between two architectures; one trial timed on a busy minute moves the median deviation little."""
+    from compress.core.records import Latency, SplitScores
+    from compress.search.finalize import latency_error
+
+    def timed(pred, meas):
+        lat = Latency(
+            runtime="onnxruntime", precision="int8", batch=1, seq=128, threads=2, p10_ms=1.0, median_ms=1.0, p90_ms=1.0, iqr_ms=0.0,
+            cv=0.0, runs=5, params=1, gflops=1.0, speedup=meas,
+        )  # fmt: skip
+        return TrialScore(
+            form="s", path="p", target="t", validation=SplitScores(n=1, metrics={"accuracy": 0.7}), test=None, predicted_ms=1.0,
+            predicted_speedup=pred, latency=lat, size_mb=1.0, arch={}, constraints=[0.0], feasible=True,
+        )  # fmt: skip
+
+    measured = [1.0, 1.5, 2.0, 2.5, 3.0]
+    assert latency_error([(i, timed(1.12 * m, m)) for i, m in enumerate(measured)]) == pytest.approx(0.0, abs=1e-12)
+    spread = [1.12 * m * f for m, f in zip(measured, [1.0, 1.05, 0.95, 1.05, 1.0], strict=True)]
+    assert latency_error([(i, timed(p, m)) for i, (p, m) in enumerate(zip(spread, measured, strict=True))]) == pytest.approx(0.05, abs=0.002)
+    busy = [(9, timed(1.97, 1.36))]  # predicted 1.97x, measured 1.36x on a slow minute
+    assert latency_error([*((i, timed(p, m)) for i, (p, m) in enumerate(zip(spread, measured, strict=True))), *busy]) < 0.06
+    assert latency_error(busy) == 0.0 and latency_error([]) == 0.0
+
+
 def test_seeds_are_tried_first(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     """A seeded configuration (here the dense, one-layer student) runs before anything is sampled; keys it leaves
     out are sampled; resuming does not queue it again."""
