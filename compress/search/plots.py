@@ -6,6 +6,7 @@ forms (stars), peer baselines (labelled), final students (crimson, measured). x 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ def render_png(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
+    placed: list[tuple[float, float]] = []  # labelled points so far: a label near another one's goes below its point
     for layer in layers(points, front):
         rows = layer["rows"]
         if rows.empty:
@@ -70,7 +72,10 @@ def render_png(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any
         )
         if layer["labels"]:
             for r in rows.itertuples():
-                ax.annotate(str(r.name), (r.speedup, r.test_score), textcoords="offset points", xytext=(6, 4), fontsize=7)
+                x, y = float(r.speedup), float(r.test_score)
+                near = sum(abs(math.log(x / px)) < 0.3 and abs(y - py) < 0.01 for px, py in placed)
+                ax.annotate(str(r.name), (x, y), textcoords="offset points", xytext=(6, 4 - 13 * near), fontsize=7)
+                placed.append((x, y))
     line = within_line(summary)
     if line is not None:
         ax.axhline(line, color="grey", ls="--", lw=1, label=f"teacher test {summary.get('metric') or 'accuracy'} - 1 pt")
