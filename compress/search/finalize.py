@@ -178,16 +178,8 @@ def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, ou
         if lat is not None:
             log.info("%s: %s %.2f ms (p10) = %.2fx %s, test %s %s", e.name, best.form, lat.p10_ms, lat.speedup or 0, ref, metric, test)
     for rival, c in closest(frontier).items():
-        lo, hi = c["ci95"]
-        log.info(
-            "%s: the most accurate final student as fast, %s, is %+.4f %s (paired 95%% CI %+.4f, %+.4f)",
-            rival,
-            c["student"],
-            c["diff"],
-            metric,
-            lo,
-            hi,
-        )
+        (lo, hi), diff = c["ci95"], c["diff"]
+        log.info("%s: %s, the most accurate final student as fast, %+.4f %s (paired 95%% CI %+.4f, %+.4f)", rival, c["student"], diff, metric, lo, hi)
     return path
 
 

@@ -137,7 +137,7 @@ def _entry_rows(source: str, metric: str, e: FrontierEntry) -> list[dict[str, An
     """A final student or baseline in its fastest form; the teacher in every form (what a user gets without compress)."""
     forms = list(e.forms.values()) if e.kind == "teacher" else [e.best()]
     rows = [_form_row(source, metric, e.kind, f, e.name if e.kind != "teacher" else None, e.trial, e.arch, e.path) for f in forms]
-    return [r | {"challenges": ", ".join(e.challenges) or None} for r in rows]
+    return [r | {"challenges": ", ".join(e.challenges) or None, "entry": e.name} for r in rows]
 
 
 def _teacher_rows(source: str, teacher: TeacherReference) -> list[dict[str, Any]]:
@@ -249,11 +249,8 @@ def _summary(points: pd.DataFrame, front: pd.DataFrame, context: dict[str, Any],
     ]
     levels = budgets(front)
     frontier: Frontier | None = context["frontier"]
-    near = closest(frontier) if frontier else {}
-    keys = [
-        "/".join(("teacher" if k == "teacher" else str(n), str(f))) for k, n, f in zip(rivals["kind"], rivals["name"], rivals["form"], strict=True)
-    ]
-    paired = [near.get(k) for k in keys]
+    near = closest(frontier) if frontier else {}  # keyed "<frontier entry>/<form>", as the rows' entry and form
+    paired = [near.get(f"{e}/{f}") for e, f in zip(rivals["entry"], rivals["form"], strict=True)] if near else [None] * len(rivals)
     return {
         "target": context["info"].get("target"),
         "reference": frontier.reference if frontier else f"teacher/{teacher.fastest().form}",
