@@ -64,14 +64,17 @@ def test_paired_interval_of_a_difference():
     kind, split = KINDS["classification"], SimpleNamespace(labels=y, offsets=np.arange(2001))
     units = lambda pred: kind.resampler("accuracy", np.eye(3)[pred], split, ["a", "b", "c"])
     (n, fa), (_, fb) = units(a), units(b)
-    assert n == 2000 and m.paired_ci(n, fa, fa) == (0.0, 0.0, 0.0)
-    d, lo, hi = m.paired_ci(n, fb, fa, seed=1)
+    ra, rb = m.resampled(n, fa, seed=1), m.resampled(n, fb, seed=1)
+    assert n == 2000 and m.paired_ci(ra, ra) == (0.0, 0.0, 0.0)
+    d, lo, hi = m.paired_ci(rb, ra)
     assert d == pytest.approx(30 / 2000) and 0 < lo < d < hi < 0.03
     own = [m.bootstrap_ci(y, p, {"accuracy": m.accuracy})["accuracy"] for p in (a, b)]
     assert own[1][0] < own[0][1]  # separately, the intervals overlap: they cannot tell
     shuffled = np.where(rng.permutation(a == y), y, (y + 2) % 3)  # as accurate as a, wrong on other texts
-    _, lo, hi = m.paired_ci(n, units(shuffled)[1], fa)
+    _, lo, hi = m.paired_ci(m.resampled(n, units(shuffled)[1], seed=1), ra)
     assert lo < 0 < hi
+    _, lo, hi = m.paired_ci(rb, m.resampled(n, fa, seed=2))  # draws of other units: no longer paired, the interval widens
+    assert hi - lo > 2 * (m.paired_ci(rb, ra)[2] - m.paired_ci(rb, ra)[1])
 
 
 @pytest.mark.parametrize("kind, metric", [("classification", "macro_f1"), ("regression", "spearman")])

@@ -25,8 +25,7 @@ from compress.modeling.runners import predict_with
 from compress.pipeline.state import encode_split
 from compress.recipe import Recipe
 from compress.search.timing import forms_on_disk
-from compress.tasks.kinds import Resampler
-from compress.tasks.metrics import paired_ci
+from compress.tasks.metrics import paired_ci, resampled
 
 log = logging.getLogger(__name__)
 
@@ -41,30 +40,27 @@ def compare(recipe: Recipe, frontier: Frontier, seed: int = 0) -> Frontier:
     task = load_task(recipe.task, recipe.seed)
     teacher = next(e for e in frontier.entries if e.kind == "teacher")
     split = encode_split(task, recipe.task, load_tokenizer(str(Path(teacher.path) / "models" / "teacher")), "test", recipe.cache_path())
-    units: dict[str, Resampler] = {}
+    scored: dict[str, tuple[float, np.ndarray]] = {}  # "<entry>/<form>" -> its score over all units and over each draw
+    n = 0  # test units (examples, sentences, questions): the same for every model
     for e in frontier.entries:
         wanted = [f for f in _compared(e) if "test" in e.forms[f].splits]
         runners = forms_on_disk(Path(e.path), e.forms[wanted[0]].model, recipe.threads) if wanted else {}
         for form in wanted:
             ev, runner = runners[form]
             n, fn = task.kind.resampler(task.metric, predict_with(runner, split), split, task.labels)
-            recorded, now = ev.splits["test"][task.metric], fn(np.arange(n))
-            if abs(now - recorded) > 1e-6:  # a changed test split or artifact: the comparison is of what is on disk now
+            scored[f"{e.name}/{form}"] = (now, _) = resampled(n, fn, seed=seed)  # the same draws for every model
+            if abs(now - (recorded := ev.splits["test"][task.metric])) > 1e-6:  # a changed split or artifact: what is on disk is compared
                 log.warning("%s/%s scores %s %.4f on the test split now, %.4f in its run", e.name, form, task.metric, now, recorded)
-            units[f"{e.name}/{form}"] = (n, fn)
-    rivals = [k for e in frontier.entries if e.kind != "final" for f in _compared(e) if (k := f"{e.name}/{f}") in units]
+    rivals = [k for e in frontier.entries if e.kind != "final" for f in _compared(e) if (k := f"{e.name}/{f}") in scored]
     entries = []
     for e in frontier.entries:
         mine = f"{e.name}/{e.best().form}"
-        if e.kind != "final" or mine not in units:
+        if e.kind != "final" or mine not in scored:
             entries.append(e)
             continue
-        n, fn = units[mine]
         diffs = []
         for r in rivals:
-            if units[r][0] != n:  # not the same test units (cannot happen within one study)
-                continue
-            d, lo, hi = paired_ci(n, fn, units[r][1], seed=seed)
+            d, lo, hi = paired_ci(scored[mine], scored[r])
             diffs.append(PairedDiff(rival=r, form=e.best().form, metric=task.metric, diff=d, ci95=(lo, hi), n=n))
         entries.append(e.model_copy(update={"paired": diffs}))
     return frontier.model_copy(update={"entries": entries})

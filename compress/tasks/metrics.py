@@ -80,18 +80,21 @@ def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, metrics: dict[str, Metr
     return out
 
 
-def paired_ci(
-    n: int, a: Callable[[np.ndarray], float], b: Callable[[np.ndarray], float], reps: int = 1000, seed: int = 0
-) -> tuple[float, float, float]:
-    """a - b over all `n` units and its 95% percentile interval, both scored on the same resampled units.
+def resampled(n: int, fn: Callable[[np.ndarray], float], reps: int = 1000, seed: int = 0) -> tuple[float, np.ndarray]:
+    """`fn` (a metric of unit indices, TaskKind.resampler) over all `n` units, and over `reps` bootstrap draws of
+    them. The same seed draws the same units for every `fn`: what pairs two models in `paired_ci`."""
+    rng = np.random.default_rng(seed)
+    return fn(np.arange(n)), np.array([fn(rng.integers(0, n, n)) for _ in range(reps)])
+
+
+def paired_ci(a: tuple[float, np.ndarray], b: tuple[float, np.ndarray]) -> tuple[float, float, float]:
+    """a - b and its 95% percentile interval, from two `resampled` results of the same units and seed.
 
     Why paired: two models tested on the same texts share most of their errors (the hard texts are hard for
     both), so their difference varies far less than either score; two separate intervals that overlap say
-    little about whether one model is better. `a` and `b` map unit indices to a metric (TaskKind.resampler)."""
-    rng = np.random.default_rng(seed)
-    diffs = [a(i) - b(i) for i in (rng.integers(0, n, n) for _ in range(reps))]
-    every = np.arange(n)
-    return a(every) - b(every), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+    little about whether one model is better."""
+    diffs = a[1] - b[1]
+    return a[0] - b[0], float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
 
 
 # --- entities (token classification) ----------------------------------------------------------------------
