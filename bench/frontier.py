@@ -14,7 +14,9 @@ Writes results/bench/<study>.json (default: frontier.json) with:
     best_speedup_vs_teacher_fastest_within_1pt   fastest final student within 1 pt of the teacher (test)
     baselines_total, baselines_dominated         teacher forms and peers; matched or beaten on both axes
     baselines_matched_paired                     ... as fast and not surely less accurate (paired 95% interval)
-    predictor_spearman, predictor_median_abs_err the latency model over the study's trials
+    predictor_spearman, predictor_median_abs_err the latency model over the study's trials, re-timed together after
+                                                 the search (finalize.check_trials); predictor_own_runs: as each
+                                                 trial's own run measured it; ..._remeasured: in each --remeasure run
     remeasure_spread                             largest relative spread of a final student's speed-up
 
     python bench/frontier.py [--trials 20] [--top-k 3] [--epochs 3] [--unlabeled 8000] [--remeasure 3] [--no-seeds --study NAME]
@@ -38,6 +40,7 @@ from rich.table import Table
 
 from compress.core.atomic import atomic_write_json
 from compress.core.records import Frontier
+from compress.deploy.latency_model import agreement
 from compress.search.report import build
 from compress.search.study import search
 
@@ -133,6 +136,11 @@ def main() -> None:
         "predictor_spearman": p["spearman"],
         "predictor_median_abs_err": p["median_abs_err"],
         "predictor_trials": p["trials"],
+        "predictor_measured": p["measured"],  # "re-timed": the trials' students timed together after the search
+        "predictor_own_runs": p["own_runs"],  # each trial's single timing series in its own run
+        "predictor_median_abs_err_remeasured": [
+            agreement([t.predicted_speedup for t in r.trials], [t.speedup for t in r.trials])[1] for r in retimes
+        ],
         "remeasure_spread": max(spreads.values()) if spreads else None,
         "remeasure_spreads": spreads,
         "reference": summary["reference"],

@@ -12,7 +12,7 @@ from transformers import BertConfig
 
 from compress.deploy.blocks import Architecture, block, plan
 from compress.deploy.latency import real_inputs
-from compress.deploy.latency_model import LatencyModel, calibrate, fingerprint, fit, load
+from compress.deploy.latency_model import LatencyModel, agreement, calibrate, fingerprint, fit, load
 from compress.deploy.matmul_form import EncoderForInference
 from compress.deploy.targets import TARGETS
 from conftest import teacher_forms, tiny_recipe
@@ -151,3 +151,13 @@ def test_fit_never_ranks_backwards(caplog):
         scale, offset = fit([0.2, 0.4, 0.6], [1.9, 1.2, 1.0])
     assert scale > 0 and offset == 0.0 and "proportional" in caplog.text
     assert fit([0.5], [1.5]) == pytest.approx((3.0, 0.0))
+
+
+def test_agreement_ranks_and_sizes_the_error():
+    """A prediction 10% high everywhere ranks perfectly but is 10% off; one swapped pair lowers the rank correlation."""
+    measured = [1.0, 2.0, 3.0, 4.0]
+    assert agreement([1.1 * m for m in measured], measured) == pytest.approx((1.0, 0.1))
+    rho, err = agreement([1.0, 3.0, 2.0, 4.0], measured)
+    assert rho == pytest.approx(0.8) and err == pytest.approx(1 / 6)  # errors 0, 1/2, 1/3, 0: median 1/6
+    rho, err = agreement([2.0], [1.0])
+    assert rho != rho and err != err  # NaN: one pair says nothing

@@ -97,6 +97,11 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
         for p in e.paired:  # the difference of the scores the runs recorded, re-predicted from the timed artifacts on disk
             assert p.diff == pytest.approx(e.best().splits["test"]["accuracy"] - rivals[p.rival].splits["test"]["accuracy"])
             assert p.ci95[0] <= p.ci95[1] and p.metric == "accuracy"
+    # the latency model's check: every finished trial's student re-timed beside the reference form, after the search
+    scored = {t.number: TrialScore.model_validate(t.user_attrs["score"]) for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert sorted(t.trial for t in frontier.trials) == (sorted(scored) if len(scored) >= 2 else [])
+    for t in frontier.trials:
+        assert t.predicted_speedup == scored[t.trial].predicted_speedup and t.form == "student.int8" and t.p10_ms > 0 < t.speedup
     saved = LatencyModel.model_validate_json((folder / "latency_model.onnxruntime-int8.json").read_text())
     assert not saved.missing([Architecture(**pruned.arch)])  # its pruned head counts were timed once and kept with the model
 
@@ -119,7 +124,14 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
     assert [k for k, _ in rivals] == ["teacher"] * forms + ["peer"] * 2 and [n for k, n in rivals if k == "peer"] == ["layerdrop", "pruned"], rivals
     assert summary["baselines_total"] == forms + 2  # the peers and the teacher in every deploy form
     assert summary["reference"] == frontier.reference and len(summary["finals"]) == kinds.count("final")
-    assert summary["predictor"]["trials"] >= 2 and -1 <= summary["predictor"]["spearman"] <= 1
+    p = summary["predictor"]
+    assert (
+        p["trials"] == len(frontier.trials) >= 2
+        and -1 <= p["spearman"] <= 1
+        and p["measured"] == "re-timed"
+        and p["own_runs"]["trials"] == len(scored)
+    )
+    assert csv.set_index("trial")["retimed_speedup"].dropna().to_dict() == pytest.approx({t.trial: t.speedup for t in frontier.trials})
     speed = {f["name"]: f["speedup"] for f in summary["finals"]}
     for b in summary["baselines"]:  # the most accurate final student at least as fast, when one is
         c = b["paired"]
@@ -128,6 +140,7 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
     matched = sum(b["paired"] is not None and b["paired"]["ci95"][1] >= 0 for b in summary["baselines"])
     assert summary["baselines_matched_paired"] == matched
     md = (out_dir / "report.md").read_text()
+    assert "re-timed together after the search" in md and "re-timed x" in md
     assert "paired test comparison" in md and md.count("no final student as fast") == sum(b["paired"] is None for b in summary["baselines"])
     assert md.count("(challenger of ") == sum(bool(e.challenges) for e in finals)  # named in the final students' table
     assert "Final students vs what you get without compress" in md and "layerdrop" in md and frontier.reference in md and "pareto.png" in md
@@ -144,12 +157,16 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
     assert [e.path for e in again.entries] == [e.path for e in frontier.entries]
     assert [p.diff for e in again.entries for p in e.paired] == [p.diff for e in frontier.entries for p in e.paired]
 
-    # a frontier timed before paired comparisons existed gets them on the next finalize; its timing is kept
-    bare = frontier.model_copy(update={"entries": [e.model_copy(update={"paired": []}) for e in frontier.entries]})
+    assert [t.trial for t in again.trials] == [t.trial for t in frontier.trials]  # and the latency model checked again
+
+    # a frontier timed before paired comparisons and the latency model's check existed gets them on the next finalize;
+    # its timing is kept
+    bare = frontier.model_copy(update={"entries": [e.model_copy(update={"paired": []}) for e in frontier.entries], "trials": []})
     (folder / "final" / "frontier.json").write_text(bare.model_dump_json())
     code, _, err = cli("finalize", folder)
     assert code == 0, err
-    assert Frontier.model_validate(json.loads((folder / "final" / "frontier.json").read_text())) == frontier
+    upgraded = Frontier.model_validate(json.loads((folder / "final" / "frontier.json").read_text()))
+    assert upgraded.entries == frontier.entries and [t.trial for t in upgraded.trials] == [t.trial for t in frontier.trials]
 
 
 class _Page(HTMLParser):
@@ -393,6 +410,33 @@ def test_latency_error_is_the_spread_of_within_run_ratios():
     busy = [(9, timed(1.97, 1.36))]  # predicted 1.97x, measured 1.36x on a slow minute
     assert latency_error([*((i, timed(p, m)) for i, (p, m) in enumerate(zip(spread, measured, strict=True))), *busy]) < 0.06
     assert latency_error(busy) == 0.0 and latency_error([]) == 0.0
+
+
+def test_spread_keeps_both_ends():
+    from compress.search.finalize import spread
+
+    assert spread(list(range(10)), 3) == [0, 4, 9] and spread(list(range(10)), 1) == [5] and spread([1, 2], 5) == [1, 2]
+
+
+def test_predictor_quality_prefers_the_trials_re_timed_together():
+    """The report's latency-model figure: over the trials re-timed after the search when two or more were, else as
+    each trial's own run measured them; both are in the summary."""
+    from compress.search.report import predictor_quality
+
+    points = pd.DataFrame(
+        {
+            "kind": ["trial"] * 3 + ["final"],
+            "speedup": [1.1, 2.2, 3.3, 9.0],
+            "measured_speedup": [1.0, 2.0, 3.0, 1.0],
+            "retimed_speedup": [1.1, 2.2, 3.0, 1.0],
+        }
+    )
+    q = predictor_quality(points)
+    assert q["measured"] == "re-timed" and q["trials"] == 3 and q["median_abs_err"] == pytest.approx(0.0) and q["spearman"] == pytest.approx(1.0)
+    assert q["own_runs"] == {"trials": 3, "spearman": pytest.approx(1.0), "median_abs_err": pytest.approx(0.1)}
+    q = predictor_quality(points.assign(retimed_speedup=[None, 2.0, None, None]))  # one re-timed trial says nothing
+    assert q["measured"] == "own run" and q["median_abs_err"] == pytest.approx(0.1)
+    assert predictor_quality(points.drop(columns=["measured_speedup", "retimed_speedup"]))["spearman"] is None
 
 
 def test_seeds_are_tried_first(tmp_path, tiny_csv, tiny_teacher_dir, cli):

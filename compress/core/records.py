@@ -6,7 +6,8 @@
     Conversion    how a student was built from the teacher
     RunMetrics    a whole run; `metrics.json` is this record serialized, with `schema_version`
     TrialScore    what a search trial scored (stored in the study, read by the report)
-    Frontier      the final timing run of a study (`compress finalize`), with paired test comparisons
+    Frontier      the final timing run of a study (`compress finalize`), with paired test comparisons and the
+                  proxy trials re-timed (TrialTiming) to check the latency model
 
 Records are pydantic models: `model_dump(mode="json")` writes them, `model_validate` reads them back,
 so no consumer re-parses dictionaries by hand.
@@ -233,6 +234,18 @@ class PairedDiff(Record):
     n: int  # test units (examples, sentences, questions)
 
 
+class TrialTiming(Record):
+    """A proxy trial's student re-timed after the search beside the teacher's fastest form, in one repeated session
+    like the final timing run: the latency model checked on the measurement that the final students get, not on
+    each trial's single timing series taken in the process that had just trained it (compress.search.timing)."""
+
+    trial: int
+    form: str
+    predicted_speedup: float  # what the search optimized (TrialScore.predicted_speedup)
+    p10_ms: float
+    speedup: float  # the reference form's p10 over this one's, both from the session
+
+
 class FrontierEntry(Record):
     """A model of the final timing run: the teacher, a retrained front student, or a peer baseline."""
 
@@ -262,6 +275,7 @@ class Frontier(Record):
     repeats: int
     repeats_redone: int
     entries: list[FrontierEntry]
+    trials: list[TrialTiming] = []  # proxy trials re-timed to check the latency model (finalize.check_trials)
 
 
 def read_metrics(path: Path) -> RunMetrics:

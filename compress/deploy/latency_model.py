@@ -18,13 +18,14 @@ import logging
 import os
 import platform
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
+from scipy.stats import spearmanr
 from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
 from compress.core.atomic import atomic_write_json
@@ -226,6 +227,15 @@ def _time_blocks(
         timings, _ = repeated(fns | (extra or {}), runs=runs, repeats=REPEATS, max_redo=2)
     p10 = {k: t["p10_ms"] for k, t in timings.items()}
     return {k: p10[k] for k in keys}, p10["empty"], {k: p10[k] for k in extra or {}}
+
+
+def agreement(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """(Spearman rank correlation, median |predicted / measured - 1|) of paired predictions and measurements: whether
+    the model ranks models as measured (what a search needs) and how far off its numbers are. NaN for fewer than two."""
+    if len(predicted) < 2:
+        return float("nan"), float("nan")
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    return float(spearmanr(p, m)[0]), float(np.median(np.abs(p / m - 1)))
 
 
 def fit(raw: list[float], measured: list[float]) -> tuple[float, float]:

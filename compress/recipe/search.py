@@ -88,6 +88,12 @@ class FinalizeSpec(BaseModel):
     runs: PositiveInt = Field(50, description="timed calls per form and repeat in the final timing run")
     repeats: PositiveInt = Field(3, description="independent repeats of the final timing run (a repeat slowed by machine load is redone)")
     natural_texts: int = Field(100, ge=0, description="validation texts timed at their own lengths, batch 1")
+    check_trials: int = Field(
+        30,
+        ge=0,
+        description="proxy trials re-timed after the final timing run, beside the teacher's fastest form in one repeated session, to check "
+        "the latency model (spread along the predicted latency when there are more; 0: off, the check uses each trial's own timing)",
+    )
     cover_baselines: bool = Field(
         True,
         description="also retrain, for each peer baseline, the student meant to beat it: the slowest of the proxies tied with the best "

@@ -22,8 +22,9 @@ import yaml
 
 from compress.core.atomic import atomic_write_json
 from compress.core.errors import CompressError
-from compress.core.records import Frontier, TrialScore, read_metrics
+from compress.core.records import Frontier, TrialScore, TrialTiming, read_metrics
 from compress.deploy.blocks import Architecture
+from compress.deploy.latency_model import agreement
 from compress.deploy.targets import get_target
 from compress.modeling.loading import load_config
 from compress.pipeline.runner import run_recipe
@@ -33,7 +34,7 @@ from compress.search.baselines import baseline_passes
 from compress.search.paired import closest, compare
 from compress.search.predictor import latency_model, model_path
 from compress.search.storage import reopen
-from compress.search.timing import Entry, time_frontier
+from compress.search.timing import Entry, time_frontier, time_trials
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,14 @@ def pick(trials: list[tuple[int, TrialScore]], k: int) -> list[tuple[int, TrialS
     distinct: dict[str, tuple[int, TrialScore]] = {}
     for n, s in sorted(front, key=lambda t: -t[1].value):
         distinct.setdefault(json.dumps(s.arch, sort_keys=True), (n, s))
-    ordered = sorted(distinct.values(), key=lambda t: t[1].predicted_ms)
+    return spread(sorted(distinct.values(), key=lambda t: t[1].predicted_ms), k)
+
+
+def spread(ordered: list[Any], k: int) -> list[Any]:
+    """Up to `k` of `ordered`, evenly spaced from its first to its last (one: its middle)."""
     if len(ordered) <= k:
         return ordered
-    at = [len(ordered) // 2] if k == 1 else np.round(np.linspace(0, len(ordered) - 1, k)).astype(int).tolist()  # one: the middle of the front
+    at = [len(ordered) // 2] if k == 1 else np.round(np.linspace(0, len(ordered) - 1, k)).astype(int).tolist()
     return [ordered[i] for i in sorted(set(at))]
 
 
@@ -167,10 +172,16 @@ def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, ou
         old = Frontier.model_validate(json.loads(path.read_text()))
         if [(e.name, e.path) for e in old.entries] == [(e.name, str(e.run)) for e in entries]:
             log.info("final students, baselines and their timing are unchanged since %s; --retime times them again", path)
-            if any(e.kind == "final" and not e.paired for e in old.entries):  # timed by a compress without paired comparisons
-                atomic_write_json(path, compare(recipe, old, recipe.seed).model_dump(mode="json"))
+            new = old  # written by a compress without paired comparisons or the latency model's check: those are added
+            if any(e.kind == "final" and not e.paired for e in old.entries):
+                new = compare(recipe, new, recipe.seed)
+            if not new.trials and spec.finalize.check_trials:
+                new = new.model_copy(update={"trials": _check(folder, recipe, spec, new, trials)})
+            if new is not old:
+                atomic_write_json(path, new.model_dump(mode="json"))
             return path
     frontier: Frontier = compare(recipe, time_frontier(recipe, spec, entries), recipe.seed)
+    frontier = frontier.model_copy(update={"trials": _check(folder, recipe, spec, frontier, trials)})
     atomic_write_json(path, frontier.model_dump(mode="json"))
     ref, metric = frontier.reference, trials[0][1].metric
     for e in frontier.entries:
@@ -182,6 +193,24 @@ def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, ou
         (lo, hi), diff = c["ci95"], c["diff"]
         log.info("%s: %s, the most accurate final student as fast, %+.4f %s (paired 95%% CI %+.4f, %+.4f)", rival, c["student"], diff, metric, lo, hi)
     return path
+
+
+def _check(folder: Path, recipe: Recipe, spec: SearchSpec, frontier: Frontier, trials: list[tuple[int, TrialScore]]) -> list[TrialTiming]:
+    """The latency model's check: up to finalize.check_trials proxy trials, spread along the predicted latency,
+    re-timed beside the teacher's fastest form of the final timing run (compress.search.timing.time_trials)."""
+    k = spec.finalize.check_trials
+    if k == 0:
+        return []
+    chosen = spread(sorted(trials, key=lambda t: t[1].predicted_ms), k)
+    timed = time_trials(recipe, spec, folder / "reference", frontier.reference.split("/", 1)[1], chosen)
+    rho, err = agreement([t.predicted_speedup for t in timed], [t.speedup for t in timed])
+    own = [s for _, s in chosen if s.measured_speedup]
+    rho_own, err_own = agreement([s.predicted_speedup for s in own], [s.measured_speedup or 0.0 for s in own])
+    log.info(
+        "latency model on %d proxy trials re-timed together: rank correlation %.3f, median |error| %.1f%% (each in its own run: %.3f, %.1f%%)",
+        len(timed), rho, 100 * err, rho_own, 100 * err_own,
+    )  # fmt: skip
+    return timed
 
 
 def _run(raw: dict[str, Any], overrides: dict[str, Any], retime: bool) -> tuple[Path, bool]:

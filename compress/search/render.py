@@ -22,7 +22,19 @@ FINAL_COLUMNS = [
     "FFN",
 ]
 PAIRED_COLUMNS = ["rival", "form", "x teacher's fastest", "test acc", "best final student at least as fast", "difference [paired 95% CI]", "verdict"]
-PROXY_COLUMNS = ["trial", "val acc", "test acc [95% CI]", "predicted ms", "predicted x", "measured ms p10", "measured x", "layers", "groups", "FFN"]
+PROXY_COLUMNS = [
+    "trial",
+    "val acc",
+    "test acc [95% CI]",
+    "predicted ms",
+    "predicted x",
+    "measured ms p10",
+    "measured x",
+    "re-timed x",
+    "layers",
+    "groups",
+    "FFN",
+]
 
 
 def metric_of(summary: dict[str, Any]) -> str:
@@ -109,6 +121,7 @@ def proxy_rows(front: pd.DataFrame) -> list[list[str]]:
             _num(r.speedup, suffix="x"),
             _num(getattr(r, "latency_ms", None)),
             _num(getattr(r, "measured_speedup", None), suffix="x"),
+            _num(getattr(r, "retimed_speedup", None), suffix="x"),
             _num(getattr(r, "layers", None), ".0f"),
             str(getattr(r, "groups", "") or "-"),
             _num(getattr(r, "intermediate_size", None), ".0f"),
@@ -145,9 +158,20 @@ def _headline(summary: dict[str, Any]) -> list[str]:
         )
     p = summary["predictor"]
     if p["spearman"] is not None:
+        own = p["own_runs"]
+        where = (
+            "re-timed together after the search, beside the teacher's fastest form, repeated like the final students"
+            if p["measured"] == "re-timed"
+            else "each measured once in its own run"
+        )
+        also = (
+            f" (each trial's single timing series in its own run: {own['spearman']:.3f}, {100 * own['median_abs_err']:.1f}%)"
+            if p["measured"] == "re-timed" and own["spearman"] is not None
+            else ""
+        )
         lines.append(
-            f"Latency model over {p['trials']} proxy trials (predicted vs measured in each trial's own run, both relative to the teacher's "
-            f"fastest form): rank correlation {p['spearman']:.3f}, median |error| {100 * p['median_abs_err']:.1f}%."
+            f"Latency model, predicted vs measured speed-up over {p['trials']} proxy trials {where}: rank correlation {p['spearman']:.3f}, "
+            f"median |error| {100 * p['median_abs_err']:.1f}%{also}."
         )
     return lines
 
@@ -206,7 +230,9 @@ def render_markdown(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str
         "",
         *_table(columns(PROXY_COLUMNS, summary), proxy_rows(front)),
         "",
-        f"Proxy trials train briefly; the front is chosen on validation {metric_of(summary)} and predicted latency (the search's objectives).",
+        f"Proxy trials train briefly; the front is chosen on validation {metric_of(summary)} and predicted latency (the search's objectives). "
+        "`measured x`: one timing series in the trial's own run; `re-timed x`: re-timed after the search beside the teacher's fastest "
+        "form, repeated (the latency model's check).",
         "",
         "### Best proxy student per speed level",
         "",

@@ -3,6 +3,9 @@
 One process, one interleaved session repeated `finalize.repeats` times (a repeat slowed by machine load is
 redone): every speed-up is the teacher's fastest form's p10 over a form's p10, both from this session,
 so milliseconds and speed-ups can never disagree. Then batch 1 at the task's natural lengths.
+
+Then the latency model's check (`time_trials`): proxy trials' students beside the teacher's fastest form, in a
+session of their own timed the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from compress.core.records import FormEval, Frontier, FrontierEntry, Latency, NaturalLatency, read_metrics
+from compress.core.records import FormEval, Frontier, FrontierEntry, Latency, NaturalLatency, TrialScore, TrialTiming, read_metrics
 from compress.data.encoding import encode, single_batches
 from compress.data.sources import load_task
 from compress.deploy.blocks import Architecture
@@ -47,11 +50,12 @@ def timing_options(recipe: Recipe) -> dict[str, Any]:
     return {"seq": int(evaluate.get("latency_seq", 128)), "batch": int(evaluate.get("latency_batch", 1))}
 
 
-def forms_on_disk(run: Path, model: str, threads: int | None) -> dict[str, tuple[FormEval, Runner]]:
-    """The evaluated forms of `model` in a finished run that can be rebuilt from disk (PyTorch weights, deploy artifacts)."""
+def forms_on_disk(run: Path, model: str, threads: int | None, only: str | None = None) -> dict[str, tuple[FormEval, Runner]]:
+    """The evaluated forms of `model` in a finished run that can be rebuilt from disk (PyTorch weights, deploy artifacts);
+    `only`: just the form of that name."""
     out = {}
     for name, form in read_metrics(run / "metrics.json").forms_of(model).items():
-        if not form.splits:
+        if not form.splits or only not in (None, name):
             continue
         if form.runtime == "torch" and form.precision == "fp32":
             out[name] = (form, torch_runner(load_student(run / "models" / model)))
@@ -60,13 +64,17 @@ def forms_on_disk(run: Path, model: str, threads: int | None) -> dict[str, tuple
     return out
 
 
-def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Frontier:
+def _setup(recipe: Recipe, teacher_run: Path) -> tuple[dict[str, Any], int, Any, Any, dict[str, torch.Tensor]]:
+    """(shape, threads, tokenizer, task, feeds): what a timing session of this study runs with."""
     shape, threads = timing_options(recipe), recipe.threads or 1
     torch.set_num_threads(threads)
-    teacher_dir = entries[0].run / "models" / "teacher"
-    tokenizer = load_tokenizer(str(teacher_dir))
+    tokenizer = load_tokenizer(str(teacher_run / "models" / "teacher"))
     task = load_task(recipe.task, recipe.seed)
-    feeds = real_inputs(tokenizer, task.splits["train"]["text"].tolist(), shape["batch"], shape["seq"])
+    return shape, threads, tokenizer, task, real_inputs(tokenizer, task.splits["train"]["text"].tolist(), shape["batch"], shape["seq"])
+
+
+def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Frontier:
+    shape, threads, tokenizer, task, feeds = _setup(recipe, entries[0].run)
     forms = {e.name: forms_on_disk(e.run, e.model, threads) for e in entries}
     fns = {f"{e}/{f}": partial(r, feeds) for e, fs in forms.items() for f, (_, r) in fs.items()}
     log.info(
@@ -121,6 +129,39 @@ def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Fro
         repeats_redone=len(redone),
         entries=out,
     )
+
+
+def time_trials(recipe: Recipe, spec: SearchSpec, teacher_run: Path, reference: str, trials: list[tuple[int, TrialScore]]) -> list[TrialTiming]:
+    """The students of `trials` timed beside the teacher's form `reference` (its fastest), in one interleaved session
+    repeated like the final timing run: the latency model's check.
+
+    Why not each trial's own measurement: it is one timing series, taken in the process that had just trained the
+    student, at whatever minute the trial ended. Measured on the benchmark's 18 trials: those series read the
+    students 12.5% slower than predicted (median, relative to the teacher), the same artifacts re-timed together
+    4.0%, and a fresh process timing each as a trial does 4.5-13% from one minute to the next."""
+    runs = [(n, s) for n, s in trials if (Path(s.path) / "metrics.json").is_file()]  # a trial folder may have been deleted
+    if len(runs) < 2:
+        return []
+    _, threads, _, _, feeds = _setup(recipe, teacher_run)
+    fns = {"reference": partial(forms_on_disk(teacher_run, "teacher", threads, reference)[reference][1], feeds)}
+    for n, s in runs:
+        form = forms_on_disk(Path(s.path), spec.student, threads, s.form).get(s.form)
+        if form is not None:
+            fns[f"trial-{n}"] = partial(form[1], feeds)
+    log.info(
+        "latency model check: %d proxy trials re-timed beside teacher %s (%d repeats x %d calls)",
+        len(fns) - 1,
+        reference,
+        spec.finalize.repeats,
+        spec.finalize.runs,
+    )
+    timed, _ = repeated(fns, runs=spec.finalize.runs, repeats=spec.finalize.repeats, max_redo=3)
+    ref = timed["reference"]["p10_ms"]
+    return [
+        TrialTiming(trial=n, form=s.form, predicted_speedup=s.predicted_speedup, p10_ms=t["p10_ms"], speedup=ref / t["p10_ms"])
+        for n, s in runs
+        if (t := timed.get(f"trial-{n}"))
+    ]
 
 
 def _natural(
