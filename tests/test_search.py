@@ -102,6 +102,7 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
     assert sorted(t.trial for t in frontier.trials) == (sorted(scored) if len(scored) >= 2 else [])
     for t in frontier.trials:
         assert t.predicted_speedup == scored[t.trial].predicted_speedup and t.form == "student.int8" and t.p10_ms > 0 < t.speedup
+        assert t.reference.removeprefix("teacher/") in teacher_forms()  # the fastest teacher form of the check's own session
     saved = LatencyModel.model_validate_json((folder / "latency_model.onnxruntime-int8.json").read_text())
     assert not saved.missing([Architecture(**pruned.arch)])  # its pruned head counts were timed once and kept with the model
 

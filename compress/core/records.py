@@ -235,15 +235,16 @@ class PairedDiff(Record):
 
 
 class TrialTiming(Record):
-    """A proxy trial's student re-timed after the search beside the teacher's fastest form, in one repeated session
-    like the final timing run: the latency model checked on the measurement that the final students get, not on
-    each trial's single timing series taken in the process that had just trained it (compress.search.timing)."""
+    """A proxy trial's student re-timed after the search beside the teacher's forms, in one repeated session like
+    the final timing run: the latency model checked on the measurement that the final students get, not on each
+    trial's single timing series taken in the process that had just trained it (compress.search.timing)."""
 
     trial: int
     form: str
     predicted_speedup: float  # what the search optimized (TrialScore.predicted_speedup)
     p10_ms: float
-    speedup: float  # the reference form's p10 over this one's, both from the session
+    speedup: float  # `reference`'s p10 over this one's, both from the session
+    reference: str  # the teacher's fastest form in that session, "teacher/<form>"
 
 
 class FrontierEntry(Record):

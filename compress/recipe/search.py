@@ -91,7 +91,7 @@ class FinalizeSpec(BaseModel):
     check_trials: int = Field(
         30,
         ge=0,
-        description="proxy trials re-timed after the final timing run, beside the teacher's fastest form in one repeated session, to check "
+        description="proxy trials re-timed after the final timing run, beside the teacher's forms in one repeated session, to check "
         "the latency model (spread along the predicted latency when there are more; 0: off, the check uses each trial's own timing)",
     )
     cover_baselines: bool = Field(

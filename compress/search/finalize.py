@@ -176,12 +176,12 @@ def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, ou
             if any(e.kind == "final" and not e.paired for e in old.entries):
                 new = compare(recipe, new, recipe.seed)
             if not new.trials and spec.finalize.check_trials:
-                new = new.model_copy(update={"trials": _check(folder, recipe, spec, new, trials)})
+                new = new.model_copy(update={"trials": _check(folder, recipe, spec, trials)})
             if new is not old:
                 atomic_write_json(path, new.model_dump(mode="json"))
             return path
     frontier: Frontier = compare(recipe, time_frontier(recipe, spec, entries), recipe.seed)
-    frontier = frontier.model_copy(update={"trials": _check(folder, recipe, spec, frontier, trials)})
+    frontier = frontier.model_copy(update={"trials": _check(folder, recipe, spec, trials)})
     atomic_write_json(path, frontier.model_dump(mode="json"))
     ref, metric = frontier.reference, trials[0][1].metric
     for e in frontier.entries:
@@ -195,14 +195,14 @@ def finalize(folder: Path, top_k: int | None = None, *, retime: bool = False, ou
     return path
 
 
-def _check(folder: Path, recipe: Recipe, spec: SearchSpec, frontier: Frontier, trials: list[tuple[int, TrialScore]]) -> list[TrialTiming]:
+def _check(folder: Path, recipe: Recipe, spec: SearchSpec, trials: list[tuple[int, TrialScore]]) -> list[TrialTiming]:
     """The latency model's check: up to finalize.check_trials proxy trials, spread along the predicted latency,
-    re-timed beside the teacher's fastest form of the final timing run (compress.search.timing.time_trials)."""
+    re-timed beside the teacher's forms (compress.search.timing.time_trials)."""
     k = spec.finalize.check_trials
     if k == 0:
         return []
     chosen = spread(sorted(trials, key=lambda t: t[1].predicted_ms), k)
-    timed = time_trials(recipe, spec, folder / "reference", frontier.reference.split("/", 1)[1], chosen)
+    timed = time_trials(recipe, spec, folder / "reference", chosen)
     rho, err = agreement([t.predicted_speedup for t in timed], [t.speedup for t in timed])
     own = [s for _, s in chosen if s.measured_speedup]
     rho_own, err_own = agreement([s.predicted_speedup for s in own], [s.measured_speedup or 0.0 for s in own])

@@ -160,7 +160,7 @@ def _headline(summary: dict[str, Any]) -> list[str]:
     if p["spearman"] is not None:
         own = p["own_runs"]
         where = (
-            "re-timed together after the search, beside the teacher's fastest form, repeated like the final students"
+            "re-timed together after the search, beside the teacher's forms, repeated like the final students"
             if p["measured"] == "re-timed"
             else "each measured once in its own run"
         )
@@ -231,8 +231,8 @@ def render_markdown(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str
         *_table(columns(PROXY_COLUMNS, summary), proxy_rows(front)),
         "",
         f"Proxy trials train briefly; the front is chosen on validation {metric_of(summary)} and predicted latency (the search's objectives). "
-        "`measured x`: one timing series in the trial's own run; `re-timed x`: re-timed after the search beside the teacher's fastest "
-        "form, repeated (the latency model's check).",
+        "`measured x`: one timing series in the trial's own run; `re-timed x`: re-timed after the search beside the teacher's "
+        "forms, repeated (the latency model's check).",
         "",
         "### Best proxy student per speed level",
         "",
