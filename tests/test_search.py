@@ -141,7 +141,8 @@ def test_search_finalize_then_report(tmp_path, tiny_csv, tiny_teacher_dir, cli, 
     matched = sum(b["paired"] is not None and b["paired"]["ci95"][1] >= 0 for b in summary["baselines"])
     assert summary["baselines_matched_paired"] == matched
     md = (out_dir / "report.md").read_text()
-    assert "re-timed together after the search" in md and "re-timed x" in md
+    assert "re-timed together after the search" in md and "re-timed x" in md and "](predictor.png)" in md
+    assert (out_dir / "predictor.png").read_bytes()[:4] == b"\x89PNG" and 'src="predictor.png"' in (out_dir / "index.html").read_text()
     assert "paired test comparison" in md and md.count("no final student as fast") == sum(b["paired"] is None for b in summary["baselines"])
     assert md.count("(challenger of ") == sum(bool(e.challenges) for e in finals)  # named in the final students' table
     assert "Final students vs what you get without compress" in md and "layerdrop" in md and frontier.reference in md and "pareto.png" in md

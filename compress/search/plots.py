@@ -1,4 +1,5 @@
-"""The report's chart: accuracy against speed-up over the teacher's fastest deploy form, as PNG and as plotly.
+"""The report's charts: accuracy against speed-up over the teacher's fastest deploy form, as PNG and as plotly;
+and the latency model's check, predicted against measured speed-up per proxy trial (PNG).
 
 Layers, back to front: proxy trials (grey, at their predicted speed-up), the proxy front, the teacher's
 forms (stars), peer baselines (labelled), final students (crimson, measured). x is logarithmic.
@@ -95,6 +96,50 @@ def render_png(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def render_predictor_png(points: pd.DataFrame, summary: dict[str, Any], path: Path) -> bool:
+    """Predicted vs measured speed-up of each proxy trial (each in its own run, and re-timed together after the
+    search) around the line of perfect prediction; False (no file) when fewer than two trials were measured."""
+    trials = points[points["kind"] == "trial"]
+    series = [
+        (column, label, color, marker)
+        for column, label, color, marker in (
+            ("measured_speedup", "each in its own run", "#b0b0b0", "o"),
+            ("retimed_speedup", "re-timed together", "crimson", "D"),
+        )
+        if column in trials and trials[column].notna().sum() >= 2
+    ]
+    if not series:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=120)
+    for column, label, color, marker in series:
+        rows = trials[trials[column].notna()]
+        ax.scatter(rows["speedup"], rows[column], s=30, c=color, marker=marker, edgecolors="black", linewidths=0.5, label=label, zorder=3)
+    values = pd.concat([trials["speedup"], *(trials[c] for c, *_ in series)]).dropna()
+    low, high = float(values.min()) / 1.1, float(values.max()) * 1.1
+    ax.plot([low, high], [low, high], color="grey", lw=1, ls="--", label="prediction = measurement")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_xlabel("predicted speed-up (what the search optimized)", fontsize=8)
+    ax.set_ylabel(f"measured speed-up vs {summary['reference']}", fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left")
+    p = summary["predictor"]
+    ax.set_title(
+        f"latency model: rank correlation {p['spearman']:.3f}, median |error| {100 * p['median_abs_err']:.1f}% ({p['measured']})", fontsize=8
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
 
 
 def plotly_div(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any], hover: Any) -> str:

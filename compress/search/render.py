@@ -233,6 +233,7 @@ def render_markdown(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str
         f"Proxy trials train briefly; the front is chosen on validation {metric_of(summary)} and predicted latency (the search's objectives). "
         "`measured x`: one timing series in the trial's own run; `re-timed x`: re-timed after the search beside the teacher's "
         "forms, repeated (the latency model's check).",
+        *(["", "![latency model: predicted vs measured speed-up](predictor.png)"] if summary.get("_predictor_png") else []),
         "",
         "### Best proxy student per speed level",
         "",
@@ -288,6 +289,7 @@ of the best proxies predicted faster than it); baselines trained with the same b
 <h2>Search: proxy front ({len(front)} students)</h2>
 <p>{escape(_knee(summary))}</p>
 {_html_table("pareto", columns(PROXY_COLUMNS, summary), proxy_rows(front))}
+{'<img src="predictor.png" alt="latency model: predicted vs measured speed-up" width="500">' if summary.get("_predictor_png") else ""}
 <h2>Best proxy student per speed level</h2><ul>{budgets}</ul>
 <p>Hypervolume: {summary["hypervolume"]:.4f}. Trials: {escape(summary["trials"])}. All points: <a href="trials.csv">trials.csv</a>.</p>
 </body></html>

@@ -28,7 +28,7 @@ from compress.deploy.blocks import Architecture
 from compress.deploy.latency_model import agreement
 from compress.search.frontier import budgets, hypervolume, knee, pareto
 from compress.search.paired import closest
-from compress.search.plots import render_png
+from compress.search.plots import render_png, render_predictor_png
 from compress.search.render import render_html, render_markdown
 from compress.search.storage import reopen
 
@@ -222,6 +222,7 @@ def build(sources: list[Path], out: Path, storage: str | None = None) -> Path:
     with atomic_dir(out) as tmp:
         points.to_csv(tmp / "trials.csv", index=False)
         render_png(points, front, summary, tmp / "pareto.png", floor)
+        summary["_predictor_png"] = render_predictor_png(points, summary, tmp / "predictor.png")
         (tmp / "report.md").write_text(render_markdown(points, front, summary, out.name))
         (tmp / "index.html").write_text(render_html(points, front, summary, out.name, floor))
         (tmp / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=2, default=str))
