@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-TICKS = (0.1, 0.2, 0.25, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
+TICKS = (0.1, 0.2, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
 TEXT = "speed-up vs the teacher's fastest deploy form (proxies: predicted; others: measured in one run; log)"
 
 
@@ -82,10 +82,7 @@ def render_png(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any
         ax.axhline(line, color="grey", ls="--", lw=1, label=f"teacher test {summary.get('metric') or 'accuracy'} - 1 pt")
     ax.axvline(1.0, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
-    low, high = ax.get_xlim()  # a few round speed-ups as ticks, no 2x10^-1 labels on a log axis
-    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([t for t in TICKS if low <= t <= high]))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    _speedup_ticks(ax.xaxis, *ax.get_xlim())
     ax.set_xlabel(TEXT, fontsize=8)
     ax.set_ylabel(f"test {summary.get('metric') or 'accuracy'}")
     ax.grid(alpha=0.3, which="both")
@@ -128,6 +125,8 @@ def render_predictor_png(points: pd.DataFrame, summary: dict[str, Any], path: Pa
     ax.set_yscale("log")
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
+    for axis in (ax.xaxis, ax.yaxis):
+        _speedup_ticks(axis, low, high)
     ax.set_xlabel("predicted speed-up (what the search optimized)", fontsize=8)
     ax.set_ylabel(f"measured speed-up vs {summary['reference']}", fontsize=8)
     ax.grid(alpha=0.3, which="both")
@@ -140,6 +139,15 @@ def render_predictor_png(points: pd.DataFrame, summary: dict[str, Any], path: Pa
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+def _speedup_ticks(axis: Any, low: float, high: float) -> None:
+    """A few round speed-ups as ticks of a log axis (no 2x10^-1 labels)."""
+    import matplotlib.ticker
+
+    axis.set_major_locator(matplotlib.ticker.FixedLocator([t for t in TICKS if low <= t <= high]))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def plotly_div(points: pd.DataFrame, front: pd.DataFrame, summary: dict[str, Any], hover: Any) -> str:
