@@ -14,7 +14,7 @@ import yaml
 from optuna.trial import TrialState
 
 from compress.core.errors import CompressError
-from compress.core.records import Frontier, TeacherReference, TrialScore, read_metrics
+from compress.core.records import Frontier, SplitScores, TeacherReference, TrialScore, read_metrics
 from compress.deploy.blocks import Architecture
 from compress.deploy.latency_model import LatencyModel
 from compress.recipe.search import Param
@@ -412,6 +412,18 @@ def test_latency_error_is_the_spread_of_within_run_ratios():
     busy = [(9, timed(1.97, 1.36))]  # predicted 1.97x, measured 1.36x on a slow minute
     assert latency_error([*((i, timed(p, m)) for i, (p, m) in enumerate(zip(spread, measured, strict=True))), *busy]) < 0.06
     assert latency_error(busy) == 0.0 and latency_error([]) == 0.0
+
+
+def test_trials_whose_folders_are_gone_are_not_re_timed(tmp_path):
+    """A study whose trial folders were cleaned up: the latency model's check has nothing to time and says so by
+    returning no timings (finalize then logs that it skipped it), before loading anything."""
+    from compress.search.timing import time_trials
+
+    score = TrialScore(
+        form="student.int8", path=str(tmp_path / "gone"), target="onnxruntime-int8", validation=SplitScores(n=1, metrics={"accuracy": 0.7}),
+        test=None, predicted_ms=1.0, predicted_speedup=2.0, latency=None, size_mb=1.0, arch={}, constraints=[0.0], feasible=True,
+    )  # fmt: skip
+    assert time_trials(None, None, tmp_path / "reference", [(0, score), (1, score)]) == []  # type: ignore[arg-type]
 
 
 def test_spread_keeps_both_ends():

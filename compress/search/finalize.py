@@ -203,6 +203,9 @@ def _check(folder: Path, recipe: Recipe, spec: SearchSpec, trials: list[tuple[in
         return []
     chosen = spread(sorted(trials, key=lambda t: t[1].predicted_ms), k)
     timed = time_trials(recipe, spec, folder / "reference", chosen)
+    if len(timed) < 2:
+        log.info("latency model check skipped: fewer than two finished trials still have their student on disk")
+        return timed
     rho, err = agreement([t.predicted_speedup for t in timed], [t.speedup for t in timed])
     own = [s for _, s in chosen if s.measured_speedup]
     rho_own, err_own = agreement([s.predicted_speedup for s in own], [s.measured_speedup or 0.0 for s in own])
