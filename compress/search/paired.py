@@ -48,8 +48,9 @@ def compare(recipe: Recipe, frontier: Frontier, seed: int = 0) -> Frontier:
         for form in wanted:
             ev, runner = runners[form]
             n, fn = task.kind.resampler(task.metric, predict_with(runner, split), split, task.labels)
-            scored[f"{e.name}/{form}"] = (now, _) = resampled(n, fn, seed=seed)  # the same draws for every model
-            if abs(now - (recorded := ev.splits["test"][task.metric])) > 1e-6:  # a changed split or artifact: what is on disk is compared
+            scored[f"{e.name}/{form}"] = resampled(n, fn, seed=seed)  # the same draws for every model
+            now, recorded = scored[f"{e.name}/{form}"][0], ev.splits["test"][task.metric]
+            if abs(now - recorded) > 1e-6:  # a changed split or artifact: what is on disk now is compared
                 log.warning("%s/%s scores %s %.4f on the test split now, %.4f in its run", e.name, form, task.metric, now, recorded)
     rivals = [k for e in frontier.entries if e.kind != "final" for f in _compared(e) if (k := f"{e.name}/{f}") in scored]
     entries = []

@@ -55,7 +55,7 @@ def forms_on_disk(run: Path, model: str, threads: int | None, only: str | None =
     `only`: just the form of that name."""
     out = {}
     for name, form in read_metrics(run / "metrics.json").forms_of(model).items():
-        if not form.splits or only not in (None, name):
+        if not form.splits or (only is not None and name != only):
             continue
         if form.runtime == "torch" and form.precision == "fp32":
             out[name] = (form, torch_runner(load_student(run / "models" / model)))
