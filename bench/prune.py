@@ -39,10 +39,25 @@ def main() -> None:
         ROOT / "results" / "bench" / "runs",
         [
             {"name": "finetune_teacher", "options": TEACHER_FT},
-            {"name": "prune", "options": {"ffn_ratio": args.ffn_ratio, "head_ratio": args.head_ratio, "importance": args.importance}},
-            {"name": "distill", "options": {"students": ["pruned"], "epochs": args.epochs, "lr": 1e-4, "temperature": 2.0, "alpha": 0.5}},
+            {
+                "name": "prune",
+                "options": {"ffn_ratio": args.ffn_ratio, "head_ratio": args.head_ratio, "importance": args.importance},
+            },
+            {
+                "name": "distill",
+                "options": {
+                    "students": ["pruned"],
+                    "epochs": args.epochs,
+                    "lr": 1e-4,
+                    "temperature": 2.0,
+                    "alpha": 0.5,
+                },
+            },
             {"name": "export"},
-            {"name": "evaluate", "options": {"splits": ["test"], "latency": True, "latency_seq": 128, "latency_runs": args.runs}},
+            {
+                "name": "evaluate",
+                "options": {"splits": ["test"], "latency": True, "latency_seq": 128, "latency_runs": args.runs},
+            },
         ],
     )
     m = run_recipe(recipe).metrics
@@ -69,8 +84,8 @@ def main() -> None:
     }
     atomic_write_json(ROOT / "results" / "bench" / "prune.json", result)
     table = Table(
-        title=f"bench/prune.py: {args.ffn_ratio:.0%} FFN + {args.head_ratio:.0%} heads ({args.importance}), distilled {args.epochs} epochs; "
-        f"seq 128, batch 1, 2 threads, {args.runs} interleaved runs"
+        title=f"bench/prune.py: {args.ffn_ratio:.0%} FFN + {args.head_ratio:.0%} heads ({args.importance}), "
+        f"distilled {args.epochs} epochs; seq 128, batch 1, 2 threads, {args.runs} interleaved runs"
     )
     for col in ("model", "test acc", "params M", "GFLOPs", "torch ms", "ORT ms"):
         table.add_column(col, justify="right")

@@ -24,7 +24,12 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
-from transformers import BertConfig, BertForSequenceClassification, SqueezeBertConfig, SqueezeBertForSequenceClassification
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    SqueezeBertConfig,
+    SqueezeBertForSequenceClassification,
+)
 
 from compress.core.atomic import atomic_write_json
 from compress.data.encoding import encode
@@ -59,7 +64,12 @@ def ort_pair(model, folder: Path, mode: str, threads: int, calib=None, fused: bo
         optimize(opt, model.config)
         q = folder / f"{mode}.fused.int8.onnx"
         with quiet_root_logger():
-            quantize_dynamic(str(opt), str(q), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            quantize_dynamic(
+                str(opt),
+                str(q),
+                weight_type=QuantType.QInt8,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
         return {"fp32": (opt, ort_runner(opt, threads)), "int8": (q, ort_runner(q, threads))}
     out["fp32"] = (fp32, ort_runner(fp32, threads))
     dyn = folder / f"{mode}.int8.onnx"
@@ -88,21 +98,29 @@ def architecture(args, work: Path) -> tuple[dict, list[float]]:
     fns["squeezebert / torch int8 (dynamic)"] = torch_runner(torch_int8(squeeze))
     for mode in ("split", "batched"):
         s = ort_pair(squeeze, work / "squeeze", mode, args.threads)
-        fns[f"squeezebert / ort fp32 ({mode})"], fns[f"squeezebert / ort int8 ({mode}, dynamic)"] = s["fp32"][1], s["int8"][1]
+        fns[f"squeezebert / ort fp32 ({mode})"], fns[f"squeezebert / ort int8 ({mode}, dynamic)"] = (
+            s["fp32"][1],
+            s["int8"][1],
+        )
     for name in fns:
         cfg = bert.config if name.startswith("bert") else squeeze.config
         meta[name] = {"gflops": flops_per_sequence(cfg, args.seq) / 1e9}
     with torch.no_grad():
-        timings, redone = repeated({k: (lambda f=f: f(batch)) for k, f in fns.items()}, args.runs, args.repeats)
+        timed, redone = repeated({k: (lambda f=f: f(batch)) for k, f in fns.items()}, args.runs, args.repeats)
     log_redone("architecture", redone)
-    for k in timings:
-        timings[k] |= meta[k] | {"gflops_per_s": meta[k]["gflops"] / (timings[k]["median_ms"] / 1000)}
+    timings = {
+        k: t.as_dict() | meta[k] | {"gflops_per_s": meta[k]["gflops"] / (t.median_ms / 1000)} for k, t in timed.items()
+    }
     return timings, redone
 
 
 def log_redone(part: str, redone: list[float]) -> None:
     for f in redone:
-        logging.warning("%s: a repeat ran with every path %.0f%% slower than in the others (machine load); it was run again", part, 100 * (f - 1))
+        logging.warning(
+            "%s: a repeat ran with every path %.0f%% slower than in the others (machine load); it was run again",
+            part,
+            100 * (f - 1),
+        )
 
 
 def student(args, path: Path, work: Path) -> dict | None:
@@ -121,8 +139,11 @@ def student(args, path: Path, work: Path) -> dict | None:
     acc = {k: accuracy(test.labels, predict_with(r, test).argmax(1)) for k, (_, r) in pair.items()}
     batch = real_inputs(tok, sample_texts(), 1, args.seq, 0)
     with torch.no_grad():
-        timings, redone = repeated({k: (lambda r=r: r(batch)) for k, (_, r) in pair.items()}, args.student_runs, args.repeats)
+        timed, redone = repeated(
+            {k: (lambda r=r: r(batch)) for k, (_, r) in pair.items()}, args.student_runs, args.repeats
+        )
     log_redone(path.name, redone)
+    timings = {k: t.as_dict() for k, t in timed.items()}
     sizes = {k: p.stat().st_size / 2**20 for k, (p, _) in pair.items()}
     return {"test_accuracy": acc, "latency": timings, "size_mb": sizes, "repeats_redone": redone}
 
@@ -131,7 +152,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--student-runs", type=int, default=200, help="the student takes ~5 ms: more runs for the same stability")
+    ap.add_argument(
+        "--student-runs", type=int, default=200, help="the student takes ~5 ms: more runs for the same stability"
+    )
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     distilled = ROOT / "results" / "bench" / "runs" / "bench-distill" / "models"
@@ -162,9 +185,13 @@ def main() -> None:
         "bert_int8_peer_path": peer_path,
         "best_speedup_vs_bert_fp32_eager": base / arch[best]["median_ms"],
         "speedup_vs_bert_int8_ort": peer / arch[best]["median_ms"],
-        "int8_vs_fp32_squeezebert_base": min(arch[f"squeezebert / ort fp32 ({m})"]["median_ms"] for m in ("split", "batched"))
+        "int8_vs_fp32_squeezebert_base": min(
+            arch[f"squeezebert / ort fp32 ({m})"]["median_ms"] for m in ("split", "batched")
+        )
         / min(arch[f"squeezebert / ort int8 ({m}, dynamic)"]["median_ms"] for m in ("split", "batched")),
-        "cv_of_medians": max(v["cv_of_medians"] for v in [*arch.values(), *(t for st in studs.values() for t in st["latency"].values())]),
+        "cv_of_medians": max(
+            v["cv_of_medians"] for v in [*arch.values(), *(t for st in studs.values() for t in st["latency"].values())]
+        ),
         "repeats_redone": redone,
         "architecture": arch,
     }
@@ -175,7 +202,12 @@ def main() -> None:
             "int8_vs_fp32_students": {k: _int8_gain(v["latency"]) for k, v in studs.items()},
         }
     atomic_write_json(ROOT / "results" / "bench" / "speed.json", result)
-    table = Table(title=f"bench/speed.py: seq {args.seq}, batch 1, {args.threads} threads, median of {args.repeats}x{args.runs} interleaved runs")
+    table = Table(
+        title=(
+            f"bench/speed.py: seq {args.seq}, batch 1, {args.threads} threads, median of "
+            f"{args.repeats}x{args.runs} interleaved runs"
+        )
+    )
     for col in ("path", "median ms", "p90 ms", "CV of medians", "GFLOP/s", "x BERT eager", "x BERT int8 ORT"):
         table.add_column(col, justify="right" if col != "path" else "left")
     for k, v in arch.items():
@@ -223,7 +255,9 @@ def main() -> None:
 
 def _int8_gain(lat: dict) -> float:
     """Fastest fp32 form over the fastest int8 variant."""
-    return min(lat["fp32"]["median_ms"], lat["fp32 (split)"]["median_ms"]) / min(lat["int8"]["median_ms"], lat["int8-static"]["median_ms"])
+    return min(lat["fp32"]["median_ms"], lat["fp32 (split)"]["median_ms"]) / min(
+        lat["int8"]["median_ms"], lat["int8-static"]["median_ms"]
+    )
 
 
 if __name__ == "__main__":

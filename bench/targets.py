@@ -42,7 +42,16 @@ def run(epochs: int, runs: int, out: Path) -> dict[str, FormEval]:
         {"name": "distill", "options": {"epochs": epochs, "lr": 1e-4, "temperature": 2.0, "alpha": 0.5}},
         {"name": "export", "options": EXPORT},
         {"name": "quantize", "options": {"models": ["teacher", "student"]}},
-        {"name": "evaluate", "options": {"splits": ["test"], "latency": True, "latency_seq": 128, "latency_batch": 1, "latency_runs": runs}},
+        {
+            "name": "evaluate",
+            "options": {
+                "splits": ["test"],
+                "latency": True,
+                "latency_seq": 128,
+                "latency_batch": 1,
+                "latency_runs": runs,
+            },
+        },
     ]
     return run_recipe(bench_recipe("bench-targets", out, passes)).metrics.evaluations
 
@@ -57,7 +66,11 @@ def summarize(ev: dict[str, FormEval]) -> dict:
         mine = {n: e for n, e in ev.items() if e.runtime == runtime and e.latency}
         teacher = min((e for e in mine.values() if e.model == "teacher"), key=lambda e: e.latency.p10_ms)  # type: ignore[union-attr]
         student = min((e for e in mine.values() if e.model == "student"), key=lambda e: e.latency.p10_ms)  # type: ignore[union-attr]
-        acc = {e.precision: e.splits["test"]["accuracy"] for e in mine.values() if e.model == "student" and "test" in e.splits}
+        acc = {
+            e.precision: e.splits["test"]["accuracy"]
+            for e in mine.values()
+            if e.model == "student" and "test" in e.splits
+        }
         assert teacher.latency and student.latency
         targets[runtime] = {
             "teacher_ms": teacher.latency.p10_ms,
@@ -75,11 +88,18 @@ def summarize(ev: dict[str, FormEval]) -> dict:
         "teacher_test_accuracy": ev["teacher"].splits["test"]["accuracy"],
         "targets": targets,
         "forms": {
-            n: {"runtime": e.runtime, "precision": e.precision, "p10_ms": e.latency.p10_ms, "median_ms": e.latency.median_ms}
+            n: {
+                "runtime": e.runtime,
+                "precision": e.precision,
+                "p10_ms": e.latency.p10_ms,
+                "median_ms": e.latency.median_ms,
+            }
             for n, e in ev.items()
             if e.latency
         },
-        "int8_within_bar": all(t["int8_drop"] is not None and t["int8_drop"] <= MAX_INT8_DROP for t in targets.values()),
+        "int8_within_bar": all(
+            t["int8_drop"] is not None and t["int8_drop"] <= MAX_INT8_DROP for t in targets.values()
+        ),
     }
 
 
@@ -91,9 +111,26 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
     t0 = time.perf_counter()
     result = summarize(run(args.epochs, args.runs, ROOT / "results" / "bench-runs"))
-    result |= {"seconds": time.perf_counter() - t0, "seq": 128, "batch": 1, "threads": 2, "epochs": args.epochs, "runs": args.runs}
-    table = Table(title=f"deploy targets (seq 128, batch 1, 2 threads; teacher's fastest: {result['teacher_fastest']['form']})")
-    for col in ("runtime", "teacher ms (form)", "student ms (form)", "x teacher's fastest", "x teacher, same runtime", "fp32 acc", "int8 acc"):
+    result |= {
+        "seconds": time.perf_counter() - t0,
+        "seq": 128,
+        "batch": 1,
+        "threads": 2,
+        "epochs": args.epochs,
+        "runs": args.runs,
+    }
+    table = Table(
+        title=f"deploy targets (seq 128, batch 1, 2 threads; teacher's fastest: {result['teacher_fastest']['form']})"
+    )
+    for col in (
+        "runtime",
+        "teacher ms (form)",
+        "student ms (form)",
+        "x teacher's fastest",
+        "x teacher, same runtime",
+        "fp32 acc",
+        "int8 acc",
+    ):
         table.add_column(col, justify="left" if col == "runtime" else "right")
     for runtime, t in result["targets"].items():
         table.add_row(
@@ -105,7 +142,9 @@ def main() -> None:
             f"{t['student_fp32_accuracy']:.4f}",
             f"{t['student_int8_accuracy']:.4f}",
         )
-    table.caption = "p10 of per-call times, all forms interleaved in one run; ExecuTorch ran XNNPACK's x86 kernels (not a phone's)"
+    table.caption = (
+        "p10 of per-call times, all forms interleaved in one run; ExecuTorch ran XNNPACK's x86 kernels (not a phone's)"
+    )
     Console().print(table)
     atomic_write_json(ROOT / "results" / "bench" / "targets.json", result)
 

@@ -32,13 +32,26 @@ PASSES = [
     {"name": "distill", "options": {"epochs": 3, "lr": 3.0e-4, "alpha": 0.5}},
     {"name": "export", "options": {"models": ["student"]}},
     {"name": "quantize", "options": {"backend": "onnxruntime", "mode": "dynamic", "suffix": "int8"}},
-    {"name": "evaluate", "options": {"models": ["teacher", "student", "student.int8"], "latency": True, "latency_seq": 128, "latency_runs": 40}},
+    {
+        "name": "evaluate",
+        "options": {
+            "models": ["teacher", "student", "student.int8"],
+            "latency": True,
+            "latency_seq": 128,
+            "latency_runs": 40,
+        },
+    },
 ]
 
 
 KINDS = {
     "regression": TASK | {"kind": "regression", "label_column": "confidence", "metric": "spearman"},
-    "binary": TASK | {"labels": ["negative", "positive"], "metric": "f1", "filters": [{"column": "sentiment", "op": "!=", "value": "neutral"}]},
+    "binary": TASK
+    | {
+        "labels": ["negative", "positive"],
+        "metric": "f1",
+        "filters": [{"column": "sentiment", "op": "!=", "value": "neutral"}],
+    },
 }
 SHOWN = {"regression": ("spearman", "pearson", "mse"), "binary": ("f1", "mcc", "accuracy")}
 
@@ -91,7 +104,13 @@ def main() -> None:
                 continue
             speed = f"{r['speedup_vs_teacher_fastest']:.2f}" if r["speedup_vs_teacher_fastest"] else "-"
             ms = f"{r['p10_ms']:.2f}" if r["p10_ms"] else "-"
-            table.add_row(name, f"{t[first]:.3f} [{ci[first][0]:.3f}, {ci[first][1]:.3f}]", *(f"{t[k]:.3f}" for k in rest), ms, speed)
+            table.add_row(
+                name,
+                f"{t[first]:.3f} [{ci[first][0]:.3f}, {ci[first][1]:.3f}]",
+                *(f"{t[k]:.3f}" for k in rest),
+                ms,
+                speed,
+            )
         Console().print(table)
         print(f"{kind}: {result['minutes']:.1f} min")
     print(f"wrote {out / 'tasks.json'}")

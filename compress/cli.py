@@ -53,9 +53,12 @@ def validate(recipe: Path, set_: Sets = None) -> None:
     """Check a recipe (keys, types, pass names and options) without running it."""
     from compress.pipeline.registry import resolve_passes
     from compress.recipe import load_recipe
+    from compress.study.search import check_study
 
     r = load_recipe(recipe, set_)
     resolve_passes(r, str(recipe))
+    if r.search is not None:  # all that compress search would refuse before any work
+        check_study(r, str(recipe))
     typer.echo(f"{recipe}: ok ({len(r.passes)} passes: {', '.join(p.name for p in r.passes)})")
 
 
@@ -71,18 +74,29 @@ def run(recipe: Path, set_: Sets = None) -> None:
 
 @app.command("glue")
 def glue_cmd(
-    glue_dir: Annotated[Path, typer.Argument(help="GLUE folder: CoLA/, SST-2/, MRPC/, STS-B/, QQP/, MNLI/, QNLI/, RTE/ with train.tsv, dev.tsv")],
-    recipe: Annotated[Path, typer.Option(help="recipe template; its task section is replaced per task")] = Path("recipes/glue.yaml"),
+    glue_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="GLUE folder: CoLA/, SST-2/, MRPC/, STS-B/, QQP/, MNLI/, QNLI/, RTE/ with train.tsv, dev.tsv"
+        ),
+    ],
+    recipe: Annotated[
+        Path | None,
+        typer.Option(help="recipe template; its task section is replaced per task (default: the shipped one)"),
+    ] = None,
     set_: Sets = None,
-    tasks: Annotated[str | None, typer.Option(help="comma-separated subset, e.g. CoLA,STS-B,MNLI-m (default: every folder found)")] = None,
+    tasks: Annotated[
+        str | None, typer.Option(help="comma-separated subset, e.g. CoLA,STS-B,MNLI-m (default: every folder found)")
+    ] = None,
     out: Annotated[Path, typer.Option(help="where glue.md and glue.json go")] = Path("reports/glue"),
 ) -> None:
     """Run one recipe over the GLUE tasks (dev = test); a paper-style table of teacher vs student and speed-ups."""
-    from compress.pipeline.glue import run_glue
+    from compress.glue.glue import TEMPLATE, run_glue
     from compress.recipe import load_recipe
 
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    folder = run_glue(glue_dir, load_recipe(recipe, set_), str(recipe), names, out)
+    template = recipe or TEMPLATE
+    folder = run_glue(glue_dir, load_recipe(template, set_), str(template), names, out)
     typer.echo(f"GLUE table: {folder}/glue.md ({folder}/glue.json)")
 
 
@@ -92,31 +106,53 @@ def search_cmd(
     set_: Sets = None,
     storage: Annotated[
         str | None,
-        typer.Option(help="sqlite:///..., postgresql://..., journal:PATH or env COMPRESS_STORAGE; default sqlite:///<output_dir>/<study>/study.db"),
+        typer.Option(
+            help="sqlite:///..., postgresql://..., journal:PATH or env COMPRESS_STORAGE; default sqlite:///<output_dir>/<study>/study.db"
+        ),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="worker processes on this machine (they share the CPU threads)")] = 1,
-    resume: Annotated[bool, typer.Option("--resume", help="continue (or join) an existing study with the same space")] = False,
-    force_new: Annotated[bool, typer.Option("--force-new", help="delete an existing study of this name and start over")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="worker processes on this machine (they share the CPU threads)")
+    ] = 1,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue (or join) an existing study with the same space")
+    ] = False,
+    force_new: Annotated[
+        bool, typer.Option("--force-new", help="delete an existing study of this name and start over")
+    ] = False,
     worker: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Search the recipe's search: space with Optuna (accuracy vs latency); then run compress report."""
-    from compress.search.study import search
+    """Search the recipe's search: space with Optuna (accuracy vs latency), then finalize (search.finalize.top_k)."""
+    from compress.finalize.finalize import finalize
+    from compress.study.info import read_info
+    from compress.study.search import search
 
     folder = search(recipe, set_, storage=storage, workers=workers, resume=resume, force_new=force_new, worker=worker)
-    if worker is None:
-        typer.echo(f"study: {folder} (next: compress report {folder})")
+    if worker is not None:
+        return
+    if read_info(folder).search.finalize.top_k:
+        finalize(folder, storage=storage)
+    typer.echo(f"study: {folder} (next: compress report {folder})")
 
 
 @app.command("finalize")
 def finalize_cmd(
     study: Annotated[Path, typer.Argument(help="a study folder (results/<study>)")],
-    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="front students to retrain; default search.finalize.top_k (or 1)")] = None,
-    retime: Annotated[bool, typer.Option("--retime", help="only time the finished final students, baselines and teacher again")] = False,
-    out: Annotated[Path | None, typer.Option(help="where to write the timing record; default <study>/final/frontier.json")] = None,
-    storage: Annotated[str | None, typer.Option(help="the study's storage URL, if search.json recorded it without its password")] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option("--top-k", min=1, help="front students to retrain; default search.finalize.top_k (or 1)"),
+    ] = None,
+    retime: Annotated[
+        bool, typer.Option("--retime", help="only time the finished final students, baselines and teacher again")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="where to write the timing record; default <study>/final/frontier.json")
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="the study's storage URL, if search.json recorded it without its password")
+    ] = None,
 ) -> None:
     """Retrain the best distinct front students at full budget, train the baselines, time them all with the teacher."""
-    from compress.search.finalize import finalize
+    from compress.finalize.finalize import finalize
 
     path = finalize(study, top_k, retime=retime, out=out, storage=storage)
     typer.echo(f"frontier: {path} (next: compress report {study})")
@@ -124,12 +160,16 @@ def finalize_cmd(
 
 @app.command("report")
 def report_cmd(
-    sources: Annotated[list[Path], typer.Argument(help="study folders (results/<study>) or run folders; several are overlaid")],
+    sources: Annotated[
+        list[Path], typer.Argument(help="study folders (results/<study>) or run folders; several are overlaid")
+    ],
     out: Annotated[Path | None, typer.Option(help="report folder; default reports/<name of the first source>")] = None,
-    storage: Annotated[str | None, typer.Option(help="a study's storage URL, if search.json recorded it without its password")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="a study's storage URL, if search.json recorded it without its password")
+    ] = None,
 ) -> None:
     """Pareto report: index.html (interactive, offline), report.md + pareto.png, trials.csv."""
-    from compress.search.report import build
+    from compress.report.report import build
 
     folder = build(sources, out or Path("reports") / "-".join(s.name for s in sources), storage)
     typer.echo(f"report: {folder}/index.html ({folder}/report.md)")
@@ -168,8 +208,8 @@ def convert_cmd(
     import json
 
     from compress.convert.build import convert
-    from compress.convert.groups import Groups
     from compress.core.atomic import atomic_dir
+    from compress.core.groups import Groups
     from compress.modeling.loading import load_student, load_tokenizer
 
     try:
@@ -184,7 +224,10 @@ def convert_cmd(
         tokenizer.save_pretrained(tmp)
         (tmp / "conversion.json").write_text(json.dumps(report, indent=2))
     kept = report.get("energy_kept_per_layer")
-    typer.echo(f"{out}: SqueezeBERT, layers {report['layers']}, groups {groups}" + (f", energy kept {sum(kept) / len(kept):.3f}" if kept else ""))
+    typer.echo(
+        f"{out}: SqueezeBERT, layers {report['layers']}, groups {groups}"
+        + (f", energy kept {sum(kept) / len(kept):.3f}" if kept else "")
+    )
 
 
 @app.command("bench")
@@ -197,49 +240,21 @@ def bench_cmd(
     seq: int = 128,
     threads: int = 2,
     runs: Annotated[int, typer.Option(min=5)] = 30,
-    repeats: Annotated[int, typer.Option(min=1, help="independent measurements; >= 3 re-runs one slowed by machine load")] = 1,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="independent measurements; >= 3 re-runs one slowed by machine load")
+    ] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Latency (p10, median, p90, IQR, CV) of saved models under torch eager and ONNX Runtime fp32/int8."""
     import json
 
-    from compress.deploy.bench import bench
+    from compress.deploy.bench import bench, table
 
     rows = bench(path, [b.strip() for b in backends.split(",") if b.strip()], batch, seq, threads, runs, repeats)
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"latency: batch {batch}, seq {seq}, {threads} threads, {repeats} x {runs} interleaved runs (real token ids)")
-    for col in (
-        "model / backend",
-        "p10 ms",
-        "median ms",
-        "p90 ms",
-        "IQR ms",
-        "CV",
-        "CV of medians",
-        "params M",
-        "GFLOPs",
-        "GFLOP/s",
-        "x first row (p10)",
-    ):
-        table.add_column(col, justify="left" if col == "model / backend" else "right")
-    for r in rows:
-        table.add_row(
-            f"{r['model']} / {r['backend']}",
-            f"{r['p10_ms']:.2f}",
-            f"{r['median_ms']:.2f}",
-            f"{r['p90_ms']:.2f}",
-            f"{r['iqr_ms']:.2f}",
-            f"{r['cv']:.3f}",
-            f"{r['cv_of_medians']:.3f}" if repeats > 1 else "-",
-            f"{r['params'] / 1e6:.1f}",
-            f"{r['gflops']:.2f}",
-            f"{r['gflops_per_s']:.0f}",
-            f"{r['speedup_vs_first']:.2f}",
-        )
-    table.caption = "x first row: against the first row of this table, timed in the same run; compress bench does not know which model is the teacher"
-    Console(width=max(120, Console().width)).print(table)
+    Console(width=max(120, Console().width)).print(table(rows, batch, seq, threads, runs, repeats))
 
 
 def main() -> None:
@@ -249,7 +264,9 @@ def main() -> None:
     except CompressError as e:
         if _debug:
             raise
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # messages hold [brackets]: extras, keys
+        err.print(
+            f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True
+        )  # messages hold [brackets]: extras, keys
         sys.exit(2)
 
 

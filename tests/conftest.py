@@ -1,4 +1,11 @@
-"""Shared fixtures: tiny random-weight BERTs (real tokenizer), tiny CSV tasks, an in-process CLI runner."""
+"""Shared fixtures: tiny random-weight BERTs (real tokenizer), tiny CSV tasks, an in-process CLI runner, one
+finished tiny study that the report, finalize, resume and browser tests read, and real servers (PostgreSQL,
+Chromium).
+
+Every tiny recipe shares one content-hash cache folder for the session (`SHARED_CACHE`): fine-tuned teachers,
+encodings and teacher outputs are keyed by content, so a test that needs *a* fine-tuned teacher reuses the one
+an earlier test made, as a user's second run would. Tests of the caches themselves give their own cache_dir.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,7 +30,26 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from compress.modeling.loading import load_tokenizer
 
-WORDS = ["good", "bad", "great", "awful", "fine", "love", "hate", "ok", "movie", "food", "service", "day", "cars", "drive", "fast", "slow"]
+SHARED_CACHE = Path(tempfile.mkdtemp(prefix="compress-tests-cache-"))
+
+WORDS = [
+    "good",
+    "bad",
+    "great",
+    "awful",
+    "fine",
+    "love",
+    "hate",
+    "ok",
+    "movie",
+    "food",
+    "service",
+    "day",
+    "cars",
+    "drive",
+    "fast",
+    "slow",
+]
 
 
 def tiny_bert(num_labels: int = 3, layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int = 64, seed: int = 0):
@@ -82,6 +109,7 @@ def tiny_recipe(tmp_path: Path, csv: Path, teacher: Path, passes: list[dict], **
         "device": "cpu",
         "threads": 1,
         "output_dir": str(tmp_path / "results"),
+        "cache_dir": str(SHARED_CACHE),
         "task": {"dataset": str(csv), "label_column": "sentiment", "max_length": 16},
         "teacher": {"model": str(teacher)},
         "passes": passes,
@@ -97,7 +125,10 @@ def tiny_search(raw: dict, groups: str | None = None) -> dict:
         {"name": "distill", "options": {"epochs": 1, "lr": 1e-3}},
         {"name": "export", "options": {"models": ["student"]}},
         {"name": "quantize"},
-        {"name": "evaluate", "options": {"models": ["student*"], "latency": True, "latency_seq": 16, "latency_runs": 5}},
+        {
+            "name": "evaluate",
+            "options": {"models": ["student*"], "latency": True, "latency_seq": 16, "latency_runs": 5},
+        },
     ]
     raw["search"] = {
         "trials": 2,
@@ -136,25 +167,79 @@ def run_raw(tmp_path: Path, raw: dict, cli) -> tuple[Path, object]:
     return run_metrics(tmp_path)
 
 
+def run_cli(*args: object) -> int:
+    """`compress ARGS` in this process; its exit code."""
+    from compress.cli import main
+
+    old = sys.argv
+    sys.argv = ["compress", *map(str, args)]
+    try:
+        main()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = old
+    return 0
+
+
 @pytest.fixture
 def cli(capsys):
     """Run the CLI in-process: returns (exit code, stdout, stderr)."""
-    from compress.cli import main
 
-    def run(*args: str) -> tuple[int, str, str]:
-        old = sys.argv
-        sys.argv = ["compress", *map(str, args)]
-        code = 0
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        finally:
-            sys.argv = old
+    def run(*args: object) -> tuple[int, str, str]:
+        code = run_cli(*args)
         out, err = capsys.readouterr()
         return code, out, err
 
     return run
+
+
+# A tiny study: 3 trials over depth, group counts and lr, finalized (2 front students, a challenger per baseline,
+# 2 baselines) - the study the report, finalize, resume and browser tests read.
+TRIAL_PASSES = [
+    {"name": "finetune_teacher", "options": {"epochs": 1}},
+    {"name": "convert", "options": {"groups": "2,2,2,1,2,2", "fit_samples": 32}},
+    {"name": "distill", "options": {"epochs": 1}},
+    {"name": "export", "options": {"models": ["student"]}},
+    {"name": "quantize"},
+    {"name": "evaluate", "options": {"models": ["student*"], "latency": True, "latency_seq": 16, "latency_runs": 5}},
+]
+SPACE = {
+    "passes.convert.groups": {"groups": [1, 2, 4]},
+    "passes.convert.layers": {"choices": [1, 2]},
+    "passes.distill.lr": {"low": 1.0e-4, "high": 1.0e-3, "log": True},
+}
+FINALIZE = {"top_k": 2, "set": {"passes.distill.epochs": 2}, "runs": 5, "repeats": 2, "natural_texts": 6}
+BASELINES = ["layerdrop", {"name": "pruned", "options": {"ffn_ratio": 0.5}}]
+
+
+def write_recipe(tmp_path: Path, csv: Path, teacher: Path, **search) -> Path:
+    """A tiny study recipe (3 trials over SPACE unless `search` says otherwise) as tmp_path/search.yaml."""
+    import yaml
+
+    search = {"trials": 3, "space": SPACE, "calibration_runs": 5} | search
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(tmp_path, csv, teacher, TRIAL_PASSES, search=search)))
+    return path
+
+
+@dataclass(frozen=True)
+class Study:
+    root: Path  # the folder holding search.yaml and results/
+    recipe: Path
+    folder: Path  # results/tiny: search.json, study.db, reference/, trials/, final/, baselines/
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory, tiny_teacher_dir) -> Study:
+    """The tiny study searched and finalized once per session. Tests read it; one that changes a file in it puts
+    the file back."""
+    root = tmp_path_factory.mktemp("study")
+    csv = root / "tiny.csv"
+    make_rows(240).to_csv(csv, index=False)
+    recipe = write_recipe(root, csv, tiny_teacher_dir, finalize=FINALIZE, baselines=BASELINES)
+    assert run_cli("search", recipe) == 0
+    return Study(root, recipe, root / "results" / "tiny")
 
 
 def need(what: str, fix: str) -> None:
@@ -195,7 +280,9 @@ class Postgres:
         if self.prefix:
             for path in (self.root, pwfile):
                 shutil.chown(path, "postgres", "postgres")
-        self._run(initdb, "-D", str(self.data), "-U", self.user, "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8")
+        self._run(
+            initdb, "-D", str(self.data), "-U", self.user, "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8"
+        )
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
         self._run(pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
 
@@ -218,7 +305,9 @@ class Postgres:
         return self.url(name)
 
     def stop(self) -> None:
-        subprocess.run([*self.prefix, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run(
+            [*self.prefix, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -242,7 +331,14 @@ def chromium() -> str:
 
 
 def teacher_forms() -> set[str]:
-    """The teacher's forms every timed run measures: PyTorch, ONNX Runtime fp32/int8, and OpenVINO's two when installed."""
+    """The teacher's forms every timed run measures: PyTorch, ONNX Runtime fp32/int8, and OpenVINO's two when
+    installed."""
     from compress.deploy.targets import TARGETS, baseline_runtimes, form_name
 
     return {form_name("teacher", t) for t in TARGETS.values() if t.runtime in baseline_runtimes()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_shared_cache():
+    yield
+    shutil.rmtree(SHARED_CACHE, ignore_errors=True)

@@ -37,7 +37,9 @@ def test_subsampling_keeps_the_test_split_fixed(tiny_csv):
 
 
 def test_pair_task_and_column_mapping(tmp_path):
-    df = pd.DataFrame({"s1": ["a b", "c d", "e f", "g h"] * 10, "s2": ["x", "y", "z", "w"] * 10, "y": [0, 1, 1, 0] * 10})
+    df = pd.DataFrame(
+        {"s1": ["a b", "c d", "e f", "g h"] * 10, "s2": ["x", "y", "z", "w"] * 10, "y": [0, 1, 1, 0] * 10}
+    )
     path = tmp_path / "pairs.jsonl"
     df.to_json(path, orient="records", lines=True)
     task = load_task(TaskSpec(dataset=str(path), text_column="s1", text_pair_column="s2", label_column="y"), 0)
@@ -52,7 +54,10 @@ def test_folder_with_own_splits(tmp_path):
 
 
 def test_missing_column_names_columns_and_fix(tiny_csv):
-    with pytest.raises(CompressError, match=r"has no column 'label'; columns are \['text', 'sentiment', 'confidence'\] - set task\.text_column"):
+    with pytest.raises(
+        CompressError,
+        match=r"has no column 'label'; columns are \['text', 'sentiment', 'confidence'\] - set task\.text_column",
+    ):
         load_task(TaskSpec(dataset=str(tiny_csv)), 0)
 
 
@@ -62,10 +67,24 @@ def test_unseen_labels(tiny_csv):
 
 
 def test_filters_and_empty_after_filtering(tiny_csv):
-    kept = load_task(TaskSpec(dataset=str(tiny_csv), label_column="sentiment", filters=[{"column": "confidence", "op": ">=", "value": 0.5}]), 0)
+    kept = load_task(
+        TaskSpec(
+            dataset=str(tiny_csv),
+            label_column="sentiment",
+            filters=[{"column": "confidence", "op": ">=", "value": 0.5}],
+        ),
+        0,
+    )
     assert sum(len(df) for df in kept.splits.values()) < 240
     with pytest.raises(CompressError, match="no training rows left after filters"):
-        load_task(TaskSpec(dataset=str(tiny_csv), label_column="sentiment", filters=[{"column": "confidence", "op": ">", "value": 2}]), 0)
+        load_task(
+            TaskSpec(
+                dataset=str(tiny_csv),
+                label_column="sentiment",
+                filters=[{"column": "confidence", "op": ">", "value": 2}],
+            ),
+            0,
+        )
 
 
 def test_missing_file_and_bad_type(tmp_path):

@@ -11,8 +11,8 @@ import torch
 from transformers import BertConfig, SqueezeBertConfig
 
 from compress.convert.build import convert
-from compress.convert.groups import Groups
 from compress.core.errors import CompressError
+from compress.core.groups import Groups
 from compress.deploy.flops import flops_per_sequence
 from compress.deploy.latency import interleaved, repeated, summarize
 from compress.deploy.matmul_form import EncoderForInference, GroupedLinear
@@ -68,13 +68,18 @@ def test_onnx_export_dynamic_axes_and_int8(tmp_path, tokenizer):
     q = tmp_path / "model.int8.onnx"
     info = onnxruntime_int8(path, q, static=False, per_channel=False)
     assert is_int8(q) and not is_int8(path) and info["mode"] == "dynamic"
-    assert _matmul_kinds(q) == {"int8": len(_weight_matmuls(path)), "fp32": 2 * 2}  # attention's Q.K^T and P.V (2 layers) stay fp32
+    assert _matmul_kinds(q) == {
+        "int8": len(_weight_matmuls(path)),
+        "fp32": 2 * 2,
+    }  # attention's Q.K^T and P.V (2 layers) stay fp32
     got = session(q, 1).run(["logits"], {k: v.numpy() for k, v in _batch(tokenizer).items()})[0]
     assert got.shape == (3, 3) and np.isfinite(got).all()
     split = tmp_path / "split.onnx"
     export(model, split, "split")
     onnxruntime_int8(split, tmp_path / "split.pc.onnx", static=False, per_channel=True)
-    got = session(tmp_path / "split.pc.onnx", 1).run(["logits"], {k: v.numpy() for k, v in _batch(tokenizer).items()})[0]
+    got = session(tmp_path / "split.pc.onnx", 1).run(["logits"], {k: v.numpy() for k, v in _batch(tokenizer).items()})[
+        0
+    ]
     assert np.isfinite(got).all()
     with pytest.raises(CompressError, match="already quantized"):
         onnxruntime_int8(q, tmp_path / "again.onnx", static=False, per_channel=False)
@@ -86,7 +91,9 @@ def test_torch_int8_quantizes_the_grouped_layers(tokenizer):
     model = tiny_squeeze()
     q = torch_int8(model)
     dynamic = [m for m in q.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
-    assert len(dynamic) == 2 * (4 * 3 + 1 + 4 + 4) + 2  # per layer: q,k,v (4 groups each), post (1), inter, output (4); pooler, classifier
+    assert (
+        len(dynamic) == 2 * (4 * 3 + 1 + 4 + 4) + 2
+    )  # per layer: q,k,v (4 groups each), post (1), inter, output (4); pooler, classifier
     assert not [m for m in q.modules() if type(m) is torch.nn.Linear]
     b = _batch(tokenizer)
     with torch.no_grad():
@@ -120,26 +127,39 @@ def _loaded_machine(slow_calls: int):
 
 def test_interleaved_times_blocks_of_each_callable():
     order = []
-    t = interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, runs=6, warmup=1, block=3, settle_s=0)
+    t = interleaved(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, runs=6, warmup=1, block=3, settle_s=0
+    )
     assert t["a"].runs == t["b"].runs == 6
     assert "".join(order) == "ab" + ("aaaa" + "bbbb") * 2  # warm-up each, then per block: one untimed call + 3 timed
 
 
 def test_repeated_reruns_a_repeat_slowed_by_machine_load():
-    per_repeat = 2 * (3 + 10 + 4)  # both callables: 3 warm-up calls, 10 timed, 4 blocks (of 3, 3, 3, 1) each after 1 untimed call
+    per_repeat = 2 * (
+        3 + 10 + 4
+    )  # both callables: 3 warm-up calls, 10 timed, 4 blocks (of 3, 3, 3, 1) each after 1 untimed call
     out, redone = repeated(_loaded_machine(per_repeat), runs=10, repeats=3)
     assert len(redone) == 1 and redone[0] > 1.5  # the first repeat ran ~2x slower and was measured again
-    assert out["a"]["median_ms"] == pytest.approx(2.1, abs=0.5) and out["b"]["cv_of_medians"] < 0.15
+    assert out["a"].median_ms == pytest.approx(2.1, abs=0.5) and out["b"].cv_of_medians < 0.15
     out, redone = repeated(_loaded_machine(per_repeat), runs=10, repeats=3, max_redo=0)
-    assert redone == [] and out["b"]["cv_of_medians"] > 0.25  # kept: the spread shows it
+    assert redone == [] and out["b"].cv_of_medians > 0.25  # kept: the spread shows it
 
 
+@pytest.mark.integration
 def test_full_deploy_recipe_and_model_card(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     passes = [
         {"name": "convert", "options": {"groups": "2,2,2,1,2,2"}},
         {"name": "export", "options": {"models": ["student"]}},
         {"name": "quantize", "options": {"suffix": "int8"}},
-        {"name": "quantize", "options": {"suffix": "int8-static", "mode": "static", "calibration": "percentile", "calibration_samples": 16}},
+        {
+            "name": "quantize",
+            "options": {
+                "suffix": "int8-static",
+                "mode": "static",
+                "calibration": "percentile",
+                "calibration_samples": 16,
+            },
+        },
         {"name": "quantize", "options": {"suffix": "torch-int8", "backend": "torch"}},
         {"name": "quantize", "options": {"suffix": "int8-pc", "per_channel": True}},  # per-channel: the split form
         {"name": "evaluate", "options": {"latency": True, "latency_runs": 5, "latency_seq": 16}},
@@ -151,10 +171,13 @@ def test_full_deploy_recipe_and_model_card(tmp_path, tiny_csv, tiny_teacher_dir,
     assert m.reports["export"]["student"]["max_abs_diff"] < 1e-3
     assert set(q) == {"student.int8", "student.int8-static", "student.torch-int8", "student.int8-pc"}
     assert q["student.int8"]["form"] == "batched" and q["student.int8-pc"]["form"] == "split"
-    assert ev["student.int8-pc"].splits["test"]["accuracy"] >= 0 and ev["student.int8-pc"].runtime == "onnxruntime"  # runs in ONNX Runtime
+    assert (
+        ev["student.int8-pc"].splits["test"]["accuracy"] >= 0 and ev["student.int8-pc"].runtime == "onnxruntime"
+    )  # runs in ONNX Runtime
     assert q["student.int8"]["size_mb_int8"] < q["student.int8"]["size_mb_fp32"]
     assert (
-        ev["student.int8"].size_mb == pytest.approx(q["student.int8"]["size_mb_int8"]) and ev["student.int8"].path == "models/student/model.int8.onnx"
+        ev["student.int8"].size_mb == pytest.approx(q["student.int8"]["size_mb_int8"])
+        and ev["student.int8"].path == "models/student/model.int8.onnx"
     )
     teacher_forms = {n: ev[n].latency.p10_ms for n in forms_of_teacher()}  # built into the cache, timed alongside
     fastest = min(teacher_forms, key=teacher_forms.__getitem__)
@@ -165,19 +188,46 @@ def test_full_deploy_recipe_and_model_card(tmp_path, tiny_csv, tiny_teacher_dir,
         "teacher.onnx": ("onnxruntime", "fp32"),
         "student.torch-int8": ("torch", "int8"),
     }
-    for name in ("teacher", "student", "student.onnx", "student.int8", "student.int8-static", "student.torch-int8", "teacher.onnx", "teacher.int8"):
+    for name in (
+        "teacher",
+        "student",
+        "student.onnx",
+        "student.int8",
+        "student.int8-static",
+        "student.torch-int8",
+        "teacher.onnx",
+        "teacher.int8",
+    ):
         lat = ev[name].latency
         assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms and lat.reference == fastest
-        assert lat.speedup == pytest.approx(teacher_forms[fastest] / lat.p10_ms) and set(lat.speedups) == set(teacher_forms)
+        assert lat.speedup == pytest.approx(teacher_forms[fastest] / lat.p10_ms) and set(lat.speedups) == set(
+            teacher_forms
+        )
         assert (lat.runtime, lat.precision) == kinds.get(name, ("onnxruntime", "int8"))
         assert name.startswith("teacher.") or 0 <= ev[name].splits["test"]["accuracy"] <= 1
-    assert ev[fastest].latency.speedup == 1.0 and not ev["teacher.int8"].splits  # reference-only forms are timed, not scored
+    assert (
+        ev[fastest].latency.speedup == 1.0 and not ev["teacher.int8"].splits
+    )  # reference-only forms are timed, not scored
     assert ev["student"].model == ev["student.int8"].model == "student" and ev["teacher.int8"].model == "teacher"
     assert ev["student.onnx"].splits["test"]["accuracy"] == ev["student"].splits["test"]["accuracy"]
     card = (run / "models" / "student" / "README.md").read_text()
-    assert "SqueezeBertForSequenceClassification.from_pretrained" in card and "model.int8.onnx" in card and "student.int8" in card
+    assert (
+        "SqueezeBertForSequenceClassification.from_pretrained" in card
+        and "model.int8.onnx" in card
+        and "student.int8" in card
+    )
     code, out, err = cli(
-        "bench", run / "models" / "student", "--json", "--runs", "5", "--repeats", "2", "--seq", "16", "--backends", "torch,ort,ort-int8"
+        "bench",
+        run / "models" / "student",
+        "--json",
+        "--runs",
+        "5",
+        "--repeats",
+        "2",
+        "--seq",
+        "16",
+        "--backends",
+        "torch,ort,ort-int8",
     )
     assert code == 0, err
     rows = json.loads(out)
@@ -204,7 +254,9 @@ def test_quantize_option_errors():
 
     with pytest.raises(ValidationError, match="backend"):
         Quantize.Config(backend="tensorrt")
-    with pytest.raises(ValidationError, match="per_channel needs 2-D weights: leave mode_onnx unset or set it to split"):
+    with pytest.raises(
+        ValidationError, match="per_channel needs 2-D weights: leave mode_onnx unset or set it to split"
+    ):
         Quantize.Config(per_channel=True, mode_onnx="batched")
 
 
@@ -215,11 +267,16 @@ def test_missing_backend_names_the_package(tmp_path, monkeypatch):
     export(tiny_squeeze(), path)
     monkeypatch.setitem(sys.modules, "optimum.onnxruntime.configuration", None)  # as if not installed
     with pytest.raises(
-        CompressError, match=r"quantize backend onnxruntime needs optimum, which is not installed .*: pip install 'optimum-onnx\[onnxruntime\]'"
+        CompressError,
+        match=(
+            r"quantize backend onnxruntime needs optimum, which is not installed .*: pip install "
+            r"'optimum-onnx\[onnxruntime\]'"
+        ),
     ):
         onnxruntime_int8(path, tmp_path / "q.onnx", static=False, per_channel=False)
 
 
+@pytest.mark.integration
 def test_neural_compressor_backend_tunes_and_reports(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     passes = [
         {"name": "convert", "options": {"groups": "2,2,2,1,2,2", "fit_samples": 16}},
@@ -233,7 +290,9 @@ def test_neural_compressor_backend_tunes_and_reports(tmp_path, tiny_csv, tiny_te
     assert q["backend"] == "neural-compressor" and q["tried"] and q["chosen"] == q["tried"][-1]["config"]
     assert q["tried"][-1]["val_accuracy"] >= q["fp32_val_accuracy"] * 0.5  # within the tolerable (relative) loss
     assert is_int8(run / "models" / "student" / "model.int8.onnx") and "student.int8" in m.evaluations
-    assert _matmul_kinds(run / "models" / "student" / "model.int8.onnx")["fp32"] == 2 * 2  # attention stays fp32 here too
+    assert (
+        _matmul_kinds(run / "models" / "student" / "model.int8.onnx")["fp32"] == 2 * 2
+    )  # attention stays fp32 here too
 
 
 def _weight_matmuls(path) -> list[str]:
@@ -241,14 +300,19 @@ def _weight_matmuls(path) -> list[str]:
 
     g = onnx.load(str(path)).graph
     weights = {i.name for i in g.initializer}
-    return [n.name for n in g.node if n.op_type in ("MatMul", "Gemm") and any(i in weights for i in n.input)]  # Gemm: pooler, classifier
+    return [
+        n.name for n in g.node if n.op_type in ("MatMul", "Gemm") and any(i in weights for i in n.input)
+    ]  # Gemm: pooler, classifier
 
 
 def _matmul_kinds(path) -> dict[str, int]:
     import onnx
 
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
-    return {"int8": sum(o in ("MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul") for o in ops), "fp32": ops.count("MatMul")}
+    return {
+        "int8": sum(o in ("MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul") for o in ops),
+        "fp32": ops.count("MatMul"),
+    }
 
 
 def test_neural_compressor_missing_names_the_install(tmp_path, monkeypatch):
@@ -258,18 +322,27 @@ def test_neural_compressor_missing_names_the_install(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "onnx_neural_compressor.quantization.tuning", None)
     with pytest.raises(CompressError, match="pip install --no-deps onnx-neural-compressor"):
-        neural_compressor_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", lambda p: 1.0, tolerable_loss=0.01, max_trials=2)
+        neural_compressor_int8(
+            tmp_path / "m.onnx", tmp_path / "q.onnx", lambda p: 1.0, tolerable_loss=0.01, max_trials=2
+        )
 
 
+@pytest.mark.integration
 def test_evaluate_pattern_matching_nothing_is_an_error(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     passes = [{"name": "evaluate", "options": {"models": ["student*"], "splits": ["validation"]}}]
     code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     assert code == 2 and "evaluate.models names nothing" in err
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
 def test_gpu_latency_without_a_gpu_is_an_error(tmp_path, tiny_csv, tiny_teacher_dir, cli):
-    passes = [{"name": "evaluate", "options": {"splits": ["validation"], "latency": True, "latency_device": "cuda", "latency_runs": 5}}]
+    passes = [
+        {
+            "name": "evaluate",
+            "options": {"splits": ["validation"], "latency": True, "latency_device": "cuda", "latency_runs": 5},
+        }
+    ]
     code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     assert code == 2 and "latency_device is cuda but no CUDA GPU is visible; use latency_device: cpu" in err, err
     assert not (tmp_path / "results" / "tiny").exists()  # no half-written result

@@ -29,7 +29,11 @@ def test_cache_hit_returns_identical_outputs(tmp_path, train_enc):
     a, s1 = load_or_compute(teacher, train_enc, torch.device("cpu"), tmp_path, hidden=[1, 2], attention=[0])
     b, s2 = load_or_compute(teacher, train_enc, torch.device("cpu"), tmp_path, hidden=[1, 2], attention=[0])
     assert (s1, s2) == ("miss", "hit")
-    assert torch.equal(a.logits, b.logits) and torch.equal(a.hidden[2], b.hidden[2]) and torch.equal(a.attention[0], b.attention[0])
+    assert (
+        torch.equal(a.logits, b.logits)
+        and torch.equal(a.hidden[2], b.hidden[2])
+        and torch.equal(a.attention[0], b.attention[0])
+    )
     # the ragged store gives back exactly what the teacher computes for a padded batch
     idx = torch.tensor([3, 7])
     ids = [train_enc.input_ids[train_enc.offsets[i] : train_enc.offsets[i + 1]] for i in idx]
@@ -92,11 +96,17 @@ def _state(tmp_path, tiny_csv, tiny_teacher_dir, passes):
 
 def test_hidden_map_naming_missing_layer(tmp_path, tiny_csv, tiny_teacher_dir):
     recipe, state = _state(
-        tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "convert"}, {"name": "distill", "options": {"hidden_weight": 1, "hidden_map": [[1, 9]]}}]
+        tmp_path,
+        tiny_csv,
+        tiny_teacher_dir,
+        [{"name": "convert"}, {"name": "distill", "options": {"hidden_weight": 1, "hidden_map": [[1, 9]]}}],
     )
     (conv, cc), (dist, dc) = resolve_passes(recipe)
     state = conv().run(state, cc)
-    with pytest.raises(CompressError, match=r"hidden_map pair \[1, 9\] names a layer that does not exist: student has 0..2, teacher 0..2"):
+    with pytest.raises(
+        CompressError,
+        match=r"hidden_map pair \[1, 9\] names a layer that does not exist: student has 0..2, teacher 0..2",
+    ):
         dist().run(state, dc)
 
 
@@ -108,7 +118,9 @@ def test_student_with_other_tokenizer_is_refused(tmp_path, tiny_csv, tiny_teache
     (other / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]))
     BertTokenizerFast(vocab_file=str(other / "vocab.txt")).save_pretrained(other)
     tiny_bert().save_pretrained(other)
-    recipe, state = _state(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "distill", "options": {"student_path": str(other)}}])
+    recipe, state = _state(
+        tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "distill", "options": {"student_path": str(other)}}]
+    )
     ((dist, dc),) = resolve_passes(recipe)
     with pytest.raises(CompressError, match="uses a different tokenizer than the teacher"):
         dist().run(state, dc)
@@ -130,7 +142,10 @@ def test_all_losses_train_and_cache_matches_no_cache(tmp_path, tiny_csv, tiny_te
             tmp_path,
             tiny_csv,
             tiny_teacher_dir,
-            [{"name": "convert", "options": {"groups": "2,2,2,1,2,2"}}, {"name": "distill", "options": opts | {"cache_teacher": cache}}],
+            [
+                {"name": "convert", "options": {"groups": "2,2,2,1,2,2"}},
+                {"name": "distill", "options": opts | {"cache_teacher": cache}},
+            ],
         )
         for cls, cfg in resolve_passes(recipe):
             state = cls().run(state, cfg)
@@ -153,7 +168,10 @@ def test_distillation_on_teacher_labelled_texts(tmp_path, tiny_csv, tiny_teacher
             tmp_path,
             tiny_csv,
             tiny_teacher_dir,
-            [{"name": "convert", "options": {"groups": "2,2,2,1,2,2"}}, {"name": "distill", "options": {"epochs": 1} | distill}],
+            [
+                {"name": "convert", "options": {"groups": "2,2,2,1,2,2"}},
+                {"name": "distill", "options": {"epochs": 1} | distill},
+            ],
         )
         raw["task"] |= task or {}
         recipe = parse_recipe(raw)
@@ -164,20 +182,33 @@ def test_distillation_on_teacher_labelled_texts(tmp_path, tiny_csv, tiny_teacher
 
     state = run({"unlabeled": 50}, {"max_train_samples": 100})
     r = state.reports["distill"]["student"]
-    assert (r["examples"], r["unlabeled_examples"]) == (100, 50) and len(state.task.unused) == 92 and r["history"][0]["train_loss"] > 0
+    assert (
+        (r["examples"], r["unlabeled_examples"]) == (100, 50)
+        and len(state.task.unused) == 92
+        and r["history"][0]["train_loss"] > 0
+    )
     texts = tmp_path / "texts.txt"
     texts.write_text("great food\n\nawful day\nok movie\n")
     state = run({"unlabeled": 10, "unlabeled_source": str(texts)})
-    assert state.reports["distill"]["student"]["unlabeled_examples"] == 3  # blank lines skipped; fewer than asked: all used
+    assert (
+        state.reports["distill"]["student"]["unlabeled_examples"] == 3
+    )  # blank lines skipped; fewer than asked: all used
     with pytest.raises(CompressError, match="the task has no unused training rows"):
         run({"unlabeled": 5})
     with pytest.raises(CompressError, match="no such file"):
         run({"unlabeled": 5, "unlabeled_source": str(tmp_path / "nope.txt")})
     table = tmp_path / "texts.csv"
     table.write_text("body\nhello there\n")
-    with pytest.raises(CompressError, match=r"no column 'text'; columns are \['body'\] - set distill\.unlabeled_column"):
+    with pytest.raises(
+        CompressError, match=r"no column 'text'; columns are \['body'\] - set distill\.unlabeled_column"
+    ):
         run({"unlabeled": 5, "unlabeled_source": str(table)})
-    assert run({"unlabeled": 5, "unlabeled_source": str(table), "unlabeled_column": "body"}).reports["distill"]["student"]["unlabeled_examples"] == 1
+    assert (
+        run({"unlabeled": 5, "unlabeled_source": str(table), "unlabeled_column": "body"}).reports["distill"]["student"][
+            "unlabeled_examples"
+        ]
+        == 1
+    )
     assert NO_LABEL == -100
 
 
@@ -211,11 +242,18 @@ def test_teacher_outputs_slice_and_concatenate_like_their_split(tmp_path, tokeni
     idx = np.array([3, 7, 8, 20, 39])
     direct = compute(teacher, enc.subset(idx), torch.device("cpu"), hidden=[1], attention=[0])
     sliced = full.select(idx)
-    assert torch.allclose(sliced.logits, direct.logits, atol=1e-6) and torch.equal(sliced.token_offsets, direct.token_offsets)
+    assert torch.allclose(sliced.logits, direct.logits, atol=1e-6) and torch.equal(
+        sliced.token_offsets, direct.token_offsets
+    )
     assert torch.equal(sliced.hidden[1], direct.hidden[1]) and torch.equal(sliced.attention[0], direct.attention[0])
     joined = sliced.concat(full.select(np.array([0, 1])))
-    both = compute(teacher, enc.subset(idx).concat(enc.subset(np.array([0, 1]))), torch.device("cpu"), hidden=[1], attention=[0])
+    both = compute(
+        teacher, enc.subset(idx).concat(enc.subset(np.array([0, 1]))), torch.device("cpu"), hidden=[1], attention=[0]
+    )
     batch = torch.arange(7)
     for k in ("hidden", "attention"):
-        assert all(torch.allclose(joined.batch(batch, 16)[k][j], both.batch(batch, 16)[k][j], atol=1e-3) for j in joined.batch(batch, 16)[k])
+        assert all(
+            torch.allclose(joined.batch(batch, 16)[k][j], both.batch(batch, 16)[k][j], atol=1e-3)
+            for j in joined.batch(batch, 16)[k]
+        )
     assert torch.allclose(joined.logits, both.logits, atol=1e-6)

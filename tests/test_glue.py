@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import WORDS
@@ -15,7 +16,8 @@ CUES = {"awful": 0, "great": 1}
 
 
 def sentences(n: int, seed: int, period: int = 1) -> list[tuple[str, str]]:
-    """Toy sentences whose cue word alternates every `period` rows (pairs of different periods cover every combination)."""
+    """Toy sentences whose cue word alternates every `period` rows (pairs of different periods cover every
+    combination)."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -45,7 +47,10 @@ def write_glue(root: Path) -> None:
     labels = {(0, 0): "entailment", (1, 1): "entailment", (0, 1): "contradiction", (1, 0): "contradiction"}
     for split, n in (("train", 160), ("dev_matched", 40), ("dev_mismatched", 30)):
         pairs = zip(sentences(n, 3), sentences(n, 4, period=2), strict=True)
-        rows = [f"{i}\t{i}\t{i}e\tfiction\t{a}\t{b}\t{labels[CUES[ca], CUES[cb]]}" for i, ((a, ca), (b, cb)) in enumerate(pairs)]
+        rows = [
+            f"{i}\t{i}\t{i}e\tfiction\t{a}\t{b}\t{labels[CUES[ca], CUES[cb]]}"
+            for i, ((a, ca), (b, cb)) in enumerate(pairs)
+        ]
         (root / "MNLI" / f"{split}.tsv").write_text("\n".join([header, *rows]) + "\n")
 
 
@@ -64,7 +69,15 @@ def template_recipe(tmp_path: Path, teacher: Path) -> Path:
             {"name": "distill", "options": {"epochs": 1, "lr": 1e-3}},
             {"name": "export", "options": {"models": ["student"]}},
             {"name": "quantize"},
-            {"name": "evaluate", "options": {"models": ["teacher", "student.int8"], "latency": True, "latency_seq": 16, "latency_runs": 5}},
+            {
+                "name": "evaluate",
+                "options": {
+                    "models": ["teacher", "student.int8"],
+                    "latency": True,
+                    "latency_seq": 16,
+                    "latency_runs": 5,
+                },
+            },
         ],
     }
     recipe = tmp_path / "glue.yaml"
@@ -72,18 +85,35 @@ def template_recipe(tmp_path: Path, teacher: Path) -> Path:
     return recipe
 
 
+@pytest.mark.integration
 def test_glue_table_on_generated_folders(tmp_path, tiny_teacher_dir, cli):
     write_glue(tmp_path / "glue")
     recipe = template_recipe(tmp_path, tiny_teacher_dir)
-    code, _, err = cli("glue", tmp_path / "glue", "--recipe", recipe, "--out", tmp_path / "report", "--tasks", "CoLA,SST-2,STS-B,MNLI-m,MNLI-mm")
+    code, _, err = cli(
+        "glue",
+        tmp_path / "glue",
+        "--recipe",
+        recipe,
+        "--out",
+        tmp_path / "report",
+        "--tasks",
+        "CoLA,SST-2,STS-B,MNLI-m,MNLI-mm",
+    )
     assert code == 0, err
     assert "GLUE SST-2: no folder" in err and "skipped" in err
     summary = json.loads((tmp_path / "report" / "glue.json").read_text())
     rows = {r["task"]: r for r in summary["rows"]}
     assert list(rows) == ["CoLA", "STS-B", "MNLI-m", "MNLI-mm"]
     assert [rows[t]["metric"] for t in rows] == ["mcc", "pearson", "accuracy", "accuracy"]
-    assert rows["MNLI-m"]["test_examples"] == 40 and rows["MNLI-mm"]["test_examples"] == 30 and rows["CoLA"]["test_examples"] == 40
-    assert all(r["student_form"] == "student.int8" and r["speedup"] > 0 and r["reference"].startswith("teacher") for r in rows.values())
+    assert (
+        rows["MNLI-m"]["test_examples"] == 40
+        and rows["MNLI-mm"]["test_examples"] == 30
+        and rows["CoLA"]["test_examples"] == 40
+    )
+    assert all(
+        r["student_form"] == "student.int8" and r["speedup"] > 0 and r["reference"].startswith("teacher")
+        for r in rows.values()
+    )
     assert summary["glue_score"]["teacher"] == sum(100 * r["teacher"] for r in rows.values()) / 4
     table = (tmp_path / "report" / "glue.md").read_text()
     assert "| CoLA | mcc |" in table and "GLUE score" in table
@@ -91,21 +121,34 @@ def test_glue_table_on_generated_folders(tmp_path, tiny_teacher_dir, cli):
     assert metrics["task_kind"] == "regression" and metrics["labels"] == ["label"]
 
 
-def test_glue_bad_inputs(tmp_path, cli):
-    code, _, err = cli("glue", tmp_path / "nowhere", "--recipe", "recipes/glue.yaml")
-    assert code == 2 and "GLUE folder" in err and "does not exist" in err, err
+def test_glue_bad_inputs(tmp_path, cli, monkeypatch):
+    """Run from a folder outside the repository: the default template ships in the package, so the errors are
+    about the GLUE folder, never a missing recipe."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("glue", tmp_path / "nowhere")
+    assert code == 2 and "GLUE folder" in err and "does not exist" in err and "recipe" not in err, err
     (tmp_path / "empty").mkdir()
-    code, _, err = cli("glue", tmp_path / "empty", "--recipe", "recipes/glue.yaml", "--tasks", "CoLA,WNLI")
+    code, _, err = cli("glue", tmp_path / "empty", "--tasks", "CoLA,WNLI")
     assert code == 2 and "unknown GLUE task(s) WNLI" in err, err
-    code, _, err = cli("glue", tmp_path / "empty", "--recipe", "recipes/glue.yaml")
+    code, _, err = cli("glue", tmp_path / "empty")
     assert code == 2 and "no GLUE task folder found" in err, err
+    code, _, err = cli("glue", tmp_path / "empty", "--recipe", "my-template.yaml")
+    assert code == 2 and "recipe 'my-template.yaml' not found" in err, err
 
 
+@pytest.mark.integration
 def test_mnli_without_its_mismatched_file_is_evaluated_matched_only(tmp_path, tiny_teacher_dir, cli):
     write_glue(tmp_path / "glue")
     (tmp_path / "glue" / "MNLI" / "dev_mismatched.tsv").unlink()
     code, _, err = cli(
-        "glue", tmp_path / "glue", "--recipe", template_recipe(tmp_path, tiny_teacher_dir), "--out", tmp_path / "report", "--tasks", "MNLI-m,MNLI-mm"
+        "glue",
+        tmp_path / "glue",
+        "--recipe",
+        template_recipe(tmp_path, tiny_teacher_dir),
+        "--out",
+        tmp_path / "report",
+        "--tasks",
+        "MNLI-m,MNLI-mm",
     )
     assert code == 0, err
     assert "no dev_mismatched.tsv; evaluating matched only" in err

@@ -10,7 +10,8 @@ import torch
 import yaml
 from transformers import BertConfig
 
-from compress.deploy.blocks import Architecture, block, plan
+from compress.core.arch import Architecture
+from compress.deploy.blocks import block, plan
 from compress.deploy.latency import real_inputs
 from compress.deploy.latency_model import LatencyModel, agreement, calibrate, fingerprint, fit, load
 from compress.deploy.matmul_form import EncoderForInference
@@ -21,7 +22,14 @@ G = ("q", "k", "v", "post_attention", "intermediate", "output")
 
 
 def arch(groups, layers=2, heads=4, ffn=64, hidden=32) -> Architecture:
-    return Architecture(hidden=hidden, head_size=hidden // heads, heads=[heads] * layers, ffn=ffn, groups=dict(zip(G, groups, strict=True)), labels=3)
+    return Architecture(
+        hidden=hidden,
+        head_size=hidden // heads,
+        heads=[heads] * layers,
+        ffn=ffn,
+        groups=dict(zip(G, groups, strict=True)),
+        labels=3,
+    )
 
 
 def test_plan_mirrors_how_the_inference_form_fuses():
@@ -32,12 +40,26 @@ def test_plan_mirrors_how_the_inference_form_fuses():
         and fused["post:hidden=32:heads=4:head_size=8:g=1"] == 2
     )
     unfused = plan(arch((2, 1, 2, 1, 1, 2)))
-    assert unfused["proj:hidden=32:heads=4:head_size=8:g=2"] == 4 and unfused["proj:hidden=32:heads=4:head_size=8:g=1"] == 2
-    assert unfused["inter:hidden=32:ffn=64:g=1"] == 2 and unfused["out:hidden=32:ffn=64:g=2"] == 2 and unfused["base:hidden=32:labels=3"] == 1
-    assert "qkv:hidden=32:heads=4:head_size=8:g=8" not in plan(arch((8,) * 6, heads=4))  # 8 groups cannot split 4 heads: Q, K, V apart
+    assert (
+        unfused["proj:hidden=32:heads=4:head_size=8:g=2"] == 4
+        and unfused["proj:hidden=32:heads=4:head_size=8:g=1"] == 2
+    )
+    assert (
+        unfused["inter:hidden=32:ffn=64:g=1"] == 2
+        and unfused["out:hidden=32:ffn=64:g=2"] == 2
+        and unfused["base:hidden=32:labels=3"] == 1
+    )
+    assert "qkv:hidden=32:heads=4:head_size=8:g=8" not in plan(
+        arch((8,) * 6, heads=4)
+    )  # 8 groups cannot split 4 heads: Q, K, V apart
     model = torch.nn.Module()
     model.config = BertConfig(
-        hidden_size=32, num_attention_heads=4, intermediate_size=64, num_hidden_layers=3, num_labels=2, pruned_heads={1: [0, 2]}
+        hidden_size=32,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_labels=2,
+        pruned_heads={1: [0, 2]},
     )
     assert Architecture.of(model.config).heads == [4, 2, 4]  # pruned heads narrow their layer
 
@@ -52,6 +74,7 @@ def test_every_block_runs_with_the_shapes_of_its_name():
         assert first.shape[0] == 1 and (name.startswith("base") or first.shape[-2] == 7), name
 
 
+@pytest.mark.integration
 def test_calibration_fits_anchors_and_predicts_more_for_more_work(tokenizer, tmp_path):
     target = TARGETS["torch-fp32"]
     fp = fingerprint(target, seq=16, batch=1, threads=1)
@@ -74,16 +97,20 @@ def test_calibration_fits_anchors_and_predicts_more_for_more_work(tokenizer, tmp
     assert load(path, fp)[0] is None
 
 
+@pytest.mark.integration
 def test_a_model_from_another_machine_is_detected_recalibrated_and_said(tmp_path, tiny_csv, tiny_teacher_dir, caplog):
     from compress.recipe import parse_recipe
-    from compress.search.predictor import latency_model
-    from compress.search.study import teacher_reference
+    from compress.study.latency import latency_model
+    from compress.study.reference import teacher_reference
 
     passes = [
         {"name": "convert", "options": {"groups": "2,2,2,1,2,2"}},
         {"name": "export", "options": {"models": ["student"]}},
         {"name": "quantize"},
-        {"name": "evaluate", "options": {"models": ["student*"], "latency": True, "latency_seq": 16, "latency_runs": 5}},
+        {
+            "name": "evaluate",
+            "options": {"models": ["student*"], "latency": True, "latency_seq": 16, "latency_runs": 5},
+        },
     ]
     recipe = parse_recipe(
         tiny_recipe(
@@ -91,7 +118,11 @@ def test_a_model_from_another_machine_is_detected_recalibrated_and_said(tmp_path
             tiny_csv,
             tiny_teacher_dir,
             passes,
-            search={"space": {"passes.convert.layers": {"choices": [1, 2]}}, "calibration_runs": 5, "target": "onnxruntime-fp32"},
+            search={
+                "space": {"passes.convert.layers": {"choices": [1, 2]}},
+                "calibration_runs": 5,
+                "target": "onnxruntime-fp32",
+            },
         )
     )
     folder = tmp_path / "study"
@@ -102,10 +133,12 @@ def test_a_model_from_another_machine_is_detected_recalibrated_and_said(tmp_path
     assert saved["fingerprint"]["machine"] == model.fingerprint.machine and set(saved["teacher_ms"]) == teacher_forms()
     saved["fingerprint"]["machine"] = "some other CPU x64 (arm64)"
     path.write_text(json.dumps(saved))
-    with caplog.at_level(logging.INFO, logger="compress.search.predictor"):
+    with caplog.at_level(logging.INFO, logger="compress.study.latency"):
         again = latency_model(folder, recipe, recipe.search)
     assert "calibrated for another setting (machine some other CPU x64 (arm64) -> " in caplog.text
-    assert again.fingerprint.machine == model.fingerprint.machine == json.loads(path.read_text())["fingerprint"]["machine"]
+    assert (
+        again.fingerprint.machine == model.fingerprint.machine == json.loads(path.read_text())["fingerprint"]["machine"]
+    )
     assert isinstance(LatencyModel.model_validate(json.loads(path.read_text())), LatencyModel)
 
 
@@ -118,13 +151,17 @@ def test_blocks_use_the_shipped_layer_code():
 def test_target_form_errors_name_the_fix(tmp_path, tiny_csv, tiny_teacher_dir):
     from compress.core.errors import CompressError
     from compress.recipe import parse_recipe
-    from compress.search.predictor import target_form
+    from compress.study.target import target_form
 
     base = [{"name": "convert"}, {"name": "export", "options": {"models": ["student"]}}, {"name": "quantize"}]
     ev = {"name": "evaluate", "options": {"models": ["student.onnx"]}}
 
     def recipe(passes, **search):
-        return parse_recipe(yaml.safe_load(yaml.safe_dump(tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes, search={"space": {}} | search))))
+        return parse_recipe(
+            yaml.safe_load(
+                yaml.safe_dump(tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes, search={"space": {}} | search))
+            )
+        )
 
     r = recipe([*base, ev])
     with pytest.raises(CompressError, match=r"the evaluate pass must score 'student\.int8'"):

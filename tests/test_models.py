@@ -31,7 +31,9 @@ def test_non_bert_teacher(tmp_path):
 
 
 def test_hub_id_offline():
-    with pytest.raises(CompressError, match=r"'bert-base-uncased' is not a local folder and the Hugging Face hub is offline"):
+    with pytest.raises(
+        CompressError, match=r"'bert-base-uncased' is not a local folder and the Hugging Face hub is offline"
+    ):
         load_teacher(TeacherSpec(model="bert-base-uncased"), ["a", "b"])
 
 

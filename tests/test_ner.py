@@ -18,16 +18,16 @@ import yaml
 from transformers import BertConfig, BertForTokenClassification
 
 from compress.convert.build import build_student, convert, dense_layers
-from compress.convert.groups import Groups
 from compress.convert.perms import search_perms
 from compress.core.errors import CompressError
+from compress.core.groups import Groups
 from compress.data.encoding import collate, encode
 from compress.data.sources import load_task
 from compress.deploy.matmul_form import inference_form
 from compress.recipe.task import TaskSpec
 from compress.tasks import metrics as m
 from compress.tasks.kinds import KINDS, NO_LABEL
-from conftest import WORDS, run_raw, tiny_recipe, tiny_search
+from conftest import WORDS, run_raw, tiny_recipe
 
 PEOPLE = ["alice", "bob", "carol", "dave", "erin"]
 PLACES = [["paris"], ["new", "york"], ["san", "francisco"], ["berlin"]]
@@ -37,7 +37,10 @@ TAGS = ["O", "B-LOC", "B-PER", "I-LOC"]
 def sentence(rng: random.Random) -> list[tuple[str, str]]:
     """Four plain words, a person and a (one- or two-word) place at random positions."""
     words = [(w, "O") for w in rng.sample(WORDS, 4)]
-    for entity in ([(rng.choice(PEOPLE), "B-PER")], [(w, "I-LOC" if i else "B-LOC") for i, w in enumerate(rng.choice(PLACES))]):
+    for entity in (
+        [(rng.choice(PEOPLE), "B-PER")],
+        [(w, "I-LOC" if i else "B-LOC") for i, w in enumerate(rng.choice(PLACES))],
+    ):
         k = rng.randrange(len(words) + 1)
         words[k:k] = entity
     return words
@@ -97,8 +100,13 @@ def test_conll_and_json_lines_read_alike_and_align_to_first_sub_tokens(tmp_path,
     for split in ("train", "validation", "test"):
         rows = [{"words": list(t), "ner": list(g)} for t, g in zip(*(load_conll_split(folder, split)), strict=True)]
         (jsonl / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    again = load_task(TaskSpec(dataset=str(jsonl), kind="token_classification", text_column="words", label_column="ner"), seed=0)
-    assert again.labels == task.labels and again.splits["test"]["tokens"].tolist() == task.splits["test"]["tokens"].tolist()
+    again = load_task(
+        TaskSpec(dataset=str(jsonl), kind="token_classification", text_column="words", label_column="ner"), seed=0
+    )
+    assert (
+        again.labels == task.labels
+        and again.splits["test"]["tokens"].tolist() == task.splits["test"]["tokens"].tolist()
+    )
 
     df = task.splits["test"].iloc[:1].copy()
     df.at[df.index[0], "tokens"] = ["san", "francisco", "unbelievably"]
@@ -127,11 +135,16 @@ def test_entity_scores_match_seqeval():
     from seqeval.metrics import f1_score, precision_score, recall_score
 
     rng = random.Random(1)
-    gold = [[rng.choice(["O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC"]) for _ in range(rng.randint(1, 9))] for _ in range(200)]
+    gold = [
+        [rng.choice(["O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC"]) for _ in range(rng.randint(1, 9))]
+        for _ in range(200)
+    ]
     pred = [[t if rng.random() < 0.7 else rng.choice(["O", "B-PER", "I-LOC"]) for t in g] for g in gold]
     ours = m.entity_scores(m.entity_counts(gold, pred))
     assert ours["f1"] == pytest.approx(f1_score(gold, pred))
-    assert ours["precision"] == pytest.approx(precision_score(gold, pred)) and ours["recall"] == pytest.approx(recall_score(gold, pred))
+    assert ours["precision"] == pytest.approx(precision_score(gold, pred)) and ours["recall"] == pytest.approx(
+        recall_score(gold, pred)
+    )
     lo, hi = m.entity_bootstrap_ci(m.entity_counts(gold, pred))["f1"]
     assert lo < ours["f1"] < hi and hi - lo < 0.2
 
@@ -148,15 +161,23 @@ def test_token_kind_scores_flat_logits_by_sentence():
     logits[np.arange(8), [0, 2, 0, 0, 0, 1, 0, 0]] = 1  # the place loses its second word: one of two entities right
     s = KINDS["token_classification"].scores(logits, Split(), TAGS)
     assert s.n == 2 and s["precision"] == 0.5 and s["recall"] == 0.5 and s["accuracy"] == pytest.approx(2 / 3)
-    n, recall = KINDS["token_classification"].resampler("recall", logits, Split(), TAGS)  # paired comparisons resample sentences
-    assert n == 2 and recall(np.arange(2)) == 0.5 and recall(np.array([0, 0])) == 1.0 and recall(np.array([1, 1])) == 0.0
+    n, recall = KINDS["token_classification"].resampler(
+        "recall", logits, Split(), TAGS
+    )  # paired comparisons resample sentences
+    assert (
+        n == 2 and recall(np.arange(2)) == 0.5 and recall(np.array([0, 0])) == 1.0 and recall(np.array([1, 1])) == 0.0
+    )
 
 
 @pytest.mark.parametrize(
     "write, spec, message",
     [
         ({"train.txt": "a NN O\nb NN B-PER\n\nc O\n"}, {}, r"train.txt:4: 2 columns where the file's lines have 3"),
-        ({"train.txt": "alice B-PER\nbob B-GUY\n"}, {"labels": ["O", "B-PER"]}, r"tags \['B-GUY'\] are not in task.labels"),
+        (
+            {"train.txt": "alice B-PER\nbob B-GUY\n"},
+            {"labels": ["O", "B-PER"]},
+            r"tags \['B-GUY'\] are not in task.labels",
+        ),
         ({"train.txt": "alice PER\n"}, {}, r"are not BIO tags"),
         ({"train.jsonl": '{"tokens": ["a", "b"], "tags": ["O"]}\n'}, {}, r"2 tokens but 1 tags"),
         ({"train.csv": "text,label\nhi,1\n"}, {}, r"has no column 'tokens'.*CoNLL"),
@@ -170,12 +191,18 @@ def test_bad_token_classification_data(tmp_path, write, spec, message):
 
 
 def test_bad_token_classification_recipes(tmp_path, cli):
-    with pytest.raises(ValueError, match="metric 'accuracy' is not a token_classification metric; use one of f1, precision, recall"):
+    with pytest.raises(
+        ValueError, match="metric 'accuracy' is not a token_classification metric; use one of f1, precision, recall"
+    ):
         TaskSpec(kind="token_classification", metric="accuracy")
     with pytest.raises(ValueError, match=r"task\.text_pair_column does not apply to token_classification"):
         TaskSpec(kind="token_classification", text_pair_column="b")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"name": "x", "task": {"kind": "token_classification", "metric": "mcc"}, "passes": [{"name": "evaluate"}]}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {"name": "x", "task": {"kind": "token_classification", "metric": "mcc"}, "passes": [{"name": "evaluate"}]}
+        )
+    )
     code, _, err = cli("run", recipe)
     assert code == 2 and "metric 'mcc' is not a token_classification metric" in err, err
 
@@ -184,7 +211,16 @@ NER_PASSES = [
     {"name": "finetune_teacher", "options": {"epochs": 8, "lr": 1e-3}},
     {"name": "convert", "options": {"groups": "2,2,2,1,2,2", "fit_samples": 32}},
     {"name": "distill", "options": {"epochs": 5, "lr": 1e-3, "unlabeled": 40}},
-    {"name": "prune", "options": {"model": "teacher", "ffn_ratio": 0.25, "head_ratio": 0.25, "importance": "taylor", "taylor_samples": 32}},
+    {
+        "name": "prune",
+        "options": {
+            "model": "teacher",
+            "ffn_ratio": 0.25,
+            "head_ratio": 0.25,
+            "importance": "taylor",
+            "taylor_samples": 32,
+        },
+    },
     {"name": "export", "options": {"models": ["student"]}},
     {"name": "quantize"},
     {"name": "evaluate", "options": {"latency": True, "latency_seq": 16, "latency_runs": 5}},
@@ -199,6 +235,7 @@ def ner_recipe(tmp_path, tiny_teacher_dir):
     return raw
 
 
+@pytest.mark.integration
 def test_ner_end_to_end(tmp_path, ner_recipe, cli):
     import onnxruntime as ort
     from transformers import AutoTokenizer, SqueezeBertForTokenClassification
@@ -224,19 +261,3 @@ def test_ner_end_to_end(tmp_path, ner_recipe, cli):
     assert tags == ["B-PER", "O", "O", "B-LOC", "I-LOC", "O"], tags
     card = (folder / "README.md").read_text()
     assert "token classifier" in card and "test f1 [95% CI]" in card and "SqueezeBertForTokenClassification" in card
-
-
-def test_search_over_a_ner_recipe(tmp_path, ner_recipe, cli):
-    import optuna
-
-    tiny_search(ner_recipe)
-    recipe = tmp_path / "search.yaml"
-    recipe.write_text(yaml.safe_dump(ner_recipe))
-    code, _, err = cli("search", recipe)
-    assert code == 0, err
-    folder = tmp_path / "results" / "tiny"
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder}/study.db")
-    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
-    code, _, err = cli("report", folder, "--out", tmp_path / "report")
-    assert code == 0, err
-    assert json.loads((tmp_path / "report" / "summary.json").read_text())["metric"] == "f1"

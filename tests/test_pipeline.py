@@ -26,13 +26,19 @@ def _write(tmp_path: Path, recipe: dict, name: str = "r.yaml") -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_full_recipe_writes_complete_results(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     code, _out, err = cli("run", _write(tmp_path, tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, FULL)))
     assert code == 0, err
     run = tmp_path / "results" / "tiny"
     metrics = read_metrics(run / "metrics.json")
     assert json.loads((run / "metrics.json").read_text())["schema_version"] == SCHEMA_VERSION
-    assert metrics.status == "complete" and [p.name for p in metrics.passes] == ["finetune_teacher", "convert", "distill", "evaluate"]
+    assert metrics.status == "complete" and [p.name for p in metrics.passes] == [
+        "finetune_teacher",
+        "convert",
+        "distill",
+        "evaluate",
+    ]
     for model in ("teacher", "student"):
         for split in ("validation", "test"):
             r = metrics.evaluations[model].splits[split]
@@ -44,6 +50,7 @@ def test_full_recipe_writes_complete_results(tmp_path, tiny_csv, tiny_teacher_di
     assert not (tmp_path / "results" / "tiny.partial").exists()
 
 
+@pytest.mark.integration
 def test_same_seed_twice_gives_identical_metrics(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     runs = []
     for i in range(2):
@@ -54,9 +61,11 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path, tiny_csv, tiny_teache
     assert runs[0] == runs[1]
 
 
+@pytest.mark.integration
 def test_finetuned_teacher_is_reused_not_retrained(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     passes = [{"name": "finetune_teacher", "options": {"epochs": 1, "batch_size": 16}}]
-    path = _write(tmp_path, tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
+    recipe = tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes, cache_dir=str(tmp_path / "cache"))  # its own
+    path = _write(tmp_path, recipe)
     assert cli("run", path)[0] == 0
     first = read_metrics(tmp_path / "results" / "tiny" / "metrics.json").reports["finetune_teacher"]
     assert cli("run", path)[0] == 0
@@ -64,11 +73,17 @@ def test_finetuned_teacher_is_reused_not_retrained(tmp_path, tiny_csv, tiny_teac
     assert (first["cached"], second["cached"]) == (False, True) and first["history"] == second["history"]
 
 
+@pytest.mark.integration
 def test_failed_run_leaves_no_complete_looking_result(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     ok = _write(tmp_path, tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "evaluate"}]))
     assert cli("run", ok)[0] == 0
     before = (tmp_path / "results" / "tiny" / "metrics.json").read_text()
-    failing = tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "evaluate"}, {"name": "evaluate", "options": {"models": ["ghost"]}}])
+    failing = tiny_recipe(
+        tmp_path,
+        tiny_csv,
+        tiny_teacher_dir,
+        [{"name": "evaluate"}, {"name": "evaluate", "options": {"models": ["ghost"]}}],
+    )
     code, _, err = cli("run", _write(tmp_path, failing, "f.yaml"))
     assert code == 2 and "evaluate.models names ['ghost']" in err
     assert (tmp_path / "results" / "tiny" / "metrics.json").read_text() == before  # the last complete run is intact
@@ -84,7 +99,10 @@ def _bad_inputs(tmp_path: Path, csv: Path, teacher: Path) -> dict[str, tuple[dic
     base = lambda **kw: tiny_recipe(tmp_path, csv, teacher, ev) | kw
     return {
         "unknown pass": (tiny_recipe(tmp_path, csv, teacher, [{"name": "quantise"}]), "unknown pass 'quantise'"),
-        "option typo": (tiny_recipe(tmp_path, csv, teacher, [{"name": "distill", "options": {"temprature": 2}}]), "did you mean 'temperature'"),
+        "option typo": (
+            tiny_recipe(tmp_path, csv, teacher, [{"name": "distill", "options": {"temprature": 2}}]),
+            "did you mean 'temperature'",
+        ),
         "missing recipe": (None, "not found"),
         "missing column": (base(task={"dataset": str(csv), "label_column": "stars"}), "has no column 'stars'"),
         "unseen labels": (
@@ -94,13 +112,31 @@ def _bad_inputs(tmp_path: Path, csv: Path, teacher: Path) -> dict[str, tuple[dic
         "non-BERT teacher": (base(teacher={"model": str(distil)}), "is a 'distilbert' model"),
         "hub id offline": (base(teacher={"model": "google-bert/bert-base-uncased"}), "hub is offline"),
         "empty after filter": (
-            base(task={"dataset": str(csv), "label_column": "sentiment", "filters": [{"column": "confidence", "op": "<", "value": -1}]}),
+            base(
+                task={
+                    "dataset": str(csv),
+                    "label_column": "sentiment",
+                    "filters": [{"column": "confidence", "op": "<", "value": -1}],
+                }
+            ),
             "no training rows left",
         ),
-        "bad groups": (tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"groups": "3,1,1,1,1,1"}}]), "groups.q=3 must divide"),
-        "missing layer": (tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"layers": [5]}}]), "distinct indices in 0..1"),
-        "zero layers": (tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"layers": 0}}]), "keep between 1 and 2 layers"),
-        "too many layers": (tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"layers": 3}}]), "keep between 1 and 2 layers"),
+        "bad groups": (
+            tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"groups": "3,1,1,1,1,1"}}]),
+            "groups.q=3 must divide",
+        ),
+        "missing layer": (
+            tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"layers": [5]}}]),
+            "distinct indices in 0..1",
+        ),
+        "zero layers": (
+            tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"layers": 0}}]),
+            "keep between 1 and 2 layers",
+        ),
+        "too many layers": (
+            tiny_recipe(tmp_path, csv, teacher, [{"name": "convert", "options": {"layers": 3}}]),
+            "keep between 1 and 2 layers",
+        ),
     }
 
 
@@ -139,6 +175,7 @@ def test_convert_command(tmp_path, tiny_teacher_dir, cli):
     assert code == 2 and "valid: 1, 2, 4, 8, 16, 32" in err and not (tmp_path / "bad").exists()
 
 
+@pytest.mark.integration
 def test_interrupted_run_is_one_line_and_leaves_no_result(tmp_path, tiny_csv, tiny_teacher_dir, cli, monkeypatch):
     from compress.passes.evaluate import Evaluate
 
@@ -146,7 +183,9 @@ def test_interrupted_run_is_one_line_and_leaves_no_result(tmp_path, tiny_csv, ti
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Evaluate, "run", interrupt)
-    path = _write(tmp_path, tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "convert"}, {"name": "evaluate"}]))
+    path = _write(
+        tmp_path, tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "convert"}, {"name": "evaluate"}])
+    )
     code, _, err = cli("run", path)
     assert code == 2 and "run interrupted;" in err and "run the recipe again" in err
     assert not (tmp_path / "results" / "tiny").exists()
@@ -159,7 +198,9 @@ def test_metrics_of_another_schema_are_refused_with_the_fix(tmp_path, cli):
 
     old = tmp_path / "old"
     old.mkdir()
-    (old / "metrics.json").write_text(json.dumps({"name": "old", "status": "complete", "metrics": {"evaluate": {}}}))  # schema 1 had no version
+    (old / "metrics.json").write_text(
+        json.dumps({"name": "old", "status": "complete", "metrics": {"evaluate": {}}})
+    )  # schema 1 had no version
     with pytest.raises(CompressError, match=r"metrics schema 1, this one reads 2.*rerun the recipe"):
         read_metrics(old / "metrics.json")
     code, _, err = cli("report", old, "--out", tmp_path / "r")

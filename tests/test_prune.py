@@ -7,8 +7,8 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from compress.convert.build import convert
-from compress.convert.groups import Groups
 from compress.core.errors import CompressError
+from compress.core.groups import Groups
 from compress.deploy.flops import flops_per_sequence
 from compress.deploy.matmul_form import EncoderForInference
 from compress.prune.ffn import check_squeeze_ratio, prune_bert_ffn, prune_squeezebert_ffn
@@ -19,17 +19,26 @@ from conftest import run_metrics, tiny_bert, write_tiny_recipe
 def _batch(n: int = 4, seq: int = 12, labels: int = 3) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 2000, (n, seq), generator=g)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids), "labels": torch.arange(n) % labels}
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "token_type_ids": torch.zeros_like(ids),
+        "labels": torch.arange(n) % labels,
+    }
 
 
 def _logits(model, b):
     with torch.no_grad():
-        return model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"]).logits
+        return model(
+            input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"]
+        ).logits
 
 
 def test_bert_heads_and_ffn_reload_and_export(tmp_path):
     model, b = tiny_bert(layers=2, hidden=32, heads=4, ffn=64), _batch()
-    model.prune_heads(plan_heads([torch.tensor([3.0, 1.0, 2.0, 4.0]), torch.tensor([1.0, 2.0, 3.0, 4.0])], 0.25, "layer"))
+    model.prune_heads(
+        plan_heads([torch.tensor([3.0, 1.0, 2.0, 4.0]), torch.tensor([1.0, 2.0, 3.0, 4.0])], 0.25, "layer")
+    )
     assert model.config.pruned_heads == {0: [1], 1: [0]}
     prune_bert_ffn(model, 0.5, "magnitude", b)
     assert model.config.intermediate_size == 32 and model.bert.encoder.layer[1].output.dense.in_features == 32
@@ -37,7 +46,11 @@ def test_bert_heads_and_ffn_reload_and_export(tmp_path):
     again = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()  # plain transformers
     assert torch.allclose(_logits(model, b), _logits(again, b), atol=1e-6)
     # our ONNX inference form follows per-layer head counts
-    assert torch.allclose(EncoderForInference(model)(b["input_ids"], b["attention_mask"], b["token_type_ids"]), _logits(model, b), atol=1e-5)
+    assert torch.allclose(
+        EncoderForInference(model)(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
+        _logits(model, b),
+        atol=1e-5,
+    )
     full = tiny_bert(layers=2, hidden=32, heads=4, ffn=64).config
     assert flops_per_sequence(model.config, 128) < flops_per_sequence(full, 128)
 
@@ -58,9 +71,15 @@ def test_squeezebert_ffn_pruning_respects_groups(tmp_path):
     b = _batch()
     ref = student.transformer.encoder.layers[0]
     w_in, w_out = ref.intermediate.conv1d.weight.detach().clone(), ref.output.conv1d.weight.detach().clone()
-    prune_squeezebert_ffn(student, 0.25, "magnitude")  # 16 of 64 channels; lcm(4, 2) = 4 segments of 16, 4 removed from each
+    prune_squeezebert_ffn(
+        student, 0.25, "magnitude"
+    )  # 16 of 64 channels; lcm(4, 2) = 4 segments of 16, 4 removed from each
     layer = student.transformer.encoder.layers[0]
-    assert student.config.intermediate_size == 48 and layer.intermediate.conv1d.groups == 4 and layer.output.conv1d.groups == 2
+    assert (
+        student.config.intermediate_size == 48
+        and layer.intermediate.conv1d.groups == 4
+        and layer.output.conv1d.groups == 2
+    )
     assert layer.intermediate.conv1d.weight.shape == (48, 8, 1) and layer.output.conv1d.weight.shape == (32, 24, 1)
     # every kept row is an original row, and the output conv reads exactly those channels
     rows = [int(torch.where((w_in == r).all(1).all(1))[0][0]) for r in layer.intermediate.conv1d.weight]
@@ -74,7 +93,9 @@ def test_squeezebert_ffn_pruning_respects_groups(tmp_path):
 
 
 def test_bad_ratios():
-    student, _ = convert(tiny_bert(layers=1, hidden=32, heads=4, ffn=64), None, Groups(1, 1, 1, 1, 4, 4), None, "identity")
+    student, _ = convert(
+        tiny_bert(layers=1, hidden=32, heads=4, ffn=64), None, Groups(1, 1, 1, 1, 4, 4), None, "identity"
+    )
     with pytest.raises(CompressError, match=r"nearest valid ratio: 0\.125 \(8 channels\)"):
         check_squeeze_ratio(student.config, 0.11)  # 7 channels cannot be shared by 4 groups
     assert check_squeeze_ratio(student.config, 0.125) == 8
@@ -85,9 +106,13 @@ def test_bad_ratios():
     assert plan_heads([torch.tensor([1.0, 1.0]), torch.tensor([1.0, 100.0])], 0.5, "global") == {0: [0], 1: [0]}
 
 
+@pytest.mark.integration
 def test_prune_pass_distill_export_reload(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     passes = [
-        {"name": "prune", "options": {"ffn_ratio": 0.5, "head_ratio": 0.25, "importance": "taylor", "taylor_samples": 32}},
+        {
+            "name": "prune",
+            "options": {"ffn_ratio": 0.5, "head_ratio": 0.25, "importance": "taylor", "taylor_samples": 32},
+        },
         {"name": "distill", "options": {"epochs": 1, "students": ["pruned"]}},
         {"name": "export", "options": {"models": ["pruned"]}},
         {"name": "evaluate", "options": {"models": ["pruned*"]}},
@@ -96,7 +121,9 @@ def test_prune_pass_distill_export_reload(tmp_path, tiny_csv, tiny_teacher_dir, 
     assert code == 0, err
     run, m = run_metrics(tmp_path)
     p = m.reports["prune"]["pruned"]
-    assert p["heads_per_layer"] == [3, 3] and p["intermediate_size"] == 32 and p["after"]["params"] < p["before"]["params"]
+    assert (
+        p["heads_per_layer"] == [3, 3] and p["intermediate_size"] == 32 and p["after"]["params"] < p["before"]["params"]
+    )
     assert m.reports["export"]["pruned"]["max_abs_diff"] < 1e-4 and "pruned.onnx" in m.evaluations
     assert AutoModelForSequenceClassification.from_pretrained(run / "models" / "pruned").config.pruned_heads
 
@@ -111,5 +138,7 @@ def test_prune_pass_distill_export_reload(tmp_path, tiny_csv, tiny_teacher_dir, 
     ],
 )
 def test_prune_bad_input(tmp_path, tiny_csv, tiny_teacher_dir, cli, options, needle):
-    code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "prune", "options": options}]))
+    code, _, err = cli(
+        "run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "prune", "options": options}])
+    )
     assert code == 2 and needle in err, err

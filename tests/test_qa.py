@@ -16,9 +16,9 @@ import torch
 from transformers import BertConfig, BertForQuestionAnswering
 
 from compress.convert.build import build_student, convert, dense_layers
-from compress.convert.groups import Groups
 from compress.convert.perms import search_perms
 from compress.core.errors import CompressError
+from compress.core.groups import Groups
 from compress.data.sources import load_task
 from compress.data.squad import encode_questions
 from compress.deploy.matmul_form import inference_form
@@ -49,14 +49,18 @@ def squad_folder(folder: Path, sizes=(200, 40, 40), seed: int = 0) -> Path:
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in zip(("train", "validation", "test"), sizes, strict=True):
-        (folder / f"{split}.json").write_text(json.dumps({"version": "1.1", "data": [article(rng, f"{split}{i}") for i in range(n)]}))
+        (folder / f"{split}.json").write_text(
+            json.dumps({"version": "1.1", "data": [article(rng, f"{split}{i}") for i in range(n)]})
+        )
     return folder
 
 
 def test_squad_normalization_and_scores():
     assert m.normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
     s = m.answer_scores([["new york", "NYC"], ["the paris"]], ["New York.", "paris france"])
-    assert s["exact_match"].tolist() == [1.0, 0.0] and s["f1"][1] == pytest.approx(2 * 1 / 3)  # "paris" vs "paris france"
+    assert s["exact_match"].tolist() == [1.0, 0.0] and s["f1"][1] == pytest.approx(
+        2 * 1 / 3
+    )  # "paris" vs "paris france"
 
 
 def test_windows_over_a_long_context_and_the_best_span(tmp_path, tokenizer):
@@ -82,10 +86,17 @@ def test_windows_over_a_long_context_and_the_best_span(tmp_path, tokenizer):
     assert kind.answers(logits, enc) == [a[0] for a in df["answers"]]
     scores = kind.scores(logits, enc, task.labels)
     assert scores["exact_match"] == 1.0 and scores["f1"] == 1.0 and scores.n == len(df)
-    logits[np.repeat(enc.spans.example == 0, np.diff(enc.offsets)), 0] = -5.0  # question 0: no start stands out, another span wins
+    logits[
+        np.repeat(enc.spans.example == 0, np.diff(enc.offsets)), 0
+    ] = -5.0  # question 0: no start stands out, another span wins
     n, em = kind.resampler("exact_match", logits, enc, task.labels)  # paired comparisons resample questions
     per = m.answer_scores(enc.spans.answers, kind.answers(logits, enc))["exact_match"]
-    assert n == len(df) and em(np.arange(n)) == pytest.approx(per.mean()) and em(np.array([0, 0])) == per[0] and em(np.array([1])) == 1.0
+    assert (
+        n == len(df)
+        and em(np.arange(n)) == pytest.approx(per.mean())
+        and em(np.array([0, 0])) == per[0]
+        and em(np.array([1])) == 1.0
+    )
 
 
 @torch.no_grad()
@@ -94,7 +105,12 @@ def test_span_head_converts_exactly(tokenizer):
 
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
     )
     teacher = BertForQuestionAnswering(config).eval()
     x = tokenizer(["who is it ?"], ["alice lives in paris"], return_tensors="pt")
@@ -126,16 +142,22 @@ def test_bad_question_answering_data(tmp_path):
     (tmp_path / "train.json").write_text('{"rows": []}')
     with pytest.raises(CompressError, match=r"not a SQuAD v1\.1 file"):
         load_task(TaskSpec(dataset=str(tmp_path), kind="question_answering"), seed=0)
-    with pytest.raises(ValueError, match="metric 'accuracy' is not a question_answering metric; use one of f1, exact_match"):
+    with pytest.raises(
+        ValueError, match="metric 'accuracy' is not a question_answering metric; use one of f1, exact_match"
+    ):
         TaskSpec(kind="question_answering", metric="accuracy")
 
 
 def test_a_long_context_without_stride_is_refused(tmp_path, tokenizer):
     folder = tmp_path / "long"
     folder.mkdir()
-    (folder / "train.json").write_text(json.dumps({"data": [article(random.Random(i), str(i), filler=(60, 60)) for i in range(5)]}))
+    (folder / "train.json").write_text(
+        json.dumps({"data": [article(random.Random(i), str(i), filler=(60, 60)) for i in range(5)]})
+    )
     task = load_task(TaskSpec(dataset=str(folder), kind="question_answering", max_length=32, doc_stride=0), seed=0)
-    with pytest.raises(CompressError, match=r"longer than task.max_length=32 tokens and task.doc_stride is 0; set task.doc_stride"):
+    with pytest.raises(
+        CompressError, match=r"longer than task.max_length=32 tokens and task.doc_stride is 0; set task.doc_stride"
+    ):
         encode_questions(task.splits["train"], tokenizer, 32, 0, 30)
 
 
@@ -149,6 +171,7 @@ QA_PASSES = [
 ]
 
 
+@pytest.mark.integration
 def test_question_answering_end_to_end(tmp_path, tiny_teacher_dir, cli):
     import onnxruntime as ort
     from transformers import SqueezeBertForQuestionAnswering
@@ -165,7 +188,9 @@ def test_question_answering_end_to_end(tmp_path, tiny_teacher_dir, cli):
     student = SqueezeBertForQuestionAnswering.from_pretrained(folder)
     x = {
         k: v.numpy()
-        for k, v in __import__("transformers").AutoTokenizer.from_pretrained(folder)(["who is it ?"], ["good alice day"], return_tensors="pt").items()
+        for k, v in __import__("transformers")
+        .AutoTokenizer.from_pretrained(folder)(["who is it ?"], ["good alice day"], return_tensors="pt")
+        .items()
     }
     logits = ort.InferenceSession(str(folder / "model.int8.onnx")).run(["logits"], x)[0]
     assert logits.shape == (1, x["input_ids"].shape[1], 2) and student.config.num_labels == 2

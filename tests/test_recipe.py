@@ -25,7 +25,10 @@ def test_valid_recipe_gets_defaults():
 
 
 def test_unknown_pass_names_available_and_suggests():
-    with pytest.raises(CompressError, match=r"passes\[1\]\.name: unknown pass 'evaluat' \(did you mean 'evaluate'\?\); available: .*distill"):
+    with pytest.raises(
+        CompressError,
+        match=r"passes\[1\]\.name: unknown pass 'evaluat' \(did you mean 'evaluate'\?\); available: .*distill",
+    ):
         check(BASE | {"passes": [BASE["passes"][0], {"name": "evaluat"}]}, "r.yaml")
 
 
@@ -65,7 +68,9 @@ def test_missing_and_invalid_files(tmp_path):
 def test_overrides_by_index_by_pass_name_and_nested(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(BASE))
-    r = load_recipe(path, ["passes.finetune_teacher.epochs=3", "passes.1.options.splits=[test]", "task.max_length=32", "seed=7"])
+    r = load_recipe(
+        path, ["passes.finetune_teacher.epochs=3", "passes.1.options.splits=[test]", "task.max_length=32", "seed=7"]
+    )
     (_, ft), (_, ev) = resolve_passes(r)
     assert ft.epochs == 3 and ev.splits == ("test",) and r.task.max_length == 32 and r.seed == 7
 
@@ -80,18 +85,26 @@ def test_override_errors():
         apply_override({"seed": 1}, "seed.x=2")
 
 
-def test_shipped_recipes_validate():
+def test_shipped_recipes_validate(cli):
+    """Every recipe in recipes/ and the GLUE template in the package pass `compress validate` (a search: section
+    included: space, seeds, target)."""
     from pathlib import Path
 
-    recipes = sorted(Path(__file__).parent.parent.glob("recipes/*.yaml"))
-    assert recipes
+    from compress.glue.glue import TEMPLATE
+
+    recipes = [*sorted(Path(__file__).parent.parent.glob("recipes/*.yaml")), TEMPLATE]
+    assert len(recipes) >= 3 and TEMPLATE.is_file()
     for path in recipes:
-        resolve_passes(load_recipe(path), str(path))
+        code, out, err = cli("validate", path)
+        assert code == 0 and ": ok (" in out, (path, err)
 
 
 def test_short_group_syntax_errors_name_the_key():
     bad = {"name": "r", "passes": [{"name": "convert", "options": {"groups": "4,4,4"}}]}
-    with pytest.raises(CompressError, match=r"r.yaml: passes\[0\] \(convert\)\.options\.groups: Value error, groups '4,4,4': expected six integers"):
+    with pytest.raises(
+        CompressError,
+        match=r"r.yaml: passes\[0\] \(convert\)\.options\.groups: Value error, groups '4,4,4': expected six integers",
+    ):
         check(bad, "r.yaml")
     ok = check({"name": "r", "passes": [{"name": "convert", "options": {"groups": [4, 4, 4, 1, 4, 4]}}]})
     assert ok[0][1].groups.intermediate == 4
@@ -106,9 +119,16 @@ def test_passes_can_be_switched_off():
 
 
 def test_group_mapping_refuses_unknown_and_non_positive_counts():
-    unknown = r"options\.groups\.intermedate: unknown key; did you mean 'intermediate'\? allowed: intermediate, k, output"
+    unknown = (
+        r"options\.groups\.intermedate: unknown key; did you mean 'intermediate'\? allowed: intermediate, k, output"
+    )
     with pytest.raises(CompressError, match=unknown):
         check({"name": "r", "passes": [{"name": "convert", "options": {"groups": {"q": 4, "intermedate": 2}}}]})
-    with pytest.raises(CompressError, match=r"options\.groups: Value error, group counts must be positive integers, got \{'q': 0\}"):
+    with pytest.raises(
+        CompressError, match=r"options\.groups: Value error, group counts must be positive integers, got \{'q': 0\}"
+    ):
         check({"name": "r", "passes": [{"name": "convert", "options": {"groups": {"q": 0}}}]})
-    assert str(check({"name": "r", "passes": [{"name": "convert", "options": {"groups": {"q": 4}}}]})[0][1].groups) == "4,1,1,1,1,1"
+    assert (
+        str(check({"name": "r", "passes": [{"name": "convert", "options": {"groups": {"q": 4}}}]})[0][1].groups)
+        == "4,1,1,1,1,1"
+    )

@@ -35,12 +35,24 @@ def test_passes_command_lists_options(cli):
     assert "distill" in out and "temperature" in out and "2.0" in out
 
 
+@pytest.mark.integration
 def test_plugin_package_runs_from_a_recipe(tmp_path, tiny_csv, tiny_teacher_dir):
     """Install tests/plugin as a real package (into a private folder) and run its pass from a recipe."""
     site, source = tmp_path / "site", tmp_path / "plugin"
     shutil.copytree(PLUGIN, source)  # build from a copy: setuptools leaves build/ beside the sources
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(source),
+        ],
         check=True,
         capture_output=True,
     )

@@ -8,9 +8,9 @@ import torch
 from transformers import SqueezeBertForSequenceClassification
 
 from compress.convert.build import build_student, convert, dense_layers, select_layers
-from compress.convert.groups import Groups, check_groups
 from compress.convert.perms import identity_perms, retained_energy, search_perms
 from compress.core.errors import CompressError
+from compress.core.groups import Groups, check_groups
 from conftest import tiny_bert
 
 PAPER = Groups(4, 4, 4, 1, 4, 4)
@@ -35,7 +35,9 @@ def test_permutations_preserve_the_function(tokenizer):
     teacher = tiny_bert(layers=2)
     dense = dense_layers(teacher, [0, 1])
     perms = search_perms(dense, PAPER, heads=4)
-    assert not np.array_equal(perms.hidden, np.arange(32)) and not all(np.array_equal(p, np.arange(64)) for p in perms.ffn)
+    assert not np.array_equal(perms.hidden, np.arange(32)) and not all(
+        np.array_equal(p, np.arange(64)) for p in perms.ffn
+    )
     student = build_student(teacher, dense, perms, Groups())
     x = _inputs(tokenizer)
     assert (student(**x).logits - teacher(**x).logits).abs().max() < 1e-5
@@ -59,7 +61,9 @@ def test_grouped_student_runs_saves_and_loads(tmp_path, tokenizer):
     student, report = convert(teacher, layers=2, groups=PAPER, intermediate_size=32)
     assert report["layers"] == [1, 2] and student.config.q_groups == 4 and student.config.intermediate_size == 32
     assert len(report["energy_kept_per_layer"]) == 2
-    assert all(a >= b for a, b in zip(report["energy_kept_per_layer"], report["energy_kept_identity_per_layer"], strict=True))
+    assert all(
+        a >= b for a, b in zip(report["energy_kept_per_layer"], report["energy_kept_identity_per_layer"], strict=True)
+    )
     student.save_pretrained(tmp_path)
     again = SqueezeBertForSequenceClassification.from_pretrained(tmp_path).eval()
     x = _inputs(tokenizer)
@@ -70,18 +74,31 @@ def test_grouped_student_runs_saves_and_loads(tmp_path, tokenizer):
 
 def test_group_counts_must_divide_channels():
     with pytest.raises(
-        ValueError, match=r"groups.intermediate=5 must divide its 384 input and 1536 output channels; valid: 1, 2, 3, 4, 6, 8, 12, 16"
+        ValueError,
+        match=(
+            r"groups.intermediate=5 must divide its 384 input and 1536 output channels; valid: 1, 2, 3, 4, 6, 8, "
+            r"12, 16"
+        ),
     ):
         check_groups(Groups(1, 1, 1, 1, 5, 1), 384, 1536)
     with pytest.raises(ValueError, match="expected six integers"):
         Groups.parse("4,4,4")
-    with pytest.raises(CompressError, match=r"groups.q=3 must divide"):  # what convert() raises: the user's error, one line
+    with pytest.raises(
+        CompressError, match=r"groups.q=3 must divide"
+    ):  # what convert() raises: the user's error, one line
         convert(tiny_bert(), groups=Groups(3, 1, 1, 1, 1, 1))
-    assert str(Groups.parse(" 4,4, 4,1,4,4")) == "4,4,4,1,4,4" and Groups.of(SqueezeBertForSequenceClassification.config_class(q_groups=2)).q == 2
+    assert (
+        str(Groups.parse(" 4,4, 4,1,4,4")) == "4,4,4,1,4,4"
+        and Groups.of(SqueezeBertForSequenceClassification.config_class(q_groups=2)).q == 2
+    )
 
 
 def test_layer_selection():
-    assert select_layers(6, 3) == [1, 3, 5] and select_layers(6, None) == list(range(6)) and select_layers(6, [4, 0]) == [0, 4]
+    assert (
+        select_layers(6, 3) == [1, 3, 5]
+        and select_layers(6, None) == list(range(6))
+        and select_layers(6, [4, 0]) == [0, 4]
+    )
     for bad in (0, 7):
         with pytest.raises(CompressError, match="keep between 1 and 6 layers"):
             select_layers(6, bad)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from multiprocessing import Queue, get_context
 from pathlib import Path
@@ -26,11 +27,12 @@ import pytest
 from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
-from test_search import FINALIZE, write_recipe
 
 from compress.recipe.search import SearchSpec
-from compress.search.storage import fail_stale, masked, open_storage
-from compress.search.study import _finished_elsewhere, gpu_per_worker
+from compress.study.search import _finished_elsewhere
+from compress.study.storage import fail_stale, masked, open_storage
+from compress.study.workers import gpu_per_worker
+from conftest import FINALIZE, write_recipe
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 SEARCH = [sys.executable, "-m", "compress.cli", "-q", "search"]
@@ -42,7 +44,9 @@ def kill_then_resume(recipe: Path, storage: list[str], trials: Callable[[], list
     cmd = [*SEARCH, str(recipe), *storage]
 
     def start(*extra: str) -> subprocess.Popen:
-        return subprocess.Popen([*cmd, "--workers", "2", *extra], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            [*cmd, "--workers", "2", *extra], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
 
     proc = start()
     deadline, before, running = time.time() + 240, {}, []
@@ -67,15 +71,20 @@ def kill_then_resume(recipe: Path, storage: list[str], trials: Callable[[], list
     after = trials()
     done = {t.number: t.values for t in after if t.state == TrialState.COMPLETE}
     assert all(done.get(n) == v for n, v in before.items()), (before, done)  # every finished trial kept, unchanged
-    assert len([t for t in after if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 8, [(t.number, t.state) for t in after]
+    assert len([t for t in after if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 8, [
+        (t.number, t.state) for t in after
+    ]
     for n in running:  # the killed trials failed as stale and were retried once with the same parameters
         assert after[n].state == TrialState.FAIL, (n, after[n].state)
         retries = [t for t in after if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == n]
         assert len(retries) == 1, (n, [(t.number, t.state) for t in retries])
-        # a trial killed while still sampling holds only part of its parameters; the retry keeps those and samples the rest
+        # a trial killed while still sampling holds only part of its parameters; the retry keeps those and samples the
+        # rest
         assert after[n].params.items() <= retries[0].params.items(), (n, after[n].params, retries[0].params)
     chains = [RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in after if t.state == TrialState.COMPLETE]
-    assert len([c for c in chains if c is not None]) == len({c for c in chains if c is not None})  # no trial finished twice
+    assert len([c for c in chains if c is not None]) == len(
+        {c for c in chains if c is not None}
+    )  # no trial finished twice
     folders = {p.name for p in (recipe.parent / "results" / "tiny" / "trials").iterdir()}
     assert {f"trial-{n:04d}" for n in done} <= folders  # every finished trial has its run folder
     return after
@@ -85,20 +94,33 @@ def _failure(stderr: str) -> str:
     """What a failed worker said: its traceback or error lines, not just the last screen of the log."""
     start = stderr.find("Traceback")
     if start < 0:
-        return "\n".join(line for line in stderr.splitlines() if "error" in line.lower() or "warning" in line.lower())[-4000:]
+        return "\n".join(line for line in stderr.splitlines() if "error" in line.lower() or "warning" in line.lower())[
+            -4000:
+        ]
     return stderr[start : start + 6000]
 
 
 def killable_recipe(tmp_path: Path, tiny_csv: Path, tiny_teacher_dir: Path, **search) -> Path:
-    return write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=8, heartbeat_seconds=1, stale_after_seconds=4, prune=False, **search)
+    return write_recipe(
+        tmp_path,
+        tiny_csv,
+        tiny_teacher_dir,
+        trials=8,
+        heartbeat_seconds=1,
+        stale_after_seconds=4,
+        prune=False,
+        **search,
+    )
 
 
+@pytest.mark.integration
 def test_sqlite_kill_minus_9_then_resume(tmp_path, tiny_csv, tiny_teacher_dir):
     recipe = killable_recipe(tmp_path, tiny_csv, tiny_teacher_dir)
     db = f"sqlite:///{tmp_path}/results/tiny/study.db"
     kill_then_resume(recipe, [], lambda: optuna.load_study(study_name="tiny", storage=db).trials)
 
 
+@pytest.mark.integration
 def test_journal_kill_minus_9_then_resume(tmp_path, tiny_csv, tiny_teacher_dir):
     """A cluster that shares only a filesystem: Optuna's journal file, with compress's own heartbeat."""
     recipe = killable_recipe(tmp_path, tiny_csv, tiny_teacher_dir)
@@ -113,16 +135,23 @@ def test_journal_kill_minus_9_then_resume(tmp_path, tiny_csv, tiny_teacher_dir):
 def test_journal_bad_path(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=1)
     code, _, err = cli("search", recipe, "--storage", f"journal:{tmp_path}/not-mounted/study.log")
-    assert code == 2 and f"folder {tmp_path}/not-mounted does not exist" in err and len(err.strip().splitlines()) == 1, err
+    assert (
+        code == 2 and f"folder {tmp_path}/not-mounted does not exist" in err and len(err.strip().splitlines()) == 1
+    ), err
     assert not (tmp_path / "results" / "tiny" / "search.json").exists()
 
 
-def test_postgres_two_workers_kill_minus_9_resume_then_report(postgres, tmp_path, tiny_csv, tiny_teacher_dir, cli, monkeypatch):
+@pytest.mark.integration
+def test_postgres_two_workers_kill_minus_9_resume_then_report(
+    postgres, tmp_path, tiny_csv, tiny_teacher_dir, cli, monkeypatch
+):
     """Two workers share a study on a real PostgreSQL server by name; a kill -9 loses nothing; the report reads it."""
     url = postgres.database("kill_resume")
     recipe = killable_recipe(tmp_path, tiny_csv, tiny_teacher_dir, finalize=FINALIZE | {"top_k": 1})
     rdb = url.replace("postgresql://", "postgresql+psycopg://")
-    trials = kill_then_resume(recipe, ["--storage", url], lambda: optuna.load_study(study_name="tiny", storage=rdb).trials)
+    trials = kill_then_resume(
+        recipe, ["--storage", url], lambda: optuna.load_study(study_name="tiny", storage=rdb).trials
+    )
     folder = tmp_path / "results" / "tiny"
     info = json.loads((folder / "search.json").read_text())
     assert postgres.password not in json.dumps(info) and info["storage"] == masked(url) and "***" in info["storage"]
@@ -132,18 +161,27 @@ def test_postgres_two_workers_kill_minus_9_resume_then_report(postgres, tmp_path
     code, _, err = cli("report", folder, "--out", tmp_path / "r")
     assert code == 0, err
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert summary["trials"]["COMPLETE"] == len([t for t in trials if t.state == TrialState.COMPLETE]), summary["trials"]
+    assert summary["trials"]["COMPLETE"] == len([t for t in trials if t.state == TrialState.COMPLETE]), summary[
+        "trials"
+    ]
     assert [f["name"] for f in summary["finals"]], summary  # finalize ran against the PostgreSQL study too
 
 
+@pytest.mark.integration
 def test_postgres_bad_inputs(postgres, tmp_path, tiny_csv, tiny_teacher_dir, cli, monkeypatch):
     from conftest import free_port
 
     recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=1)
     port = free_port()
     cases = [
-        (f"postgresql://compress:pw@127.0.0.1:{port}/postgres", f'"127.0.0.1", port {port} failed: Connection refused; is the database server'),
-        (postgres.url(password="wrong"), 'password authentication failed for user "compress"; check the user and password'),
+        (
+            f"postgresql://compress:pw@127.0.0.1:{port}/postgres",
+            f'"127.0.0.1", port {port} failed: Connection refused; is the database server',
+        ),
+        (
+            postgres.url(password="wrong"),
+            'password authentication failed for user "compress"; check the user and password',
+        ),
         (postgres.url("missing_db"), 'database "missing_db" does not exist; create it first'),
     ]
     for url, needle in cases:
@@ -152,17 +190,29 @@ def test_postgres_bad_inputs(postgres, tmp_path, tiny_csv, tiny_teacher_dir, cli
         assert "wrong" not in err and ":pw@" not in err  # passwords are never printed
     url = postgres.database("two_spaces")
     assert cli("search", recipe, "--storage", url)[0] == 0
-    changed = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=1, space={"passes.convert.layers": {"choices": [1, 2]}})
+    changed = write_recipe(
+        tmp_path, tiny_csv, tiny_teacher_dir, trials=1, space={"passes.convert.layers": {"choices": [1, 2]}}
+    )
     code, _, err = cli("search", changed, "--storage", url, "--resume")
-    assert code == 2 and "different recipe or search space" in err and "--force-new" in err and postgres.password not in err, err
-    import compress.search.storage as storage
+    assert (
+        code == 2
+        and "different recipe or search space" in err
+        and "--force-new" in err
+        and postgres.password not in err
+    ), err
+    import compress.study.storage as storage
 
     real = storage.importlib.util.find_spec
-    monkeypatch.setattr(storage.importlib.util, "find_spec", lambda name: None if name.startswith("psycopg") else real(name))
+    monkeypatch.setattr(
+        storage.importlib.util, "find_spec", lambda name: None if name.startswith("psycopg") else real(name)
+    )
     code, _, err = cli("search", recipe, "--storage", url, "--resume")
-    assert code == 2 and "needs a PostgreSQL driver, which is not installed: pip install 'compress[postgres]'" in err, err
+    assert code == 2 and "needs a PostgreSQL driver, which is not installed: pip install 'compress[postgres]'" in err, (
+        err
+    )
 
 
+@pytest.mark.integration
 def test_postgres_study_opens_in_optuna_dashboard(postgres, tmp_path, tiny_csv, tiny_teacher_dir, cli):
     """optuna-dashboard (the extra compress[dashboard]) lists the study and its trials from the same server."""
     optuna_dashboard = pytest.importorskip("optuna_dashboard")
@@ -188,11 +238,11 @@ class Quiet(WSGIRequestHandler):
         pass
 
 
-def test_report_in_a_real_browser(chromium, tmp_path, tiny_csv, tiny_teacher_dir, cli):
-    """Headless Chromium with the network cut renders index.html: one plotly marker per point, pixels drawn."""
-    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=3, finalize=FINALIZE | {"top_k": 1})
-    assert cli("search", recipe)[0] == 0
-    code, _, err = cli("report", tmp_path / "results" / "tiny", "--out", tmp_path / "report")
+@pytest.mark.integration
+def test_report_in_a_real_browser(chromium, finished_study, tmp_path, cli):
+    """Headless Chromium with the network cut renders index.html: one plotly marker per point, each named point
+    (teacher form, baseline, final student) a trace and a legend entry of its own colour, pixels drawn."""
+    code, _, err = cli("report", finished_study.folder, "--out", tmp_path / "report")
     assert code == 0, err
     page = (tmp_path / "report" / "index.html").resolve()
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
@@ -211,22 +261,23 @@ def test_report_in_a_real_browser(chromium, tmp_path, tiny_csv, tiny_teacher_dir
     traces = re.split(r'<g class="trace scatter', dom)[1:]
     assert traces, f"no plotly scatter traces in the rendered page ({len(dom)} characters of DOM)"
     points = [len(re.findall(r'class="point"', t)) for t in traces]
-    names = [f["name"] for f in summary["finals"]]
-    teacher_forms = [b for b in summary["baselines"] if b["kind"] == "teacher"]
-    expected = [summary["trials"]["COMPLETE"], None, len(teacher_forms), len(names)]  # trials, front, teacher forms, finals
-    assert len(points) == len(expected), (points, expected)
-    assert points[0] == expected[0] and points[2:] == expected[2:], (points, expected)
-    assert 1 <= points[1] <= expected[0]  # the proxy front is a subset of the trials
-    assert all(n in dom for n in names)  # final students are labelled on the chart
+    named = [b["name"] for b in summary["baselines"]] + [f["name"] for f in summary["finals"]]
+    assert len(points) == 2 + len(named), (points, named)  # trials, the proxy front, then one trace per named point
+    assert points[0] == summary["trials"]["COMPLETE"] and 1 <= points[1] <= points[0], points  # the front: a subset
+    assert points[2:] == [1] * len(named), points
+    legend = re.findall(r'class="legendtext"[^>]*>([^<]*)<', dom)
+    for name in named:  # every named point in the legend, none as a label on the chart that could overlap
+        assert any(text.startswith(name) for text in legend), (name, legend)
     shot = tmp_path / "shot.png"
     subprocess.run([*browser, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
     from PIL import Image
 
-    image = Image.open(shot).convert("RGB")
-    colors = image.getcolors(maxcolors=1 << 20) or []
-    crimson = sum(n for n, (r, g, b) in colors if r > 180 and g < 60 and b < 90)  # final students' diamonds
-    gold = sum(n for n, (r, g, b) in colors if r > 220 and 180 < g < 230 and b < 40)  # the teacher's stars
-    assert crimson > 20 and gold > 20, (crimson, gold, len(colors))
+    from compress.report.plots import PALETTE
+
+    pixels = Counter(Image.open(shot).convert("RGB").getdata())
+    for colour in PALETTE[: len(named)]:  # each named point's own colour is drawn (its marker and legend swatch)
+        rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+        assert pixels[rgb] > 20, (colour, pixels[rgb])
 
 
 def test_gpu_workers_get_a_gpu_each():
@@ -246,6 +297,7 @@ def _claim_all(url: str, start: float, out: Queue) -> None:
     out.put(claimed)
 
 
+@pytest.mark.integration
 def test_sqlite_queued_trial_is_claimed_by_one_worker_only(tmp_path):
     """Four processes race for 40 queued trials on SQLite: each trial runs once (Optuna's FOR UPDATE is a no-op
     on SQLite; compress's storage begins every transaction IMMEDIATE)."""
@@ -265,7 +317,9 @@ def test_sqlite_queued_trial_is_claimed_by_one_worker_only(tmp_path):
     assert sorted(claims) == sorted(set(claims)) and len(claims) == 40, sorted(claims)
 
 
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")  # trials made by hand here
+@pytest.mark.filterwarnings(
+    "ignore:Heartbeat of storage is supposed to be used with Study.optimize"
+)  # trials made by hand here
 def test_sqlite_trial_killed_before_its_first_heartbeat_is_retried(tmp_path):
     """Optuna skips running trials that never beat; a worker killed between claiming a trial and its first beat
     would leave it RUNNING forever. compress fails it by its start time and queues it once."""
@@ -280,7 +334,10 @@ def test_sqlite_trial_killed_before_its_first_heartbeat_is_retried(tmp_path):
     assert fail_stale(study, storage, spec) == []  # failed once, queued once
     states = {t.number: t.state for t in study.trials}
     assert states == {dead.number: TrialState.FAIL, alive.number: TrialState.RUNNING, 2: TrialState.WAITING}, states
-    assert study.trials[2].params == dead.params and RetryHeartbeatStaleTrialCallback.retried_trial_number(study.trials[2]) == dead.number
+    assert (
+        study.trials[2].params == dead.params
+        and RetryHeartbeatStaleTrialCallback.retried_trial_number(study.trials[2]) == dead.number
+    )
 
 
 def test_journal_retry_is_not_failed_by_its_parents_heartbeat(tmp_path):
@@ -329,6 +386,7 @@ def _open_at(url: str, start: float, out: Queue) -> None:
         out.put(repr(e))
 
 
+@pytest.mark.integration
 def test_sqlite_new_database_opened_by_many_processes_at_once(tmp_path):
     """Optuna creates its tables unlocked on first open; processes opening a new database together (workers, a
     dashboard, the kill test's poller) must all get it, not 'table studies already exists'."""

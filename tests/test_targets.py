@@ -24,9 +24,16 @@ ALL = ["onnx", "ort-mobile", "openvino", "executorch"]
 
 def _inputs(run, n=4):
     tok = AutoTokenizer.from_pretrained(run / "models" / "student")
-    return dict(tok(["the movie was great", "awful slow service, never again", "ok", "fine I guess"][:n], padding=True, return_tensors="np"))
+    return dict(
+        tok(
+            ["the movie was great", "awful slow service, never again", "ok", "fine I guess"][:n],
+            padding=True,
+            return_tensors="np",
+        )
+    )
 
 
+@pytest.mark.integration
 def test_every_target_exported_checked_evaluated_and_timed(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     passes = [
         {"name": "convert", "options": {"groups": "2,2,2,1,2,2"}},
@@ -53,7 +60,9 @@ def test_every_target_exported_checked_evaluated_and_timed(tmp_path, tiny_csv, t
     for form in ("student.openvino", "student.pte"):  # fp32 in another runtime: the same predictions
         assert ev[form].splits["test"]["accuracy"] == student, (form, ev[form].splits["test"]["accuracy"], student)
     for form, runtime in (("student.openvino-int8", "openvino"), ("student.pte-int8", "executorch")):
-        assert (ev[form].runtime, ev[form].precision) == (runtime, "int8") and 0 <= ev[form].splits["test"]["accuracy"] <= 1
+        assert (ev[form].runtime, ev[form].precision) == (runtime, "int8") and 0 <= ev[form].splits["test"][
+            "accuracy"
+        ] <= 1
     teacher = {f"teacher.{t.suffix}" if t.suffix else "teacher": t for t in TARGETS.values()}
     assert set(teacher) <= set(ev), sorted(ev)  # the teacher in every runtime a student is timed in, both precisions
     fastest = min(teacher, key=lambda n: ev[n].latency.p10_ms)
@@ -82,13 +91,25 @@ def test_every_target_exported_checked_evaluated_and_timed(tmp_path, tiny_csv, t
     card = (run / "models" / "student" / "README.md").read_text()
     assert "openvino/openvino.xml" in card and "model.pte" in card and "model.ort" in card and "not on a phone" in card
 
-    code, out, err = cli("bench", run / "models" / "student", "--json", "--runs", "5", "--seq", "16", "--backends", "ort,openvino,executorch-int8")
+    code, out, err = cli(
+        "bench",
+        run / "models" / "student",
+        "--json",
+        "--runs",
+        "5",
+        "--seq",
+        "16",
+        "--backends",
+        "ort,openvino,executorch-int8",
+    )
     assert code == 0, err
     rows = json.loads(out)
     assert [r["backend"] for r in rows] == ["ort", "openvino", "executorch-int8"] and all(r["p10_ms"] > 0 for r in rows)
 
 
-@pytest.mark.parametrize("name", ["openvino-fp32", "openvino-int8", "executorch-xnnpack-fp32", "executorch-xnnpack-int8"])
+@pytest.mark.parametrize(
+    "name", ["openvino-fp32", "openvino-int8", "executorch-xnnpack-fp32", "executorch-xnnpack-int8"]
+)
 def test_blocks_compile_in_each_target(tmp_path, name):
     """The latency model times blocks through the same exporters and quantizers as whole models."""
     block = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 32))
@@ -100,7 +121,10 @@ def test_blocks_compile_in_each_target(tmp_path, name):
 @pytest.mark.parametrize(("target", "module"), [("openvino", "nncf"), ("executorch", "executorch")])
 def test_missing_extra_is_one_line_naming_it(tmp_path, tiny_csv, tiny_teacher_dir, cli, monkeypatch, target, module):
     monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it raises ImportError
-    passes = [{"name": "convert", "options": {"groups": "2,2,2,1,2,2"}}, {"name": "export", "options": {"models": ["student"], "targets": [target]}}]
+    passes = [
+        {"name": "convert", "options": {"groups": "2,2,2,1,2,2"}},
+        {"name": "export", "options": {"models": ["student"], "targets": [target]}},
+    ]
     code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     assert code == 2 and f"pip install 'compress[{target}]'" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "results" / "tiny").exists()  # no half-written run
@@ -112,14 +136,17 @@ def test_unknown_export_target_is_refused(tmp_path, tiny_csv, tiny_teacher_dir, 
     assert code == 2 and "tflite" in err and "executorch" in err, err
 
 
+@pytest.mark.integration
 def test_search_optimizes_openvino_int8(tmp_path, tiny_csv, tiny_teacher_dir, cli):
     """search.target in another runtime: trials are scored in it, the latency model and the teacher are timed in it."""
     import yaml
-    from test_search import load, write_recipe
+    from test_search import load
 
-    from compress.core.records import TeacherReference, TrialScore
+    from compress.core.frontier import TeacherReference, TrialScore
+    from conftest import write_recipe
 
-    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=2, target="openvino-int8")
+    one = {"passes.convert.layers": {"choices": [1]}}  # one trial over few blocks: every block compiles in OpenVINO
+    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=1, space=one, target="openvino-int8")
     raw = yaml.safe_load(recipe.read_text())
     code, _, err = cli("search", recipe)
     assert code == 2 and "targets: [onnx, openvino], int8: true" in err and len(err.strip().splitlines()) == 1, err
@@ -134,7 +161,12 @@ def test_search_optimizes_openvino_int8(tmp_path, tiny_csv, tiny_teacher_dir, cl
     assert {"teacher.openvino", "teacher.openvino-int8", "teacher.int8"} <= set(teacher.forms)
     for t in load(folder / "study.db").get_trials():
         s = TrialScore.model_validate(t.user_attrs["score"])
-        assert s.form == "student.openvino-int8" and s.target == "openvino-int8" and s.latency.runtime == "openvino" and s.predicted_ms > 0
+        assert (
+            s.form == "student.openvino-int8"
+            and s.target == "openvino-int8"
+            and s.latency.runtime == "openvino"
+            and s.predicted_ms > 0
+        )
 
 
 class _Zeta(torch.nn.Module):
@@ -145,23 +177,37 @@ class _Zeta(torch.nn.Module):
 
 
 def test_an_operator_a_target_cannot_lower_is_named(tmp_path):
-    with pytest.raises(CompressError, match=r"executorch-xnnpack-fp32 cannot lower _Zeta: operator aten\.special_zeta\.default is not supported"):
+    with pytest.raises(
+        CompressError,
+        match=r"executorch-xnnpack-fp32 cannot lower _Zeta: operator aten\.special_zeta\.default is not supported",
+    ):
         compile_module(_Zeta(), {"x": torch.randn(1, 4, 8)}, get_target("executorch-xnnpack-fp32"), tmp_path, threads=1)
     assert not (tmp_path / "block.pte").exists()  # nothing half-written
 
 
 def test_target_names_and_aliases():
-    assert get_target("executorch-xnnpack").name == "executorch-xnnpack-fp32" and get_target("openvino").name == "openvino-fp32"
-    with pytest.raises(CompressError, match=r"unknown deploy target 'openvino-int4' \(did you mean 'openvino-int8'\?\)"):
+    assert (
+        get_target("executorch-xnnpack").name == "executorch-xnnpack-fp32"
+        and get_target("openvino").name == "openvino-fp32"
+    )
+    with pytest.raises(
+        CompressError, match=r"unknown deploy target 'openvino-int4' \(did you mean 'openvino-int8'\?\)"
+    ):
         get_target("openvino-int4")
 
 
+@pytest.mark.integration
 def test_search_on_executorch_xnnpack_and_its_report(tmp_path, tiny_csv, tiny_teacher_dir, cli):
-    """`search.target: executorch-xnnpack` (the phone runtime): trials scored in it, the report names it and its x86 caveat."""
+    """`search.target: executorch-xnnpack` (the phone runtime): trials scored in it, the report names it and its x86
+    caveat."""
     import yaml
-    from test_search import load, write_recipe
+    from test_search import load
 
-    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=2, target="executorch-xnnpack")
+    from conftest import write_recipe
+
+    # one trial over few blocks: each block and model lowers to ExecuTorch in seconds (the test's minutes)
+    one = {"passes.convert.layers": {"choices": [1]}}
+    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=1, space=one, target="executorch-xnnpack")
     raw = yaml.safe_load(recipe.read_text())
     raw["passes"][3]["options"] |= {"targets": ["onnx", "executorch"]}
     recipe.write_text(yaml.safe_dump(raw))
@@ -170,7 +216,10 @@ def test_search_on_executorch_xnnpack_and_its_report(tmp_path, tiny_csv, tiny_te
     folder = tmp_path / "results" / "tiny"
     assert json.loads((folder / "search.json").read_text())["target"] == "executorch-xnnpack-fp32"
     for t in load(folder / "study.db").get_trials():
-        assert t.user_attrs["score"]["form"] == "student.pte" and t.user_attrs["score"]["latency"]["runtime"] == "executorch"
+        assert (
+            t.user_attrs["score"]["form"] == "student.pte"
+            and t.user_attrs["score"]["latency"]["runtime"] == "executorch"
+        )
     code, _, err = cli("report", folder, "--out", tmp_path / "r")
     assert code == 0, err
     md = (tmp_path / "r" / "report.md").read_text()

@@ -3,7 +3,6 @@ evaluate, then a tiny search), task.metric driving selection and reports, and th
 
 from __future__ import annotations
 
-import json
 import random
 from types import SimpleNamespace
 
@@ -18,7 +17,7 @@ from compress.data.sources import load_task
 from compress.recipe.task import TaskSpec
 from compress.tasks import metrics as m
 from compress.tasks.kinds import KINDS
-from conftest import WORDS, make_rows, run_raw, tiny_recipe, tiny_search
+from conftest import WORDS, make_rows, run_raw, tiny_recipe
 
 
 def test_metrics_match_their_definitions():
@@ -28,7 +27,11 @@ def test_metrics_match_their_definitions():
     fp, fn = np.sum((p == 1) & (y == 0)), np.sum((p == 0) & (y == 1))
     assert m.mcc(y, p) == pytest.approx((tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
     assert m.f1(y, p) == pytest.approx(2 * tp / (2 * tp + fp + fn))
-    assert m.mcc(y, y) == pytest.approx(1.0) and m.mcc(y, 1 - y) == pytest.approx(-1.0) and m.mcc(y, np.zeros_like(y)) == 0.0
+    assert (
+        m.mcc(y, y) == pytest.approx(1.0)
+        and m.mcc(y, 1 - y) == pytest.approx(-1.0)
+        and m.mcc(y, np.zeros_like(y)) == 0.0
+    )
     three = rng.integers(0, 3, 300)
     assert -1 <= m.mcc(three, rng.integers(0, 3, 300)) <= 1 and m.macro_f1(three, three) == 1.0
     a, b = rng.normal(size=200), rng.normal(size=200)
@@ -47,7 +50,9 @@ def test_scores_have_intervals_for_every_metric():
     assert set(s.metrics) == {"accuracy", "macro_f1", "mcc", "f1"} == set(s.ci95)
     assert all(lo <= s[k] <= hi for k, (lo, hi) in s.ci95.items())
     y = rng.normal(size=300).astype(np.float32)
-    r = KINDS["regression"].scores((y + 0.5 * rng.normal(size=300))[:, None], SimpleNamespace(labels=y, offsets=np.arange(301)), ["y"])
+    r = KINDS["regression"].scores(
+        (y + 0.5 * rng.normal(size=300))[:, None], SimpleNamespace(labels=y, offsets=np.arange(301)), ["y"]
+    )
     assert set(r.metrics) == {"pearson", "spearman", "mse"} and r["pearson"] > 0.8
 
 
@@ -73,7 +78,9 @@ def test_paired_interval_of_a_difference():
     shuffled = np.where(rng.permutation(a == y), y, (y + 2) % 3)  # as accurate as a, wrong on other texts
     _, lo, hi = m.paired_ci(m.resampled(n, units(shuffled)[1], seed=1), ra)
     assert lo < 0 < hi
-    _, lo, hi = m.paired_ci(rb, m.resampled(n, fa, seed=2))  # draws of other units: no longer paired, the interval widens
+    _, lo, hi = m.paired_ci(
+        rb, m.resampled(n, fa, seed=2)
+    )  # draws of other units: no longer paired, the interval widens
     assert hi - lo > 2 * (m.paired_ci(rb, ra)[2] - m.paired_ci(rb, ra)[1])
 
 
@@ -82,7 +89,11 @@ def test_resampler_scores_what_the_kind_scores(kind, metric):
     """Over every unit, a kind's resampler gives its own score (NER and QA: tests/test_ner.py, tests/test_qa.py)."""
     rng = np.random.default_rng(3)
     y = rng.integers(0, 3, 300) if kind == "classification" else rng.normal(size=300).astype(np.float32)
-    logits = np.eye(3)[(y + rng.integers(0, 2, 300)) % 3] if kind == "classification" else (y + rng.normal(size=300))[:, None]
+    logits = (
+        np.eye(3)[(y + rng.integers(0, 2, 300)) % 3]
+        if kind == "classification"
+        else (y + rng.normal(size=300))[:, None]
+    )
     split = SimpleNamespace(labels=y, offsets=np.arange(301))
     n, fn = KINDS[kind].resampler(metric, logits, split, ["a", "b", "c"])
     assert n == 300 and fn(np.arange(n)) == pytest.approx(KINDS[kind].score(metric, logits, split, ["a", "b", "c"]))
@@ -99,7 +110,12 @@ def score_rows(n: int, seed: int = 0) -> pd.DataFrame:
         cue = ["awful", "ok", "great"][i % 3]
         words = [*rng.sample(FILLER, 4), cue]
         rng.shuffle(words)
-        rows.append({"text": " ".join(words), "score": round({"awful": 1.0, "ok": 2.5, "great": 4.0}[cue] + rng.uniform(-0.4, 0.4), 3)})
+        rows.append(
+            {
+                "text": " ".join(words),
+                "score": round({"awful": 1.0, "ok": 2.5, "great": 4.0}[cue] + rng.uniform(-0.4, 0.4), 3),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -120,7 +136,11 @@ def test_regression_labels_stay_floats(tmp_path):
             "scores",
             "(0.611, 0.626, 0.653, ...), a score rather than classes: set task.kind: regression",
         ),
-        ({"kind": "regression", "label_column": "sentiment"}, "classes", "label column 'sentiment' (train) has values that are not numbers"),
+        (
+            {"kind": "regression", "label_column": "sentiment"},
+            "classes",
+            "label column 'sentiment' (train) has values that are not numbers",
+        ),
         (
             {"label_column": "sentiment", "metric": "f1"},
             "classes",
@@ -142,7 +162,9 @@ def test_metric_must_belong_to_the_kind(tmp_path, cli):
     with pytest.raises(ValueError, match="a regression task has none"):
         TaskSpec(kind="regression", labels=["a", "b"])
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"name": "x", "task": {"kind": "regression", "metric": "mcc"}, "passes": [{"name": "evaluate"}]}))
+    recipe.write_text(
+        yaml.safe_dump({"name": "x", "task": {"kind": "regression", "metric": "mcc"}, "passes": [{"name": "evaluate"}]})
+    )
     code, _, err = cli("run", recipe)
     assert code == 2 and "metric 'mcc' is not a regression metric; use one of pearson, spearman" in err, err
 
@@ -162,10 +184,17 @@ def regression_recipe(tmp_path, tiny_teacher_dir):
     path = tmp_path / "sts.csv"
     score_rows(600).to_csv(path, index=False)
     raw = tiny_recipe(tmp_path, path, tiny_teacher_dir, REGRESSION_PASSES)
-    raw["task"] = {"dataset": str(path), "kind": "regression", "label_column": "score", "metric": "spearman", "max_length": 16}
+    raw["task"] = {
+        "dataset": str(path),
+        "kind": "regression",
+        "label_column": "score",
+        "metric": "spearman",
+        "max_length": 16,
+    }
     return raw
 
 
+@pytest.mark.integration
 def test_regression_end_to_end(tmp_path, regression_recipe, cli):
     from transformers import SqueezeBertForSequenceClassification
 
@@ -184,24 +213,74 @@ def test_regression_end_to_end(tmp_path, regression_recipe, cli):
     assert "test spearman [95% CI]" in card and "logits[:, 0] is the score" in card
 
 
-def test_search_over_a_regression_recipe(tmp_path, regression_recipe, cli):
-    """A tiny study on a regression task maximizes the task's metric; the report names it."""
-    import optuna
+@pytest.mark.parametrize(("kind", "metric"), [("regression", "spearman"), ("token_classification", "f1")])
+def test_the_search_and_its_report_use_the_tasks_metric(tmp_path, kind, metric):
+    """What differs by task kind in a study is the metric the trials maximize and the report names: a trial's score
+    and objective are the task's metric, and so are the report's summary and columns (search, finalize and report
+    are otherwise the same code for every kind; tests/test_search.py runs them on a classifier)."""
+    from compress.core.arch import Architecture
+    from compress.core.frontier import TeacherReference
+    from compress.core.records import FormEval, Latency, RunMetrics, SplitScores
+    from compress.deploy.blocks import plan
+    from compress.deploy.latency_model import Fingerprint, LatencyModel
+    from compress.recipe.search import SearchSpec
+    from compress.report.frontier import pareto
+    from compress.report.points import Context, _trial_row
+    from compress.report.render import Page, render_markdown
+    from compress.report.summary import summarize
+    from compress.study.objective import objective_values, score
+    from conftest import tiny_bert
 
-    from compress.core.records import TrialScore
+    run = tmp_path / "trial-0000"
+    tiny_bert(num_labels=1).config.save_pretrained(run / "models" / "student")
+    arch = Architecture.of(tiny_bert(num_labels=1).config)
+    fp = Fingerprint(machine="m", runtimes={}, target="onnxruntime-int8", seq=16, batch=1, threads=1)
+    model = LatencyModel(fingerprint=fp, blocks=dict.fromkeys(plan(arch), 0.5), overhead_ms=0.1, teacher_ms={"t": 4.0})
+    scores = lambda x: SplitScores(n=20, metrics={metric: x, "pearson": x}, ci95={metric: (x - 0.1, x + 0.1)})
+    lat = Latency(
+        runtime="onnxruntime",
+        precision="int8",
+        batch=1,
+        seq=16,
+        threads=1,
+        p10_ms=1.0,
+        median_ms=1.0,
+        p90_ms=1.0,
+        iqr_ms=0.0,
+        cv=0.0,
+        runs=5,
+        params=1,
+        gflops=0.1,
+        speedup=2.0,
+    )
+    form = FormEval(
+        form="student.int8",
+        model="student",
+        runtime="onnxruntime",
+        precision="int8",
+        latency=lat,
+        splits={"validation": scores(0.61), "test": scores(0.6)},
+    )
+    metrics = RunMetrics(
+        name="t",
+        status="complete",
+        compress_version="x",
+        metric=metric,
+        task_kind=kind,
+        evaluations={"student.int8": form},
+    )
+    teacher_form = form.model_copy(
+        update={"form": "teacher", "model": "teacher", "splits": {"validation": scores(0.7), "test": scores(0.7)}}
+    )
+    teacher = TeacherReference(forms={"teacher": teacher_form}, metric=metric)
+    trial = score(metrics, SearchSpec(space={}), teacher, run, model)
+    assert trial.metric == metric and trial.value == 0.61
+    assert objective_values(trial, ["accuracy", "latency"]) == (0.61, trial.predicted_ms)
 
-    tiny_search(regression_recipe, groups="2,2,2,1,2,2")
-    recipe = tmp_path / "search.yaml"
-    recipe.write_text(yaml.safe_dump(regression_recipe))
-    code, _, err = cli("search", recipe)
-    assert code == 0, err
-    folder = tmp_path / "results" / "tiny"
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder}/study.db")
-    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-        s = TrialScore.model_validate(t.user_attrs["score"])
-        assert s.metric == "spearman" and t.values[0] == s.validation["spearman"]
-    code, _, err = cli("report", folder, "--out", tmp_path / "report")
-    assert code == 0, err
-    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
-    assert summary["metric"] == "spearman" and summary["teacher_score"]["test"] is not None
-    assert "val spearman" in (tmp_path / "report" / "report.md").read_text()
+    points = pd.DataFrame(
+        [{"source": "s", "kind": "trial", "name": "s#0", "trial": 0, "state": "COMPLETE", **_trial_row(trial)}]
+    )
+    summary, picks = summarize(points, Context(teacher, None, None, tmp_path), {"s": teacher})
+    assert summary.metric == metric and summary.teacher_score == {"validation": 0.7, "test": 0.7}
+    md = render_markdown(Page("r", points, pareto(points), summary, picks, False))
+    assert f"| val {metric} |" in md and f"test {metric} [95% CI]" in md and "val accuracy" not in md

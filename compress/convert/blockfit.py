@@ -59,19 +59,29 @@ def collect_moments(teacher, keep: list[int], batches) -> list[dict[str, torch.T
 
 
 def moment_for(matrix: str) -> str:
-    return {"q": "hidden", "k": "hidden", "v": "hidden", "post_attention": "context", "intermediate": "ln1", "output": "ffn"}[matrix]
+    return {
+        "q": "hidden",
+        "k": "hidden",
+        "v": "hidden",
+        "post_attention": "context",
+        "intermediate": "ln1",
+        "output": "ffn",
+    }[matrix]
 
 
 def fit_columns(wa: torch.Tensor, moment: torch.Tensor, cols: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
     """[w' | b'] over input columns `cols` (the constant last) that best reproduce x -> wa [x, 1] in least squares:
-    wa A[:, J] (A[J, J] + ridge)^-1 with J = cols plus the constant; `wa` [O, C+1] float64, `moment` A [(C+1), (C+1)]."""
+    wa A[:, J] (A[J, J] + ridge)^-1 with J = cols plus the constant; `wa` [O, C+1] float64, `moment` A [(C+1),
+    (C+1)]."""
     J = torch.cat([cols, torch.tensor([moment.shape[0] - 1])])
     AJ = moment[J][:, J]
     AJ = AJ + ridge * AJ.diagonal().mean() * torch.eye(len(J), dtype=AJ.dtype)
     return torch.linalg.solve(AJ, (wa @ moment[:, J]).T).T
 
 
-def fit_blocks(w: torch.Tensor, b: torch.Tensor, moment: torch.Tensor, g: int, ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_blocks(
+    w: torch.Tensor, b: torch.Tensor, moment: torch.Tensor, g: int, ridge: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Blocks [O, C/g, 1] and bias [O] that best reproduce x -> w x + b in least squares.
 
     `w` [O, C] and `moment` [(C+1), (C+1)] (bias last) are already in the permuted channel order; output block j

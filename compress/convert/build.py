@@ -21,15 +21,16 @@ from compress.convert.blockfit import (
     moment_for,
     permute_moment,
 )
-from compress.convert.groups import MATRICES, Groups, check_groups
 from compress.convert.perms import (
     Perms,
     head_rows,
     identity_perms,
+    matrix_orders,
     retained_energy,
     search_perms,
 )
 from compress.core.errors import CompressError
+from compress.core.groups import MATRICES, Groups, check_groups
 from compress.modeling.heads import head_of, model_class
 
 
@@ -39,11 +40,15 @@ def select_layers(num_layers: int, layers: int | list[int] | None) -> list[int]:
         return list(range(num_layers))
     if isinstance(layers, int):
         if not 1 <= layers <= num_layers:
-            raise CompressError(f"layers={layers}: keep between 1 and {num_layers} layers (the teacher has {num_layers})")
+            raise CompressError(
+                f"layers={layers}: keep between 1 and {num_layers} layers (the teacher has {num_layers})"
+            )
         return [round((i + 1) * num_layers / layers) - 1 for i in range(layers)]
     bad = [i for i in layers if not 0 <= i < num_layers]
     if not layers or bad or len(set(layers)) != len(layers):
-        raise CompressError(f"layers={layers}: give distinct indices in 0..{num_layers - 1} (the teacher has {num_layers} layers)")
+        raise CompressError(
+            f"layers={layers}: give distinct indices in 0..{num_layers - 1} (the teacher has {num_layers} layers)"
+        )
     return sorted(layers)
 
 
@@ -142,12 +147,16 @@ def student_config(teacher_config, n_layers: int, groups: Groups, ffn: int) -> S
 
 
 @torch.no_grad()
-def build_student(teacher, layers: list[dict], perms: Perms, groups: Groups, moments: list[dict] | None = None) -> PreTrainedModel:
+def build_student(
+    teacher, layers: list[dict], perms: Perms, groups: Groups, moments: list[dict] | None = None
+) -> PreTrainedModel:
     """A SqueezeBERT with the teacher's head whose weights are the teacher's, reordered by `perms`, cut to the
     grouped blocks (least-squares fitted to the dense layer's output when activation `moments` are given)."""
     tc = teacher.config
     head = head_of(teacher)
-    student = model_class(head.name, "squeezebert")(student_config(tc, len(layers), groups, layers[0]["intermediate"].shape[0]))
+    student = model_class(head.name, "squeezebert")(
+        student_config(tc, len(layers), groups, layers[0]["intermediate"].shape[0])
+    )
     hid = torch.from_numpy(perms.hidden)
     te, se = teacher.bert.embeddings, student.transformer.embeddings
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
@@ -158,7 +167,7 @@ def build_student(teacher, layers: list[dict], perms: Perms, groups: Groups, mom
     student_layers: list[Any] = list(student.transformer.encoder.layers)  # transformers' modules: attributes by name
     for i, (L, S) in enumerate(zip(layers, student_layers, strict=True)):
         hr, ffn = torch.from_numpy(head_rows(perms.heads[i], d)), torch.from_numpy(perms.ffn[i])
-        rows = {"q": (hr, hid), "k": (hr, hid), "v": (hr, hid), "post_attention": (hid, hr), "intermediate": (ffn, hid), "output": (hid, ffn)}
+        rows = matrix_orders(hr, hid, ffn)
         convs = {
             "q": S.attention.query,
             "k": S.attention.key,

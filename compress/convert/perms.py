@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from compress.convert.groups import MATRICES, Groups
+from compress.core.groups import MATRICES, Groups
 
 
 def _chunks(groups: list[int], size: int) -> int:
@@ -62,79 +63,124 @@ def head_rows(heads_order: np.ndarray, d: int) -> np.ndarray:
     return (heads_order[:, None] * d + np.arange(d)[None, :]).reshape(-1)
 
 
+def matrix_orders(head_rows: Any, hidden: Any, ffn: Any) -> dict[str, tuple[Any, Any]]:
+    """(row order, column order) of each of a layer's six matrices, from the head rows (Q/K/V outputs and the
+    post-attention input), the residual-stream order and the FFN order."""
+    return {
+        "q": (head_rows, hidden),
+        "k": (head_rows, hidden),
+        "v": (head_rows, hidden),
+        "post_attention": (hidden, head_rows),
+        "intermediate": (ffn, hidden),
+        "output": (hidden, ffn),
+    }
+
+
 def retained_energy(layers: list[dict], perms: Perms, groups: Groups, heads: int) -> list[dict[str, float]]:
     """Per layer and matrix: fraction of the dense weight energy kept by the grouped blocks."""
     out = []
     for i, L in enumerate(layers):
         d = L["q"].shape[0] // heads
-        hr, hid, ffn = head_rows(perms.heads[i], d), perms.hidden, perms.ffn[i]
-        order = {"q": (hr, hid), "k": (hr, hid), "v": (hr, hid), "post_attention": (hid, hr), "intermediate": (ffn, hid), "output": (hid, ffn)}
+        order = matrix_orders(head_rows(perms.heads[i], d), perms.hidden, perms.ffn[i])
         out.append({m: _block_energy(L[m].numpy(), *order[m], getattr(groups, m)) for m in MATRICES})
     return out
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Sizes every step of the search shares: hidden H, heads, head size d, FFN F, fine chunk counts hc and fc of
+    the hidden and FFN channels, and each matrix's group count g."""
+
+    H: int
+    heads: int
+    d: int
+    F: int
+    hc: int
+    fc: int
+    g: dict[str, int]
+
+    def group_of(self, chunk_count: int, gm: int) -> np.ndarray:
+        """Fine chunk -> the group of a matrix with `gm` groups."""
+        return np.arange(chunk_count) // (chunk_count // gm)
 
 
 def search_perms(layers: list[dict], groups: Groups, heads: int, iterations: int = 4) -> Perms:
     """Alternating exact assignments of heads/FFN channels (given hidden) and hidden (given the rest)."""
     H, F = layers[0]["q"].shape[1], layers[0]["intermediate"].shape[0]
-    d = H // heads
     g = groups.as_dict()
+    shape = _Shape(
+        H, heads, H // heads, F, _chunks(list(g.values()), H), _chunks([g["intermediate"], g["output"]], F), g
+    )
     # Energies normalized per matrix so every matrix of every layer counts the same.
     E = [{m: (L[m].numpy() ** 2) / max(float((L[m] ** 2).sum()), 1e-30) for m in MATRICES} for L in layers]
-    hc = _chunks(list(g.values()), H)
     head_ok = all(heads % g[m] == 0 for m in ("q", "k", "v", "post_attention"))
-    fc = _chunks([g["intermediate"], g["output"]], F)
     perms = identity_perms(H, heads, F, len(layers))
-    if hc == 1 and fc == 1 and not head_ok:
+    if shape.hc == 1 and shape.fc == 1 and not head_ok:
         return perms
-
-    def group_of(chunk_count: int, gm: int) -> np.ndarray:  # fine chunk -> group index of matrix
-        return np.arange(chunk_count) // (chunk_count // gm)
-
     for _ in range(iterations):
         hid_chunk = np.empty(H, dtype=np.int64)
-        hid_chunk[perms.hidden] = np.arange(H) // (H // hc)
+        hid_chunk[perms.hidden] = np.arange(H) // (H // shape.hc)
         for i, e in enumerate(E):
-            if head_ok:  # heads: score[head, slot]
-                slot_score = np.zeros((heads, heads))
-                for m in ("q", "k", "v", "post_attention"):
-                    if g[m] == 1:
-                        continue
-                    per_head = e[m].reshape(heads, d, H).sum(1) if m != "post_attention" else e[m].reshape(H, heads, d).sum(2).T
-                    hg = np.zeros((heads, g[m]))  # energy of head h against each hidden group of m
-                    for j in range(g[m]):
-                        hg[:, j] = per_head[:, group_of(hc, g[m])[hid_chunk] == j].sum(1)
-                    slot_score += hg[:, np.arange(heads) // (heads // g[m])]
-                perms.heads[i] = _order(_assign(slot_score))
-            if fc > 1:  # FFN channels: score[channel, chunk]
-                score = np.zeros((F, fc))
-                for m, gm in (("intermediate", g["intermediate"]), ("output", g["output"])):
-                    if gm == 1:
-                        continue
-                    per_ch = e[m] if m == "intermediate" else e[m].T  # [F, H]
-                    cg = np.stack([per_ch[:, group_of(hc, gm)[hid_chunk] == j].sum(1) for j in range(gm)], 1)
-                    score += cg[:, group_of(fc, gm)]
-                perms.ffn[i] = _order(_assign(score))
-        if hc > 1:  # hidden channels: score[channel, chunk], summed over layers
-            score = np.zeros((H, hc))
-            for i, e in enumerate(E):
-                slot_of_row = np.empty(H, dtype=np.int64)
-                slot_of_row[head_rows(perms.heads[i], d)] = np.arange(H)
-                ffn_pos = np.empty(F, dtype=np.int64)
-                ffn_pos[perms.ffn[i]] = np.arange(F)
-                for m in MATRICES:
-                    gm = g[m]
-                    if gm == 1:
-                        continue
-                    if m in ("q", "k", "v"):
-                        w, pos, n = e[m].T, slot_of_row, H  # rows of w: hidden channels; cols: other side
-                    elif m == "post_attention":
-                        w, pos, n = e[m], slot_of_row, H
-                    elif m == "intermediate":
-                        w, pos, n = e[m].T, ffn_pos, F
-                    else:
-                        w, pos, n = e[m], ffn_pos, F
-                    other_group = pos // (n // gm)
-                    cg = np.stack([w[:, other_group == j].sum(1) for j in range(gm)], 1)
-                    score += cg[:, group_of(hc, gm)]
-            perms.hidden = _order(_assign(score))
+            if head_ok:
+                perms.heads[i] = _order(_assign(_head_scores(e, shape, hid_chunk)))
+            if shape.fc > 1:
+                perms.ffn[i] = _order(_assign(_ffn_scores(e, shape, hid_chunk)))
+        if shape.hc > 1:
+            perms.hidden = _order(_assign(_hidden_scores(E, shape, perms)))
     return perms
+
+
+def _head_scores(e: dict[str, np.ndarray], shape: _Shape, hid_chunk: np.ndarray) -> np.ndarray:
+    """score[head, slot]: the energy a head keeps in each slot, given the hidden channels' chunks."""
+    heads, d, H, g = shape.heads, shape.d, shape.H, shape.g
+    score = np.zeros((heads, heads))
+    for m in ("q", "k", "v", "post_attention"):
+        if g[m] == 1:
+            continue
+        per_head = e[m].reshape(heads, d, H).sum(1) if m != "post_attention" else e[m].reshape(H, heads, d).sum(2).T
+        hidden_group = shape.group_of(shape.hc, g[m])[hid_chunk]
+        hg = np.stack([per_head[:, hidden_group == j].sum(1) for j in range(g[m])], 1)  # head x hidden group
+        score += hg[:, np.arange(heads) // (heads // g[m])]
+    return score
+
+
+def _ffn_scores(e: dict[str, np.ndarray], shape: _Shape, hid_chunk: np.ndarray) -> np.ndarray:
+    """score[channel, chunk]: the energy an FFN channel keeps in each chunk, given the hidden channels' chunks."""
+    score = np.zeros((shape.F, shape.fc))
+    for m in ("intermediate", "output"):
+        gm = shape.g[m]
+        if gm == 1:
+            continue
+        per_ch = e[m] if m == "intermediate" else e[m].T  # [F, H]
+        hidden_group = shape.group_of(shape.hc, gm)[hid_chunk]
+        cg = np.stack([per_ch[:, hidden_group == j].sum(1) for j in range(gm)], 1)
+        score += cg[:, shape.group_of(shape.fc, gm)]
+    return score
+
+
+def _hidden_scores(E: list[dict[str, np.ndarray]], shape: _Shape, perms: Perms) -> np.ndarray:
+    """score[channel, chunk] of the residual-stream channels, summed over layers, given heads and FFN orders."""
+    H, F = shape.H, shape.F
+    score = np.zeros((H, shape.hc))
+    for i, e in enumerate(E):
+        slot_of_row = np.empty(H, dtype=np.int64)
+        slot_of_row[head_rows(perms.heads[i], shape.d)] = np.arange(H)
+        ffn_pos = np.empty(F, dtype=np.int64)
+        ffn_pos[perms.ffn[i]] = np.arange(F)
+        # per matrix: its energy with hidden channels as rows, and the other side's positions
+        sides = {
+            "q": (e["q"].T, slot_of_row, H),
+            "k": (e["k"].T, slot_of_row, H),
+            "v": (e["v"].T, slot_of_row, H),
+            "post_attention": (e["post_attention"], slot_of_row, H),
+            "intermediate": (e["intermediate"].T, ffn_pos, F),
+            "output": (e["output"], ffn_pos, F),
+        }
+        for m, (w, pos, n) in sides.items():
+            gm = shape.g[m]
+            if gm == 1:
+                continue
+            other_group = pos // (n // gm)
+            cg = np.stack([w[:, other_group == j].sum(1) for j in range(gm)], 1)
+            score += cg[:, shape.group_of(shape.hc, gm)]
+    return score

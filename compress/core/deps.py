@@ -37,5 +37,8 @@ def package_path(package: str, resource: str, what: str) -> Path:
         raise CompressError(f"{what} needs the package {package!r}: pip install {package.replace('_', '-')}")
     path = Path(next(iter(spec.submodule_search_locations))) / resource
     if not path.exists():
-        raise CompressError(f"{package} is installed but has no {resource}; reinstall it: pip install --force-reinstall {package.replace('_', '-')}")
+        raise CompressError(
+            f"{package} is installed but has no {resource}; reinstall it: pip install --force-reinstall "
+            f"{package.replace('_', '-')}"
+        )
     return path

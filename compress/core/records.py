@@ -5,9 +5,8 @@
     FormEval      one deployable form of a model (torch, ONNX fp32, int8, ...): its scores and latency
     Conversion    how a student was built from the teacher
     RunMetrics    a whole run; `metrics.json` is this record serialized, with `schema_version`
-    TrialScore    what a search trial scored (stored in the study, read by the report)
-    Frontier      the final timing run of a study (`compress finalize`), with paired test comparisons and the
-                  proxy trials re-timed (TrialTiming) to check the latency model
+
+A study's records (teacher reference, trial scores, the final frontier) are in `compress.core.frontier`.
 
 Records are pydantic models: `model_dump(mode="json")` writes them, `model_validate` reads them back,
 so no consumer re-parses dictionaries by hand.
@@ -26,6 +25,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from compress.core.errors import CompressError
 
 SCHEMA_VERSION = 2
+ONE_POINT = 0.01  # "within 1 point" of the teacher: the headline threshold, as a fraction of the task's metric
+
+
+def fastest(times: Mapping[str, float]) -> str | None:
+    """The key of the lowest time (ms or s): the teacher's fastest form, the reference of every speed-up."""
+    return min(times, key=times.__getitem__) if times else None
 
 
 class Record(BaseModel):
@@ -73,22 +78,18 @@ class Latency(Record):
     speedups: dict[str, float] = {}
 
     @classmethod
-    def of(cls, stats: Mapping[str, Any], teacher_p10: Mapping[str, float], **context: Any) -> Latency:
-        """A timing's statistics (p10_ms, median_ms, p90_ms, iqr_ms, cv, runs), with speed-ups against the teacher's
-        forms timed in the same run (`teacher_p10`: form -> p10 ms; the fastest is the reference)."""
-        p10 = float(stats["p10_ms"])
-        reference = min(teacher_p10, key=teacher_p10.__getitem__) if teacher_p10 else None
+    def of(cls, stats: Any, teacher_p10: Mapping[str, float], **context: Any) -> Latency:
+        """A timing's statistics (attributes p10_ms, median_ms, p90_ms, iqr_ms, cv, runs), with speed-ups against the
+        teacher's forms timed in the same run (`teacher_p10`: form -> p10 ms; the fastest is the reference)."""
+        p10 = float(stats.p10_ms)
+        reference = fastest(teacher_p10)
         return cls(
-            **{k: stats[k] for k in ("p10_ms", "median_ms", "p90_ms", "iqr_ms", "cv", "runs")},
+            **{k: getattr(stats, k) for k in ("p10_ms", "median_ms", "p90_ms", "iqr_ms", "cv", "runs")},
             **context,
             reference=reference,
             speedup=teacher_p10[reference] / p10 if reference else None,
             speedups={k: v / p10 for k, v in teacher_p10.items()},
         )
-
-    @property
-    def gflops_per_s(self) -> float:
-        return self.gflops / (self.median_ms / 1000)
 
 
 class NaturalLatency(Record):
@@ -108,7 +109,7 @@ class NaturalLatency(Record):
         """Per form, from its seconds per text (the same texts, in order, for every form); the reference is the
         teacher form with the lowest mean."""
         teacher = {k: float(np.mean(times_s[k])) for k in teacher_forms}
-        ref = min(teacher, key=teacher.__getitem__) if teacher else None
+        ref = fastest(teacher)
         return {
             k: cls(
                 texts=len(v),
@@ -174,111 +175,6 @@ class RunMetrics(Record):
         return {k: v for k, v in self.evaluations.items() if v.model == model}
 
 
-class TeacherReference(Record):
-    """The teacher measured once per study, in every deploy form: what a user gets without compress."""
-
-    forms: dict[str, FormEval]  # "teacher" (PyTorch fp32), "teacher.onnx", "teacher.int8", ...
-    metric: str = "accuracy"  # the task's primary metric (task.metric): what "accuracy" means in a study
-
-    @property
-    def model(self) -> FormEval:
-        return self.forms["teacher"]
-
-    def fastest(self) -> FormEval:
-        """The teacher's fastest timed form (p10), the reference of every speed-up."""
-        timed = [f for f in self.forms.values() if f.latency is not None]
-        return min(timed, key=lambda f: f.latency.p10_ms if f.latency else float("inf"))
-
-    def score(self, split: str) -> float | None:
-        """The teacher's primary metric on `split` (PyTorch fp32 form)."""
-        scores = self.model.splits.get(split)
-        return scores[self.metric] if scores else None
-
-
-class TrialScore(Record):
-    """A search trial's result: the student in the study's deploy target, its predicted and measured latency."""
-
-    form: str
-    path: str
-    target: str
-    metric: str = "accuracy"  # the task's primary metric, which the study maximizes
-    validation: SplitScores
-    test: SplitScores | None
-    predicted_ms: float  # the latency model's p10 prediction: what the search optimizes
-    predicted_speedup: float  # the teacher's fastest form (timed at calibration) over predicted_ms
-    latency: Latency | None  # measured in the trial's own run, when its evaluate pass timed the form
-    size_mb: float
-    arch: dict[str, Any]  # compress.deploy.blocks.Architecture
-    constraints: list[float]
-    feasible: bool
-
-    @property
-    def value(self) -> float:
-        """The validation score the study maximizes (the task's primary metric)."""
-        return self.validation[self.metric]
-
-    @property
-    def measured_speedup(self) -> float | None:
-        return self.latency.speedup if self.latency else None
-
-
-class PairedDiff(Record):
-    """A final student's test score minus a rival's (a teacher form, a baseline) on the same units, with the 95%
-    interval of a paired bootstrap: whether a gap is real, which the two models' own intervals cannot say."""
-
-    rival: str  # "<entry name>/<form>"
-    form: str  # the student's form compared (its fastest)
-    metric: str
-    diff: float
-    ci95: tuple[float, float]
-    n: int  # test units (examples, sentences, questions)
-
-
-class TrialTiming(Record):
-    """A proxy trial's student re-timed after the search beside the teacher's forms, in one repeated session like
-    the final timing run: the latency model checked on the measurement that the final students get, not on each
-    trial's single timing series taken in the process that had just trained it (compress.search.timing)."""
-
-    trial: int
-    form: str
-    predicted_speedup: float  # what the search optimized (TrialScore.predicted_speedup)
-    p10_ms: float
-    speedup: float  # `reference`'s p10 over this one's, both from the session
-    reference: str  # the teacher's fastest form in that session, "teacher/<form>"
-
-
-class FrontierEntry(Record):
-    """A model of the final timing run: the teacher, a retrained front student, or a peer baseline."""
-
-    name: str
-    kind: Literal["teacher", "final", "baseline"]
-    trial: int | None = None  # the proxy trial a final student was retrained from
-    path: str
-    arch: dict[str, Any]
-    forms: dict[str, FormEval]  # accuracy from its run, latency from the shared timing session
-    challenges: list[str] = []  # the baselines a final student was retrained to beat (finalize.cover_baselines)
-    paired: list[PairedDiff] = []  # a final student against every rival (compress.search.paired)
-
-    def best(self) -> FormEval:
-        """The fastest form (p10): how this model would be shipped."""
-        return min(self.forms.values(), key=lambda f: f.latency.p10_ms if f.latency else float("inf"))
-
-
-class Frontier(Record):
-    """The final students, the peer baselines and the teacher's forms, timed together in one repeated run."""
-
-    target: str
-    reference: str  # the teacher's fastest form: every speedup is against it
-    reference_ms: float
-    seq: int
-    threads: int
-    runs: int
-    repeats: int
-    repeats_redone: int
-    entries: list[FrontierEntry]
-    trials: list[TrialTiming] = []  # proxy trials re-timed to check the latency model (finalize.check_trials)
-
-
 def read_metrics(path: Path) -> RunMetrics:
     """`metrics.json` of a run, refusing files of another schema with a line that says what to do."""
     try:
@@ -288,9 +184,12 @@ def read_metrics(path: Path) -> RunMetrics:
     version = raw.get("schema_version", 1) if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:
         raise CompressError(
-            f"{path}: written by another compress version (metrics schema {version}, this one reads {SCHEMA_VERSION}); rerun the recipe to rewrite it"
+            f"{path}: written by another compress version (metrics schema {version}, this one reads "
+            f"{SCHEMA_VERSION}); rerun the recipe to rewrite it"
         )
     try:
         return RunMetrics.model_validate(raw)
     except ValidationError as e:
-        raise CompressError(f"{path}: not a valid metrics file ({e.errors()[0]['msg']} at {e.errors()[0]['loc']}); rerun the recipe") from e
+        raise CompressError(
+            f"{path}: not a valid metrics file ({e.errors()[0]['msg']} at {e.errors()[0]['loc']}); rerun the recipe"
+        ) from e

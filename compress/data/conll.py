@@ -35,7 +35,9 @@ def read_conll(path: Path) -> pd.DataFrame:
             if width is None:
                 width = len(cols)
                 if width < 2:
-                    raise CompressError(f"{path}:{n}: a CoNLL line needs a token and a tag (`token ... tag`), got {line.strip()!r}")
+                    raise CompressError(
+                        f"{path}:{n}: a CoNLL line needs a token and a tag (`token ... tag`), got {line.strip()!r}"
+                    )
             if len(cols) != width:
                 raise CompressError(
                     f"{path}:{n}: {len(cols)} columns where the file's lines have {width} ({line.strip()!r}); "
@@ -46,7 +48,9 @@ def read_conll(path: Path) -> pd.DataFrame:
     if tokens:
         sentences.append((tokens, tags))
     if not sentences:
-        raise CompressError(f"{path}: no sentences; a CoNLL file has `token ... tag` lines with blank lines between sentences")
+        raise CompressError(
+            f"{path}: no sentences; a CoNLL file has `token ... tag` lines with blank lines between sentences"
+        )
     return pd.DataFrame({"tokens": [s[0] for s in sentences], "tags": [s[1] for s in sentences]})
 
 
@@ -55,10 +59,14 @@ def check_sentences(df: pd.DataFrame, where: str) -> pd.DataFrame:
     out = []
     for i, (tokens, tags) in enumerate(zip(df["tokens"], df["tags"], strict=True)):
         if not all(isinstance(x, (list, tuple, np.ndarray)) for x in (tokens, tags)):
-            raise CompressError(f'{where} row {i}: tokens and tags must be lists (JSON lines: {{"tokens": [...], "tags": [...]}})')
+            raise CompressError(
+                f'{where} row {i}: tokens and tags must be lists (JSON lines: {{"tokens": [...], "tags": [...]}})'
+            )
         tokens, tags = [str(t) for t in tokens], [str(t) for t in tags]
         if len(tokens) != len(tags):
-            raise CompressError(f"{where} row {i}: {len(tokens)} tokens but {len(tags)} tags; every word needs exactly one tag")
+            raise CompressError(
+                f"{where} row {i}: {len(tokens)} tokens but {len(tags)} tags; every word needs exactly one tag"
+            )
         if tokens:
             out.append((tokens, tags))
     return pd.DataFrame({"tokens": [t for t, _ in out], "tags": [g for _, g in out]})
@@ -71,11 +79,16 @@ def tag_ids(frames: dict[str, pd.DataFrame], declared: list[str] | None) -> list
     found = sorted({t for df in frames.values() for tags in df["tags"] for t in tags})
     bad = [t for t in found if t != "O" and not t.startswith(PREFIXES)]
     if bad:
-        raise CompressError(f"tags {bad[:5]} are not BIO tags; use O, B-TYPE, I-TYPE (or IOBES: E-, S-) so entities can be read from them")
+        raise CompressError(
+            f"tags {bad[:5]} are not BIO tags; use O, B-TYPE, I-TYPE (or IOBES: E-, S-) so entities can be read from "
+            "them"
+        )
     names = list(declared) if declared else sorted(found, key=lambda t: (t != "O", t))
     unknown = sorted(set(found) - set(names))
     if unknown:
-        raise CompressError(f"tags {unknown[:5]} are not in task.labels {names}; add them to task.labels or fix the data")
+        raise CompressError(
+            f"tags {unknown[:5]} are not in task.labels {names}; add them to task.labels or fix the data"
+        )
     ids = {t: i for i, t in enumerate(names)}
     for df in frames.values():
         df["label"] = [[ids[t] for t in tags] for tags in df["tags"]]
@@ -92,8 +105,10 @@ def sentence_frames(
         missing = [c for c in (tokens, tags) if c not in df.columns]
         if missing:
             raise CompressError(
-                f"dataset {dataset!r} ({split}) has no column {missing[0]!r}; columns are {list(df.columns)} - token classification "
-                "reads CoNLL files (train.txt: `token ... tag` lines) or JSON lines with token and tag lists (task.text_column / task.label_column)"
+                f"dataset {dataset!r} ({split}) has no column {missing[0]!r}; columns are {list(df.columns)} - token "
+                "classification "
+                "reads CoNLL files (train.txt: `token ... tag` lines) or JSON lines with token and tag lists "
+                "(task.text_column / task.label_column)"
             )
         frames[split] = check_sentences(df.rename(columns={tokens: "tokens", tags: "tags"}), f"{dataset} ({split})")
     frames = {s: df for s, df in frames.items() if len(df)}

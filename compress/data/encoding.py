@@ -24,12 +24,18 @@ from compress.tasks.kinds import NO_LABEL, UNTAGGED
 
 log = logging.getLogger(__name__)
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what every BERT/SqueezeBERT form takes, in this order
+MODEL_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+)  # what every BERT/SqueezeBERT form takes, in this order
 
 
 def placeholder_inputs(batch: int, seq: int) -> tuple[torch.Tensor, ...]:
     """MODEL_INPUTS as exporters trace them: ones for token ids and mask, zeros for token types."""
-    return tuple((torch.zeros if n == "token_type_ids" else torch.ones)(batch, seq, dtype=torch.long) for n in MODEL_INPUTS)
+    return tuple(
+        (torch.zeros if n == "token_type_ids" else torch.ones)(batch, seq, dtype=torch.long) for n in MODEL_INPUTS
+    )
 
 
 @dataclass
@@ -54,7 +60,8 @@ class Encoded:
     input_ids: np.ndarray  # [total_tokens] int32
     token_type_ids: np.ndarray  # [total_tokens] int8
     offsets: np.ndarray  # [n + 1] int64
-    labels: np.ndarray  # [n] int64 class ids (NO_LABEL: none, distillation only) or float32 scores (NaN: none); per_token: [total_tokens]
+    # [n] int64 class ids (NO_LABEL: none, distillation only) or float32 scores (NaN: none); per_token: [total_tokens]
+    labels: np.ndarray
     key: str  # content key: same key <=> same tokens
     per_token: bool = False  # labels per token (token classification)
     spans: SpanIndex | None = None  # extractive QA: rows are context windows, labels [rows, 2] answer start/end tokens
@@ -97,7 +104,8 @@ def _labels(column: pd.Series) -> np.ndarray:
 
 
 def _join_labels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Scores followed by texts without labels (or the reverse): the missing ones become NaN, as regression marks them."""
+    """Scores followed by texts without labels (or the reverse): the missing ones become NaN, as regression marks
+    them."""
     if a.dtype == b.dtype:
         return np.concatenate([a, b])
     as_float = lambda x: x if x.dtype.kind == "f" else np.where(x == NO_LABEL, np.nan, x).astype(np.float32)
@@ -131,7 +139,9 @@ def encode(df: pd.DataFrame, tokenizer, max_length: int, cache_dir: Path | None)
     if path is not None and path.exists():
         try:
             with np.load(path, allow_pickle=False) as z:
-                return Encoded(z["input_ids"], z["token_type_ids"], z["offsets"], z["labels"], key, bool(z["per_token"]))
+                return Encoded(
+                    z["input_ids"], z["token_type_ids"], z["offsets"], z["labels"], key, bool(z["per_token"])
+                )
         except (OSError, ValueError, KeyError):
             log.warning("token cache %s is unreadable; rebuilding it", path)
     if words:
@@ -158,7 +168,12 @@ def encode(df: pd.DataFrame, tokenizer, max_length: int, cache_dir: Path | None)
     if path is not None:
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(
-                tmp, input_ids=out.input_ids, token_type_ids=out.token_type_ids, offsets=out.offsets, labels=out.labels, per_token=np.array(words)
+                tmp,
+                input_ids=out.input_ids,
+                token_type_ids=out.token_type_ids,
+                offsets=out.offsets,
+                labels=out.labels,
+                per_token=np.array(words),
             )
     return out
 
@@ -180,7 +195,12 @@ def _word_labels(enc, tags: list[list[int]] | None, tokens: list[list[str]], max
             previous = w
         lost += len(tokens[i]) - seen
     if lost:
-        log.warning("%d words lie beyond task.max_length=%d tokens and are left out (not trained, not scored); raise max_length", lost, max_length)
+        log.warning(
+            "%d words lie beyond task.max_length=%d tokens and are left out (not trained, not scored); raise "
+            "max_length",
+            lost,
+            max_length,
+        )
     return np.asarray(out, dtype=np.int64)
 
 
@@ -212,7 +232,9 @@ def _padded_labels(enc: Encoded, idx: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def batches(enc: Encoded, batch_size: int, order: np.ndarray | None = None, pad_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+def batches(
+    enc: Encoded, batch_size: int, order: np.ndarray | None = None, pad_id: int = 0
+) -> Iterator[dict[str, torch.Tensor]]:
     """Yield padded batches in `order` (default: as stored). See `shuffled` and `by_length`."""
     order = np.arange(len(enc)) if order is None else order
     for i in range(0, len(order), batch_size):
@@ -232,7 +254,9 @@ def shuffled(enc: Encoded, seed: int, batch_size: int = 1, pool: int = 50) -> np
     lengths, size = enc.lengths(), batch_size * pool
     pooled = [p[np.argsort(-lengths[p], kind="stable")] for p in np.split(order, range(size, len(order), size))]
     chunks = [c for p in pooled for c in np.split(p, range(batch_size, len(p), batch_size))]
-    full = [c for c in chunks if len(c) == batch_size]  # a short last batch stays last, so `batches` cuts on chunk edges
+    full = [
+        c for c in chunks if len(c) == batch_size
+    ]  # a short last batch stays last, so `batches` cuts on chunk edges
     return np.concatenate([full[i] for i in rng.permutation(len(full))] + [c for c in chunks if len(c) != batch_size])
 
 

@@ -28,7 +28,8 @@ def class_ids(frames: dict[str, pd.DataFrame], label_col: str, label_names: list
     fractional = [v for v, x in zip(values, numbers, strict=True) if x % 1 != 0]
     if not label_names and numbers.notna().all() and fractional:
         raise CompressError(
-            f"label column {label_col!r} holds fractional numbers ({', '.join(fractional[:3])}, ...), a score rather than classes: "
+            f"label column {label_col!r} holds fractional numbers ({', '.join(fractional[:3])}, ...), a score rather "
+            "than classes: "
             "set task.kind: regression (or list the classes in task.labels)"
         )
     ids = {name: i for i, name in enumerate(labels)}
@@ -44,7 +45,8 @@ def regression_labels(frames: dict[str, pd.DataFrame], label_col: str) -> list[s
         bad = df["label"][values.isna() | ~np.isfinite(values.fillna(0))]
         if len(bad):
             raise CompressError(
-                f"regression label column {label_col!r} ({split}) has values that are not numbers: {bad.astype(str).head(3).tolist()} - "
+                f"regression label column {label_col!r} ({split}) has values that are not numbers: "
+                f"{bad.astype(str).head(3).tolist()} - "
                 "fix or filter those rows (task.filters), or use task.kind: classification"
             )
         df["label"] = values.astype(np.float32)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,23 +25,14 @@ import pandas as pd
 
 from compress.core.deps import package_path
 from compress.core.errors import CompressError
-from compress.data.conll import read_conll, sentence_frames
+from compress.data.conll import sentence_frames
 from compress.data.labels import class_ids, regression_labels
-from compress.data.squad import read_squad
+from compress.data.readers import READERS, read_files, read_hub
 from compress.recipe.task import TaskSpec
 from compress.tasks.kinds import KINDS, Split, TaskKind
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
-_READERS: dict[str, Callable[..., pd.DataFrame]] = {
-    ".csv": pd.read_csv,
-    ".tsv": lambda p, **kw: pd.read_csv(p, sep="\t", **kw),
-    ".json": pd.read_json,
-    ".jsonl": lambda p, **kw: pd.read_json(p, lines=True, **kw),
-    ".parquet": pd.read_parquet,
-}
-_CONLL = (".txt", ".conll")  # CoNLL column files: token classification only
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq, "!=": operator.ne}
 
 
@@ -75,7 +65,9 @@ class TaskData:
     is_pair: bool
     kind: TaskKind = KINDS["classification"]
     metric: str = "accuracy"  # the primary metric (task.metric, checked against the kind and label count)
-    unused: pd.DataFrame = field(default_factory=pd.DataFrame)  # training rows beyond task.max_train_samples (distillation can use their text)
+    unused: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # training rows beyond task.max_train_samples (distillation can use their text)
 
     def summary(self) -> str:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
@@ -83,16 +75,19 @@ class TaskData:
             return f"extractive question answering, metric {self.metric}; questions: {sizes}"
         if self.kind.name == "regression":
             y = self.splits["train"]["label"]
-            return f"regression of {self.labels[0]!r} (train mean {y.mean():.3g}, sd {y.std():.3g}), metric {self.metric}; {sizes}"
+            spread = f"train mean {y.mean():.3g}, sd {y.std():.3g}"
+            return f"regression of {self.labels[0]!r} ({spread}), metric {self.metric}; {sizes}"
         return f"{len(self.labels)} labels ({', '.join(self.labels)}), metric {self.metric}; {sizes}"
 
     @property
     def secondary(self) -> str:
-        """The metric shown beside the primary one in tables (macro-F1 or accuracy; Spearman or Pearson; precision or F1)."""
+        """The metric shown beside the primary one in tables (macro-F1 or accuracy; Spearman or Pearson; precision or
+        F1)."""
         return next(k for k in self.kind.available(self.labels) if k != self.metric)
 
     def score(self, logits: np.ndarray, split: Split) -> float:
-        """The primary metric of `logits` on `split` (what training keeps the best epoch by, and what the search maximizes)."""
+        """The primary metric of `logits` on `split` (what training keeps the best epoch by, and what the search
+        maximizes)."""
         return self.kind.score(self.metric, logits, split, self.labels)
 
 
@@ -100,14 +95,17 @@ def load_task(spec: TaskSpec, seed: int) -> TaskData:
     """Load, filter, label-encode and split the task data. Same spec and seed -> same splits."""
     raw, defaults = _read_source(spec)
     if spec.kind == "token_classification":
-        frames, labels = sentence_frames(raw, spec.dataset, spec.text_column or "tokens", spec.label_column or "tags", spec.labels)
+        frames, labels = sentence_frames(
+            raw, spec.dataset, spec.text_column or "tokens", spec.label_column or "tags", spec.labels
+        )
         return _finish(frames, labels, spec, seed, is_pair=False)
     if spec.kind == "question_answering":
         not_squad = [s for s, df in raw.items() if "context" not in df or "answers" not in df]
         if not_squad:
             split = not_squad[0]
             raise CompressError(
-                f"dataset {spec.dataset!r} ({split}) is not SQuAD v1.1: question answering reads a folder of train.json [validation.json] [test.json]"
+                f"dataset {spec.dataset!r} ({split}) is not SQuAD v1.1: question answering reads a folder of "
+                "train.json [validation.json] [test.json]"
             )
         return _finish(raw, ["start", "end"], spec, seed, is_pair=True)
     text_col = spec.text_column or defaults.get("text_column", "text")
@@ -129,9 +127,13 @@ def load_task(spec: TaskSpec, seed: int) -> TaskData:
     frames = {s: _clean(df, spec, cols) for s, df in raw.items()}
     frames = {s: df for s, df in frames.items() if len(df)}
     if "train" not in frames:
-        raise CompressError(f"dataset {spec.dataset!r} has no training rows left after filters {spec.filters}; relax task.filters")
+        raise CompressError(
+            f"dataset {spec.dataset!r} has no training rows left after filters {spec.filters}; relax task.filters"
+        )
 
-    labels = regression_labels(frames, label_col) if spec.kind == "regression" else class_ids(frames, label_col, label_names)
+    labels = (
+        regression_labels(frames, label_col) if spec.kind == "regression" else class_ids(frames, label_col, label_names)
+    )
     return _finish(frames, labels, spec, seed, is_pair="text_pair" in cols)
 
 
@@ -141,11 +143,15 @@ def _finish(frames: dict[str, pd.DataFrame], labels: list[str], spec: TaskSpec, 
     metric = kind.check_metric(spec.metric, labels)
     splits = _split(frames, spec, seed)
     limits = {"train": spec.max_train_samples, "validation": spec.max_validation_samples, "test": spec.max_test_samples}
-    unused = splits["train"].iloc[limits["train"] :].reset_index(drop=True) if limits["train"] else splits["train"].iloc[:0]
+    unused = (
+        splits["train"].iloc[limits["train"] :].reset_index(drop=True) if limits["train"] else splits["train"].iloc[:0]
+    )
     splits = {s: (df.iloc[: limits[s]] if limits[s] else df).reset_index(drop=True) for s, df in splits.items()}
     for s, df in splits.items():
         if len(df) == 0:
-            raise CompressError(f"the {s} split is empty; lower task.{s if s != 'train' else 'validation'}_fraction or add data")
+            raise CompressError(
+                f"the {s} split is empty; lower task.{s if s != 'train' else 'validation'}_fraction or add data"
+            )
     return TaskData(splits=splits, labels=labels, is_pair=is_pair, kind=kind, metric=metric, unused=unused)
 
 
@@ -191,9 +197,9 @@ def _read_source(spec: TaskSpec) -> tuple[dict[str, pd.DataFrame], dict]:
     if name in EMBEDDED:
         return _read_embedded(EMBEDDED[name])
     path = Path(name).expanduser()
-    if path.suffix.lower() in _READERS or path.exists() or name.startswith((".", "/", "~")):
-        return _read_files(path, spec.kind), {}
-    return _read_hub(name, spec.config), {}
+    if path.suffix.lower() in READERS or path.exists() or name.startswith((".", "/", "~")):
+        return read_files(path, spec.kind), {}
+    return read_hub(name, spec.config), {}
 
 
 def _read_embedded(ds: EmbeddedDataset) -> tuple[dict[str, pd.DataFrame], dict]:
@@ -202,91 +208,6 @@ def _read_embedded(ds: EmbeddedDataset) -> tuple[dict[str, pd.DataFrame], dict]:
     return {"train": df}, defaults
 
 
-def _read_one(path: Path, kind: str = "classification") -> pd.DataFrame:
-    conll = kind == "token_classification"
-    if path.suffix.lower() in _CONLL and conll:
-        return read_conll(path)
-    if kind == "question_answering":
-        if path.suffix.lower() != ".json":
-            raise CompressError(f"{path}: question answering reads SQuAD v1.1 .json files (train.json, validation.json, test.json)")
-        return read_squad(path)
-    reader = _READERS.get(path.suffix.lower())
-    if path.suffix.lower() in _CONLL and not conll:
-        raise CompressError(
-            f"{path}: a {path.suffix} file is read as CoNLL columns (task.kind: token_classification); use one of {', '.join(_READERS)}"
-        )
-    if reader is None:
-        raise CompressError(f"{path}: unsupported file type; use one of {', '.join(_READERS)}")
-    try:
-        return reader(path)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
-        raise CompressError(f"{path}: could not be read as {path.suffix} ({e}); check the file") from e
-
-
-def _read_files(path: Path, kind: str) -> dict[str, pd.DataFrame]:
-    conll = kind == "token_classification"
-    if path.is_file():
-        return {"train": _read_one(path, kind)}
-    if path.is_dir():
-        found = {}
-        for split in SPLITS:
-            files = [p for p in sorted(path.glob(f"{split}.*")) if p.suffix.lower() in (*_READERS, *(_CONLL if conll else ()))]
-            if files:
-                found[split] = _read_one(files[0], kind)
-        if "train" not in found:
-            raise CompressError(f"{path}: folder has no train.{{csv,tsv,json,jsonl,parquet,txt}}; add one or point task.dataset at a file")
-        return found
-    raise CompressError(f"task.dataset {str(path)!r}: no such file or folder")
-
-
-def _read_hub(name: str, config: str | None) -> dict[str, pd.DataFrame]:
-    import datasets
-
-    try:
-        dd = datasets.load_dataset(name, config)
-    except Exception as e:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ValueError)
-        raise CompressError(
-            f"could not load Hugging Face dataset {name!r}"
-            + (f" (config {config!r})" if config else "")
-            + f": {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} - offline? use a local file "
-            "or folder for task.dataset, or run once with internet to fill the datasets cache"
-        ) from e
-    out = {}
-    for split, ds in dd.items():
-        canonical = {"dev": "validation", "valid": "validation"}.get(split, split)
-        if canonical not in SPLITS:
-            continue
-        df = ds.to_pandas()
-        for col, feat in ds.features.items():  # ClassLabel ints -> their names, so labels read well
-            if hasattr(feat, "names") and col in df:
-                df[col] = df[col].map(lambda i, n=feat.names: n[i] if 0 <= i < len(n) else None)
-        if df.notna().any().all():
-            out[canonical] = df
-    return out
-
-
 def sample_texts(n: int = 2000, seed: int = 0) -> list[str]:
     """Real texts for timing inputs when no task is at hand: the embedded tweets."""
     return load_task(TaskSpec(max_train_samples=n), seed).splits["train"]["text"].tolist()
-
-
-def read_texts(path: str, column: str, pair_column: str | None) -> pd.DataFrame:
-    """Texts without labels for distillation: a .txt file (one text per line) or a table with `column`
-    (and `pair_column` for sentence-pair tasks); returned with the task's column names `text`[, `text_pair`]."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise CompressError(f"unlabeled texts {path!r}: no such file; give a .txt (one text per line) or a table ({', '.join(_READERS)})")
-    if p.suffix.lower() == ".txt":
-        if pair_column:
-            raise CompressError(
-                f"unlabeled texts {path}: a sentence-pair task needs two texts per example; give a table with {column!r} and {pair_column!r}"
-            )
-        lines = [line.strip() for line in p.read_text(encoding="utf-8", errors="replace").splitlines()]
-        return pd.DataFrame({"text": [t for t in lines if t]})
-    df = _read_one(p)
-    wanted = [column, *([pair_column] if pair_column else [])]
-    missing = [c for c in wanted if c not in df.columns]
-    if missing:
-        raise CompressError(f"unlabeled texts {path}: no column {missing[0]!r}; columns are {list(df.columns)} - set distill.unlabeled_column")
-    out = pd.DataFrame({"text": df[column].astype(str)} | ({"text_pair": df[pair_column].astype(str)} if pair_column else {})).dropna()
-    return out[out["text"].str.strip().str.len() > 0].reset_index(drop=True)

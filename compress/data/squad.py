@@ -28,7 +28,9 @@ def read_squad(path: Path) -> pd.DataFrame:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CompressError(f'{path}: not a SQuAD v1.1 file ({e}); expected {{"data": [{{"paragraphs": [...]}}]}}') from e
+        raise CompressError(
+            f'{path}: not a SQuAD v1.1 file ({e}); expected {{"data": [{{"paragraphs": [...]}}]}}'
+        ) from e
     rows: list[dict] = []
     for article in data:
         for para in article.get("paragraphs", []):
@@ -40,7 +42,8 @@ def read_squad(path: Path) -> pd.DataFrame:
                     if context[start : start + len(a["text"])] != a["text"]:
                         found = context[start : start + len(a["text"])]
                         raise CompressError(
-                            f"{path}: question {qa.get('id')!r}: answer {a['text']!r} is not at answer_start {start} in its context "
+                            f"{path}: question {qa.get('id')!r}: answer {a['text']!r} is not at answer_start {start} "
+                            "in its context "
                             f"(found {found!r}); fix answer_start (character offset into the context)"
                         )
                 rows.append(
@@ -62,7 +65,9 @@ def read_squad(path: Path) -> pd.DataFrame:
 def encode_questions(df: pd.DataFrame, tokenizer, max_length: int, doc_stride: int, max_answer_tokens: int) -> Encoded:
     """Windows over each question's context, with answer token spans as labels ([features, 2])."""
     if any(not answers for answers in df["answers"]):
-        raise CompressError("a question without an answer: SQuAD v1.1 questions all have one (v2.0 unanswerable ones are not supported)")
+        raise CompressError(
+            "a question without an answer: SQuAD v1.1 questions all have one (v2.0 unanswerable ones are not supported)"
+        )
     try:
         enc = tokenizer(
             df["question"].tolist(),
@@ -74,12 +79,15 @@ def encode_questions(df: pd.DataFrame, tokenizer, max_length: int, doc_stride: i
             return_offsets_mapping=True,
         )
     except Exception as e:  # the tokenizer refuses a stride that leaves no room for context
-        raise CompressError(f"question answering: cannot window contexts ({e}); lower task.doc_stride or raise task.max_length") from e
+        raise CompressError(
+            f"question answering: cannot window contexts ({e}); lower task.doc_stride or raise task.max_length"
+        ) from e
     example = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)
     if doc_stride == 0 and len(example) > len(df):
         k = int(np.bincount(example).argmax())
         raise CompressError(
-            f"question {df['id'].iloc[k]!r}: its context is longer than task.max_length={max_length} tokens and task.doc_stride is 0; "
+            f"question {df['id'].iloc[k]!r}: its context is longer than task.max_length={max_length} tokens and "
+            "task.doc_stride is 0; "
             "set task.doc_stride (e.g. 128) to read it in overlapping windows, or raise task.max_length"
         )
     ids = enc["input_ids"]
@@ -107,6 +115,14 @@ def encode_questions(df: pd.DataFrame, tokenizer, max_length: int, doc_stride: i
         token_type_ids=np.fromiter((t for x in types for t in x), dtype=np.int8, count=int(offsets[-1])),
         offsets=offsets,
         labels=labels,
-        key=stable_hash([tokenizer_fingerprint(tokenizer), df[["question", "context"]].values.tolist(), answers, max_length, doc_stride]),
+        key=stable_hash(
+            [
+                tokenizer_fingerprint(tokenizer),
+                df[["question", "context"]].values.tolist(),
+                answers,
+                max_length,
+                doc_stride,
+            ]
+        ),
         spans=index,
     )

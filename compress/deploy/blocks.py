@@ -12,11 +12,11 @@ from collections import Counter
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
-from compress.convert.groups import Groups
+from compress.core.arch import Architecture
+from compress.core.groups import Groups
 from compress.deploy.matmul_form import EncoderForInference, GroupedLinear, Layer
 
 # Block kinds, their shape parameters (in key order), and the Layer method that runs them.
@@ -30,35 +30,6 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
     "inter": (("hidden", "ffn", "g"), "intermediate"),
     "out": (("hidden", "ffn", "g"), "output"),
 }
-
-
-class Architecture(BaseModel):
-    """What decides a model's speed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    hidden: int
-    head_size: int
-    heads: list[int]  # per layer (pruned heads differ between layers)
-    ffn: int
-    groups: dict[str, int]
-    labels: int
-
-    @classmethod
-    def of(cls, config: Any) -> Architecture:
-        """From a BERT or SqueezeBERT transformers config (or anything with the same attribute names)."""
-        pruned = getattr(config, "pruned_heads", None) or {}
-        heads = [config.num_attention_heads - len(pruned.get(i, pruned.get(str(i), []))) for i in range(config.num_hidden_layers)]
-        return cls(
-            hidden=config.hidden_size,
-            head_size=config.hidden_size // config.num_attention_heads,
-            heads=heads,
-            ffn=config.intermediate_size,
-            groups=Groups.of(config).as_dict(),
-            labels=config.num_labels,
-        )
-
-    def label(self) -> str:
-        return f"{len(self.heads)} layers, groups {Groups(**self.groups)}, FFN {self.ffn}, heads {self.heads}"
 
 
 def key(kind: str, **shape: int) -> str:
@@ -128,7 +99,9 @@ def block(name: str, seq: int, batch: int = 1) -> tuple[nn.Module, dict[str, tor
     torch.manual_seed(0)
     kind, s = parse(name)
     if kind == "base":  # the real embeddings, pooler and classifier of a model with no layer
-        config = SqueezeBertConfig(hidden_size=s["hidden"], embedding_size=s["hidden"], num_hidden_layers=0, num_labels=s["labels"])
+        config = SqueezeBertConfig(
+            hidden_size=s["hidden"], embedding_size=s["hidden"], num_hidden_layers=0, num_labels=s["labels"]
+        )
         ids = torch.randint(1000, 2000, (batch, seq))
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
         return EncoderForInference(SqueezeBertForSequenceClassification(config).eval(), "batched"), inputs

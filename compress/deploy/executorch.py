@@ -53,7 +53,9 @@ def build(model: torch.nn.Module, path: Path, int8: bool) -> Path:
     )
 
 
-def build_module(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, int8: bool, max_seq: int | None = None) -> Path:
+def build_module(
+    module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, int8: bool, max_seq: int | None = None
+) -> Path:
     """Lower any module to `path` (.pte, XNNPACK); fixed shapes unless `max_seq` (the latency model's blocks: fixed)."""
     exir = require("executorch.exir", "deploy target executorch", INSTALL)
     xnnpack = require("executorch.backends.xnnpack.partition.xnnpack_partitioner", "deploy target executorch", INSTALL)
@@ -63,10 +65,13 @@ def build_module(module: torch.nn.Module, example: tuple[torch.Tensor, ...], pat
             program = _export(module, example, max_seq)
             if int8:
                 program = _export(_quantize(program.module(), example), example, max_seq)
-            lowered = exir.to_edge_transform_and_lower(program, partitioner=[xnnpack.XnnpackPartitioner()]).to_executorch()
+            lowered = exir.to_edge_transform_and_lower(
+                program, partitioner=[xnnpack.XnnpackPartitioner()]
+            ).to_executorch()
         except Exception as e:  # torch.export / EXIR raise many types; the user needs the operator and the target
             raise CompressError(
-                f"deploy target executorch-xnnpack-{'int8' if int8 else 'fp32'} cannot lower {type(module).__name__}: {why(e)}"
+                f"deploy target executorch-xnnpack-{'int8' if int8 else 'fp32'} cannot lower "
+                f"{type(module).__name__}: {why(e)}"
             ) from e
     with atomic_path(path) as tmp:
         tmp.write_bytes(lowered.buffer)
@@ -75,7 +80,9 @@ def build_module(module: torch.nn.Module, example: tuple[torch.Tensor, ...], pat
 
 def _quantize(graph: torch.fx.GraphModule, example: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
     """Dynamic int8 (activations quantized per call, weights per channel): XNNPACK's quantizer through PT2E."""
-    quantizer_mod = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "deploy target executorch-xnnpack-int8", INSTALL)
+    quantizer_mod = require(
+        "executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "deploy target executorch-xnnpack-int8", INSTALL
+    )
     pt2e = require("torchao.quantization.pt2e.quantize_pt2e", "deploy target executorch-xnnpack-int8", INSTALL)
     config = quantizer_mod.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
     prepared = pt2e.prepare_pt2e(graph, quantizer_mod.XNNPACKQuantizer().set_global(config))
@@ -87,7 +94,10 @@ def why(e: Exception) -> str:
     """The operator a lowering failed on, or the error's first line, with what to do."""
     op = re.search(r"(aten\.[\w.]+)", str(e))
     if op:
-        return f"operator {op.group(1)} is not supported there (not in the Core ATen opset ExecuTorch runs); choose another target"
+        return (
+            f"operator {op.group(1)} is not supported there (not in the Core ATen opset ExecuTorch runs); "
+            "choose another target"
+        )
     return f"{first_line(e)}; choose another target"
 
 
@@ -111,7 +121,9 @@ def runner(path: Path, threads: int | None = 2) -> Runner:
 
     def run(b: Batch) -> np.ndarray:
         n = len(b["input_ids"])
-        parts = [method.execute([b[k][i : i + MAX_BATCH] for k in MODEL_INPUTS])[0].numpy() for i in range(0, n, MAX_BATCH)]
+        parts = [
+            method.execute([b[k][i : i + MAX_BATCH] for k in MODEL_INPUTS])[0].numpy() for i in range(0, n, MAX_BATCH)
+        ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     return run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compress.convert.groups import Groups
+from compress.core.groups import Groups
 
 
 def flops_per_sequence(config: Any, seq: int) -> float:
@@ -19,6 +19,13 @@ def flops_per_sequence(config: Any, seq: int) -> float:
     total = 0.0
     for i in range(config.num_hidden_layers):
         A = (config.num_attention_heads - len(pruned.get(i, pruned.get(str(i), [])))) * head_dim  # attention width
-        dense = 2 * L * (H * A * (1 / g.q + 1 / g.k + 1 / g.v + 1 / g.post_attention) + H * F * (1 / g.intermediate + 1 / g.output))
+        dense = (
+            2
+            * L
+            * (
+                H * A * (1 / g.q + 1 / g.k + 1 / g.v + 1 / g.post_attention)
+                + H * F * (1 / g.intermediate + 1 / g.output)
+            )
+        )
         total += dense + 2 * 2 * L * L * A  # + scores and weighted sum
     return total + 2 * (H * H + H * config.num_labels)

@@ -15,10 +15,14 @@ from compress.core.errors import CompressError
 from compress.deploy.onnx import activation_matmuls, batched_weights, is_int8
 from compress.deploy.quantize import quiet_root_logger
 
-INC_INSTALL = "pip install --no-deps onnx-neural-compressor==1.0 onnxruntime-extensions py-cpuinfo psutil prettytable wcwidth"
+INC_INSTALL = (
+    "pip install --no-deps onnx-neural-compressor==1.0 onnxruntime-extensions py-cpuinfo psutil prettytable wcwidth"
+)
 
 
-def neural_compressor_int8(src: Path, dst: Path, evaluate: Callable[[Path], float], *, tolerable_loss: float, max_trials: int) -> dict:
+def neural_compressor_int8(
+    src: Path, dst: Path, evaluate: Callable[[Path], float], *, tolerable_loss: float, max_trials: int
+) -> dict:
     """Accuracy-aware int8 with Intel Neural Compressor (ONNX Runtime flavour): `autotune` walks dynamic int8
     configurations (per-tensor weights; then per-channel, on a graph of 2-D weights only; each with and without
     the last MatMul, the classifier, kept fp32) and keeps the first whose `evaluate(path)` (validation accuracy)
@@ -29,10 +33,18 @@ def neural_compressor_int8(src: Path, dst: Path, evaluate: Callable[[Path], floa
 
     if is_int8(src):
         raise CompressError(f"{src} is already quantized (int8 operators found); quantize the fp32 model.onnx instead")
-    per_channel = [False] if batched_weights(src) else [False, True]  # per-channel scales need 2-D weights (see onnxruntime_int8)
-    space = qconfig.DynamicQuantConfig(per_channel=per_channel, quant_last_matmul=[True, False], nodes_to_exclude=activation_matmuls(src))
+    per_channel = (
+        [False] if batched_weights(src) else [False, True]
+    )  # per-channel scales need 2-D weights (see onnxruntime_int8)
+    space = qconfig.DynamicQuantConfig(
+        per_channel=per_channel, quant_last_matmul=[True, False], nodes_to_exclude=activation_matmuls(src)
+    )
     candidates = [
-        {"per_channel": c.per_channel, "quant_last_matmul": c.quant_last_matmul, "weight_type": str(c.weight_type).split(".")[-1]}
+        {
+            "per_channel": c.per_channel,
+            "quant_last_matmul": c.quant_last_matmul,
+            "weight_type": str(c.weight_type).split(".")[-1],
+        }
         for c in space.expand()
     ]
     scores: list[float] = []
@@ -42,11 +54,16 @@ def neural_compressor_int8(src: Path, dst: Path, evaluate: Callable[[Path], floa
         return scores[-1]
 
     with quiet_root_logger():
-        best = tuning.autotune(str(src), tuning.TuningConfig(config_set=space, tolerable_loss=tolerable_loss, max_trials=max_trials), eval_fn)
+        best = tuning.autotune(
+            str(src),
+            tuning.TuningConfig(config_set=space, tolerable_loss=tolerable_loss, max_trials=max_trials),
+            eval_fn,
+        )
     tried = [{"config": candidates[i], "val_accuracy": s} for i, s in enumerate(scores[1:])]
     if best is None:
         raise CompressError(
-            f"neural-compressor found no int8 configuration within tolerable_loss={tolerable_loss} of fp32 accuracy {scores[0]:.4f} "
+            f"neural-compressor found no int8 configuration within tolerable_loss={tolerable_loss} of fp32 accuracy "
+            f"{scores[0]:.4f} "
             f"(tried {[t['val_accuracy'] for t in tried]}); raise tolerable_loss or use backend onnxruntime"
         )
     with atomic_path(dst) as tmp:

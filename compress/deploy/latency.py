@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import numpy as np
@@ -32,7 +32,29 @@ class Timing:
 def summarize(name: str, samples_s: list[float]) -> Timing:
     ms = np.asarray(samples_s) * 1000
     p10, q1, q3, p90 = np.percentile(ms, [10, 25, 75, 90])
-    return Timing(name, float(np.median(ms)), float(p10), float(p90), float(q3 - q1), float(ms.std() / ms.mean()), len(ms))
+    return Timing(
+        name, float(np.median(ms)), float(p10), float(p90), float(q3 - q1), float(ms.std() / ms.mean()), len(ms)
+    )
+
+
+@dataclass(frozen=True)
+class Repeated:
+    """One callable over `repeated()`'s independent measurements: the median of their medians and of their 10th
+    percentiles (with each one's spread), and p90 / IQR / CV over all samples kept."""
+
+    median_ms: float
+    medians_ms: list[float]
+    cv_of_medians: float
+    p10_ms: float
+    p10s_ms: list[float]
+    cv_of_p10s: float
+    p90_ms: float
+    iqr_ms: float
+    cv: float
+    runs: int
+
+    def as_dict(self) -> dict[str, float | int | list[float]]:
+        return asdict(self)
 
 
 WARMUP, BLOCK, SETTLE_S = 3, 3, 0.02  # see interleaved()
@@ -40,7 +62,12 @@ Fns = Mapping[str, Callable[[], object]]
 
 
 def interleaved(
-    fns: Fns, runs: int = 30, warmup: int = WARMUP, block: int = BLOCK, settle_s: float = SETTLE_S, cuda: Collection[str] = ()
+    fns: Fns,
+    runs: int = 30,
+    warmup: int = WARMUP,
+    block: int = BLOCK,
+    settle_s: float = SETTLE_S,
+    cuda: Collection[str] = (),
 ) -> dict[str, Timing]:
     """Time each callable `runs` times: blocks of `block` back-to-back calls, the blocks interleaved round-robin
     (A A A B B B A A A ...) after `warmup` untimed calls each. Names in `cuda` are timed with CUDA events.
@@ -67,7 +94,9 @@ def _timed(fn: Callable[[], object], on_cuda: bool) -> float:
     return start.elapsed_time(end) / 1000
 
 
-def _samples(fns: Fns, runs: int, warmup: int, block: int, settle_s: float, cuda: Collection[str] = ()) -> dict[str, list[float]]:
+def _samples(
+    fns: Fns, runs: int, warmup: int, block: int, settle_s: float, cuda: Collection[str] = ()
+) -> dict[str, list[float]]:
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -83,7 +112,7 @@ def _samples(fns: Fns, runs: int, warmup: int, block: int, settle_s: float, cuda
 
 def repeated(
     fns: Fns, runs: int = 30, repeats: int = 5, max_redo: int = 3, load_factor: float = 1.05, cuda: Collection[str] = ()
-) -> tuple[dict[str, dict], list[float]]:
+) -> tuple[dict[str, Repeated], list[float]]:
     """`repeats` independent interleaved measurements; per callable the median of their medians and of their
     10th percentiles, the CV of each, and p90/IQR/CV over all samples kept. Returns (results, load factors of
     the repeats that were redone).
@@ -111,23 +140,26 @@ def repeated(
         pooled = summarize(k, [x for rep in kept for x in rep[k]])
         per = [m[k] for m in medians]
         p10s = [1000 * float(np.percentile(rep[k], 10)) for rep in kept]
-        out[k] = {
-            "median_ms": statistics.median(per),
-            "medians_ms": per,
-            "cv_of_medians": cv_of(per),
-            "p10_ms": statistics.median(p10s),
-            "p10s_ms": p10s,
-            "cv_of_p10s": cv_of(p10s),
-            "p90_ms": pooled.p90_ms,
-            "iqr_ms": pooled.iqr_ms,
-            "cv": pooled.cv,
-            "runs": pooled.runs,
-        }
+        out[k] = Repeated(
+            median_ms=statistics.median(per),
+            medians_ms=per,
+            cv_of_medians=cv_of(per),
+            p10_ms=statistics.median(p10s),
+            p10s_ms=p10s,
+            cv_of_p10s=cv_of(p10s),
+            p90_ms=pooled.p90_ms,
+            iqr_ms=pooled.iqr_ms,
+            cv=pooled.cv,
+            runs=pooled.runs,
+        )
     return out, redone
 
 
 def natural_lengths(
-    fns: Mapping[str, Callable[[dict[str, torch.Tensor]], object]], batches: list[dict[str, torch.Tensor]], chunk: int = 5, settle_s: float = SETTLE_S
+    fns: Mapping[str, Callable[[dict[str, torch.Tensor]], object]],
+    batches: list[dict[str, torch.Tensor]],
+    chunk: int = 5,
+    settle_s: float = SETTLE_S,
 ) -> dict[str, np.ndarray]:
     """Seconds per call of each runner on each of `batches` (real texts at their own lengths), interleaved by
     chunks of texts: for each chunk, each runner after a settle and one untimed call. Entry i of every
@@ -156,7 +188,11 @@ def real_inputs(tokenizer, texts: list[str], batch: int, seq: int, seed: int = 0
             ids += tokenizer(texts[int(rng.integers(len(texts)))], add_special_tokens=False)["input_ids"]
         rows.append([tokenizer.cls_token_id, *ids[: seq - 2], tokenizer.sep_token_id])
     input_ids = torch.tensor(rows, dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "token_type_ids": torch.zeros_like(input_ids)}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "token_type_ids": torch.zeros_like(input_ids),
+    }
 
 
 def cv_of(values: list[float]) -> float:

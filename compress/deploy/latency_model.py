@@ -28,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from scipy.stats import spearmanr
 from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
+from compress.core.arch import Architecture
 from compress.core.atomic import atomic_write_json
-from compress.deploy.blocks import Architecture, block, plan
+from compress.deploy.blocks import block, plan
 from compress.deploy.latency import repeated
 from compress.deploy.targets import Target, build, compile_module, open_runner
 from compress.modeling.runners import torch_runner
@@ -53,7 +54,10 @@ class Fingerprint(BaseModel):
 def fingerprint(target: Target, seq: int, batch: int, threads: int) -> Fingerprint:
     import onnxruntime
 
-    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.processor() or "unknown")
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )
     return Fingerprint(
         machine=f"{cpu} x{os.cpu_count()} ({platform.machine()})",
         runtimes={"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
@@ -168,7 +172,8 @@ def calibrate(
     runs: int = 40,
     reference: tuple[Architecture, str] | None = None,
 ) -> LatencyModel:
-    """Time the blocks of `archs` and `anchors`; then the anchors whole and the teacher's forms; fit the one to the other.
+    """Time the blocks of `archs` and `anchors`; then the anchors whole and the teacher's forms; fit the one to the
+    other.
 
     `reference`: the teacher's architecture and the name of its form in `target` among `teacher`: the real
     teacher is then one more anchor, so the fit passes through the very model speed-ups are measured against
@@ -184,16 +189,21 @@ def calibrate(
         blocks, overhead, _ = _time_blocks(keys, target, fp, runs)
         # Whole models in a session of their own, like a trial's or the final timing run: timed among dozens of tiny
         # blocks, small models measured up to 15% slower relative to the teacher than among a few models.
-        timed, _ = repeated(whole | {f"teacher:{k}": f for k, f in teacher.items()}, runs=runs, repeats=REPEATS, max_redo=2)
-        extra = {k: t["p10_ms"] for k, t in timed.items()}
+        timed, _ = repeated(
+            whole | {f"teacher:{k}": f for k, f in teacher.items()}, runs=runs, repeats=REPEATS, max_redo=2
+        )
+        extra = {k: t.p10_ms for k, t in timed.items()}
     teacher_ms = {k.split(":", 1)[1]: v for k, v in extra.items() if k.startswith("teacher:")}
     model = LatencyModel(fingerprint=fp, blocks=blocks, overhead_ms=overhead, teacher_ms=teacher_ms)
-    pairs = [(a, extra[f"anchor:{i}"]) for i, a in enumerate(anchors)] + ([(reference[0], teacher_ms[reference[1]])] if reference else [])
+    pairs = [(a, extra[f"anchor:{i}"]) for i, a in enumerate(anchors)] + (
+        [(reference[0], teacher_ms[reference[1]])] if reference else []
+    )
     raw = [model.raw(a) for a, _ in pairs]
     model.scale, model.offset = fit(raw, [m for _, m in pairs])
     model.anchors = [Anchor(arch=a, raw_ms=r, measured_ms=m) for (a, m), r in zip(pairs, raw, strict=True)]
     log.info(
-        "latency model (%s, seq %d, %d threads): %d blocks, %d anchors, fit %.3f x + %.2f ms, median anchor error %.1f%%",
+        "latency model (%s, seq %d, %d threads): %d blocks, %d anchors, fit %.3f x + %.2f ms, median anchor error "
+        "%.1f%%",
         target.name,
         fp.seq,
         fp.threads,
@@ -220,12 +230,14 @@ def _time_blocks(
     fns: dict[str, Callable[[], object]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, k in enumerate([*keys, "empty"]):
-            module, inputs = block(k, fp.seq, fp.batch) if k != "empty" else (_Empty(), {"x": torch.randn(fp.batch, fp.seq, 8)})
+            module, inputs = (
+                block(k, fp.seq, fp.batch) if k != "empty" else (_Empty(), {"x": torch.randn(fp.batch, fp.seq, 8)})
+            )
             folder = Path(tmp) / str(i)
             folder.mkdir()
             fns[k] = compile_module(module, inputs, target, folder, fp.threads)
         timings, _ = repeated(fns | (extra or {}), runs=runs, repeats=REPEATS, max_redo=2)
-    p10 = {k: t["p10_ms"] for k, t in timings.items()}
+    p10 = {k: t.p10_ms for k, t in timings.items()}
     return {k: p10[k] for k in keys}, p10["empty"], {k: p10[k] for k in extra or {}}
 
 
@@ -247,7 +259,8 @@ def fit(raw: list[float], measured: list[float]) -> tuple[float, float]:
         if scale > 0:
             return scale, offset
         log.warning(
-            "latency model: whole-model times do not grow with the sum of their blocks (fit slope %.2f); using a proportional "
+            "latency model: whole-model times do not grow with the sum of their blocks (fit slope %.2f); using a "
+            "proportional "
             "fit - the report's rank correlation says how far to trust it",
             scale,
         )

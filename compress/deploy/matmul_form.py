@@ -90,7 +90,9 @@ class FusedQKV(nn.Module):
         self.groups, self.heads, self.cin = g, heads, q.in_per_group
         self.d = g * q.out_per_group // heads  # head size (attention width may be below hidden after head pruning)
         w = [m.blocks() for m in (q, k, v)]  # each [g, C/g, O/g]
-        self.weight = nn.Parameter(torch.cat(w, dim=2).squeeze(0) if g == 1 else torch.cat(w, dim=2), requires_grad=False)
+        self.weight = nn.Parameter(
+            torch.cat(w, dim=2).squeeze(0) if g == 1 else torch.cat(w, dim=2), requires_grad=False
+        )
         b = torch.stack([m.full_bias().reshape(g, -1) for m in (q, k, v)], dim=1)  # [g, 3, O/g]
         self.bias = nn.Parameter(b.reshape(g, 1, -1) if g > 1 else b.reshape(-1), requires_grad=False)
 
@@ -98,7 +100,9 @@ class FusedQKV(nn.Module):
         b, l, _c = x.shape
         a, g, d = self.heads, self.groups, self.d
         if g == 1:
-            y = (torch.matmul(x, self.weight) + self.bias).reshape(b, l, 3, a, d).permute(2, 0, 3, 1, 4)  # [3, B, A, L, d]
+            y = (
+                (torch.matmul(x, self.weight) + self.bias).reshape(b, l, 3, a, d).permute(2, 0, 3, 1, 4)
+            )  # [3, B, A, L, d]
         else:
             y = torch.matmul(x.reshape(b, l, g, self.cin).transpose(1, 2), self.weight) + self.bias  # [B, g, L, 3*O/g]
             y = y.reshape(b, g, l, 3, a // g, d).permute(3, 0, 1, 4, 2, 5).reshape(3, b, a, l, d)
@@ -198,11 +202,17 @@ class EncoderForInference(nn.Module):
                     "q": GroupedLinear(L.attention.query.weight, L.attention.query.bias, c.q_groups, mode),
                     "k": GroupedLinear(L.attention.key.weight, L.attention.key.bias, c.k_groups, mode),
                     "v": GroupedLinear(L.attention.value.weight, L.attention.value.bias, c.v_groups, mode),
-                    "post_attention": GroupedLinear(L.post_attention.conv1d.weight, L.post_attention.conv1d.bias, c.post_attention_groups, mode),
-                    "intermediate": GroupedLinear(L.intermediate.conv1d.weight, L.intermediate.conv1d.bias, c.intermediate_groups, mode),
+                    "post_attention": GroupedLinear(
+                        L.post_attention.conv1d.weight, L.post_attention.conv1d.bias, c.post_attention_groups, mode
+                    ),
+                    "intermediate": GroupedLinear(
+                        L.intermediate.conv1d.weight, L.intermediate.conv1d.bias, c.intermediate_groups, mode
+                    ),
                     "output": GroupedLinear(L.output.conv1d.weight, L.output.conv1d.bias, c.output_groups, mode),
                 }
-                layers.append(Layer(mats, _ln(L.post_attention.layernorm), _ln(L.output.layernorm), c.num_attention_heads))
+                layers.append(
+                    Layer(mats, _ln(L.post_attention.layernorm), _ln(L.output.layernorm), c.num_attention_heads)
+                )
         elif c.model_type == "bert":
             base, layers = model.bert, []
             for L in base.encoder.layer:
@@ -230,7 +240,9 @@ class EncoderForInference(nn.Module):
         self.classifier = getattr(model, head.module)
         self.eval()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
         x = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * -10000.0
         for layer in self.layers:
@@ -245,7 +257,9 @@ def inference_form(model: nn.Module, mode: str = "batched") -> EncoderForInferen
     try:
         return EncoderForInference(model.cpu().eval(), mode).eval()
     except ValueError as e:
-        raise CompressError(f"cannot export: {e}; export supports BERT and SqueezeBERT with sequence or token heads") from e
+        raise CompressError(
+            f"cannot export: {e}; export supports BERT and SqueezeBERT with sequence or token heads"
+        ) from e
 
 
 def _ln(norm: nn.LayerNorm) -> nn.LayerNorm:

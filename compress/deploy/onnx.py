@@ -18,11 +18,19 @@ from compress.modeling.heads import logits_of
 from compress.modeling.runners import Batch, Runner
 
 log = logging.getLogger(__name__)
-INT8_OPS = {"DynamicQuantizeLinear", "QuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "ConvInteger"}
+INT8_OPS = {
+    "DynamicQuantizeLinear",
+    "QuantizeLinear",
+    "MatMulInteger",
+    "DynamicQuantizeMatMul",
+    "QLinearMatMul",
+    "ConvInteger",
+}
 
 
 def export(model: torch.nn.Module, path: Path, mode: str = "batched", opset: int = 17) -> EncoderForInference:
-    """Write `model` (BERT or SqueezeBERT with a sequence or token head) as ONNX with dynamic batch and sequence axes."""
+    """Write `model` (BERT or SqueezeBERT with a sequence or token head) as ONNX with dynamic batch and sequence
+    axes."""
     form = inference_form(model, mode)
     dummy = placeholder_inputs(2, 8)
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
@@ -50,7 +58,11 @@ def optimize(path: Path, config: Any) -> dict[str, int]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         opt = optimizer.optimize_model(
-            str(path), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size, opt_level=1
+            str(path),
+            model_type="bert",
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+            opt_level=1,
         )
     with atomic_path(path) as tmp:
         opt.save_model_to_file(str(tmp))

@@ -31,7 +31,8 @@ def _ov(what: str) -> Any:
 
 
 def build(model: torch.nn.Module, folder: Path, int8: bool, calib: Callable[[], list[Batch]]) -> Path:
-    """Write `model` as OpenVINO IR into `folder` (replaced whole); int8 calibrates NNCF on the batches `calib` draws."""
+    """Write `model` as OpenVINO IR into `folder` (replaced whole); int8 calibrates NNCF on the batches `calib`
+    draws."""
     ov = _ov("deploy target openvino")
     with atomic_dir(folder) as tmp:
         onnx_path = Path(tmp) / "model.onnx"
@@ -88,6 +89,9 @@ def compile_block(path: Path, threads: int | None, calib: dict[str, torch.Tensor
 
 
 def _config(threads: int | None) -> dict[str, Any]:
-    """Latency hint, `threads` threads, and f32 for everything not quantized to int8: on CPUs with bf16 instructions (this
-    AVX-512 EPYC) OpenVINO would otherwise run fp32 models in bf16 (measured 9.6e-3 logit error on the teacher), another precision."""
-    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"} | ({"INFERENCE_NUM_THREADS": threads} if threads else {})
+    """Latency hint, `threads` threads, and f32 for everything not quantized to int8: on CPUs with bf16 instructions
+    (this AVX-512 EPYC) OpenVINO would otherwise run fp32 models in bf16 (measured 9.6e-3 logit error on the teacher),
+    another precision."""
+    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"} | (
+        {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    )

@@ -28,7 +28,14 @@ log = logging.getLogger(__name__)
 
 
 def onnxruntime_int8(
-    src: Path, dst: Path, *, static: bool, per_channel: bool, calibration: str = "minmax", calib: Encoded | None = None, samples: int = 128
+    src: Path,
+    dst: Path,
+    *,
+    static: bool,
+    per_channel: bool,
+    calibration: str = "minmax",
+    calib: Encoded | None = None,
+    samples: int = 128,
 ) -> dict:
     """Quantize `src` (fp32 ONNX) into `dst` with optimum's ORTQuantizer; returns what was chosen."""
     AutoQuantizationConfig = require(
@@ -38,11 +45,14 @@ def onnxruntime_int8(
         raise CompressError(f"{src} is already quantized (int8 operators found); quantize the fp32 model.onnx instead")
     if per_channel and batched_weights(src):
         raise CompressError(
-            "per_channel int8 needs 2-D MatMul weights (ONNX Runtime's int8 MatMul takes per-channel scales only for those): "
+            "per_channel int8 needs 2-D MatMul weights (ONNX Runtime's int8 MatMul takes per-channel scales only for "
+            "those): "
             "set quantize.mode_onnx: split"
         )
     # avx512_vnni: symmetric int8 weights; on CPUs without VNNI, ORT still runs it through the u8s8 path.
-    qconfig = AutoQuantizationConfig.avx512_vnni(is_static=static, per_channel=per_channel, nodes_to_exclude=activation_matmuls(src))
+    qconfig = AutoQuantizationConfig.avx512_vnni(
+        is_static=static, per_channel=per_channel, nodes_to_exclude=activation_matmuls(src)
+    )
     dst.parent.mkdir(parents=True, exist_ok=True)
     with quiet_root_logger():  # onnxruntime's quantizer logs one INFO line per tensor on the root logger
         return _quantize(src, dst, qconfig, static, per_channel, calibration, calib, samples)
@@ -63,7 +73,16 @@ def quiet_root_logger() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def _quantize(src: Path, dst: Path, qconfig, static: bool, per_channel: bool, calibration: str, calib: Encoded | None, samples: int) -> dict:
+def _quantize(
+    src: Path,
+    dst: Path,
+    qconfig,
+    static: bool,
+    per_channel: bool,
+    calibration: str,
+    calib: Encoded | None,
+    samples: int,
+) -> dict:
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoCalibrationConfig
 
@@ -77,7 +96,10 @@ def _quantize(src: Path, dst: Path, qconfig, static: bool, per_channel: bool, ca
         ranges = None
         if static:
             if calib is None or len(calib) == 0 or samples < 1:
-                raise CompressError("static quantization needs a calibration set: set calibration_samples >= 1 (taken from the train split)")
+                raise CompressError(
+                    "static quantization needs a calibration set: set calibration_samples >= 1 (taken from the train "
+                    "split)"
+                )
             dataset = _calibration_dataset(calib, samples)
             method = {
                 "minmax": AutoCalibrationConfig.minmax,
@@ -119,5 +141,7 @@ def torch_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 of every Linear in the inference form (its per-group Linears included)."""
     form = EncoderForInference(model.cpu().eval(), mode="split")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao; it still works on CPU
+        warnings.simplefilter(
+            "ignore"
+        )  # torch.ao.quantization is deprecated in favour of torchao; it still works on CPU
         return torch.ao.quantization.quantize_dynamic(form, {torch.nn.Linear}, dtype=torch.qint8)

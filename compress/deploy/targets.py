@@ -72,10 +72,18 @@ def check_installed(runtime: str) -> None:
     """Raise one line naming the extra when `runtime`'s packages are missing (before a run does any work)."""
     missing = _missing(runtime)
     if missing:
-        raise CompressError(f"deploy target {runtime} needs {', '.join(missing)}, which is not installed: pip install 'compress[{runtime}]'")
+        raise CompressError(
+            f"deploy target {runtime} needs {', '.join(missing)}, which is not installed: pip install "
+            f"'compress[{runtime}]'"
+        )
 
 
-ALIASES = {"torch": "torch-fp32", "onnxruntime": "onnxruntime-fp32", "openvino": "openvino-fp32", "executorch-xnnpack": "executorch-xnnpack-fp32"}
+ALIASES = {
+    "torch": "torch-fp32",
+    "onnxruntime": "onnxruntime-fp32",
+    "openvino": "openvino-fp32",
+    "executorch-xnnpack": "executorch-xnnpack-fp32",
+}
 
 
 def get_target(name: str) -> Target:
@@ -84,7 +92,9 @@ def get_target(name: str) -> Target:
     if name not in TARGETS:
         close = difflib.get_close_matches(name, TARGETS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise CompressError(f"unknown deploy target {name!r}{hint}; available: {', '.join(TARGETS)} (or {', '.join(ALIASES)})")
+        raise CompressError(
+            f"unknown deploy target {name!r}{hint}; available: {', '.join(TARGETS)} (or {', '.join(ALIASES)})"
+        )
     return TARGETS[name]
 
 
@@ -101,7 +111,8 @@ Calibration = Callable[[], list[Batch]]  # task batches, drawn only by a target 
 
 def build(model: torch.nn.Module, target: Target, path: Path, calib: Calibration | None = None) -> Path | None:
     """Write `model` in `target` at `path` (its artifact); None for torch, which needs no artifact.
-    `calib`: the batches OpenVINO int8 calibrates on (default random token ids: for random-weight anchors, timing only)."""
+    `calib`: the batches OpenVINO int8 calibrates on (default random token ids: for random-weight anchors, timing
+    only)."""
     if target.runtime == "torch":
         return None
     if target.runtime == "openvino":
@@ -135,8 +146,11 @@ def open_runner(target: Target, path: Path, threads: int | None) -> Runner:
     return ort_runner(path, threads)
 
 
-def cached_runner(model: torch.nn.Module, target: Target, cache_dir: Path, threads: int | None, calib: Calibration | None = None) -> Runner:
-    """`model` in `target`, built once per set of weights into `cache_dir/deploy/` (the teacher's forms in every trial)."""
+def cached_runner(
+    model: torch.nn.Module, target: Target, cache_dir: Path, threads: int | None, calib: Calibration | None = None
+) -> Runner:
+    """`model` in `target`, built once per set of weights into `cache_dir/deploy/` (the teacher's forms in every
+    trial)."""
     if target.runtime == "torch":
         return torch_runner(model, next(model.parameters()).device)  # where it is: never moved as a side effect
     path = Path(cache_dir) / "deploy" / state_dict_hash(model) / target.name / target.artifact
@@ -159,13 +173,18 @@ def compile_module(
 
         return run
     if target.runtime == "executorch":
-        method = executorch.load(executorch.build_module(module, tuple(inputs.values()), folder / "block.pte", target.precision == "int8"), threads)
+        method = executorch.load(
+            executorch.build_module(module, tuple(inputs.values()), folder / "block.pte", target.precision == "int8"),
+            threads,
+        )
         given = list(inputs.values())
         return lambda: method.execute(given)
     path = folder / "block.onnx"
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, tuple(inputs.values()), str(path), input_names=list(inputs), opset_version=17, dynamo=False)
+        torch.onnx.export(
+            module, tuple(inputs.values()), str(path), input_names=list(inputs), opset_version=17, dynamo=False
+        )
     if target.runtime == "openvino":
         compiled = openvino.compile_block(path, threads, calib=dict(inputs) if target.precision == "int8" else None)
         request, names = compiled.create_infer_request(), {i.any_name for i in compiled.inputs}

@@ -26,7 +26,13 @@ class Head:
 HEADS = {
     h.name: h
     for h in (
-        Head("sequence", "BertForSequenceClassification", "SqueezeBertForSequenceClassification", "classifier", pooled=True),
+        Head(
+            "sequence",
+            "BertForSequenceClassification",
+            "SqueezeBertForSequenceClassification",
+            "classifier",
+            pooled=True,
+        ),
         Head("token", "BertForTokenClassification", "SqueezeBertForTokenClassification", "classifier", pooled=False),
         Head("span", "BertForQuestionAnswering", "SqueezeBertForQuestionAnswering", "qa_outputs", pooled=False),
     )

@@ -51,7 +51,9 @@ def load_config(name: str, revision: str | None = None, trust_remote_code: bool 
         return AutoConfig.from_pretrained(where, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         if local.exists():
-            raise CompressError(f"{name}: cannot read config.json ({first_line(e)}); re-save the model with save_pretrained") from e
+            raise CompressError(
+                f"{name}: cannot read config.json ({first_line(e)}); re-save the model with save_pretrained"
+            ) from e
         state = "offline (HF_HUB_OFFLINE=1)" if _hub_offline() else "unreachable or unknown"
         raise CompressError(
             f"{name!r} is not a local folder and the Hugging Face hub is {state}; download it where you have "
@@ -76,7 +78,9 @@ def load_teacher(spec: TeacherSpec, labels: list[str], kind: str = "classificati
     if head == "sequence":
         config.problem_type = "regression" if kind == "regression" else "single_label_classification"
     # A checkpoint with a head for a different label count gets a fresh head (ignore_mismatched_sizes).
-    return _from_pretrained(model_class(head, "bert"), spec.model, config, revision=spec.revision, ignore_mismatched_sizes=True)
+    return _from_pretrained(
+        model_class(head, "bert"), spec.model, config, revision=spec.revision, ignore_mismatched_sizes=True
+    )
 
 
 def load_student(path: str | Path) -> PreTrainedModel:

@@ -49,7 +49,9 @@ def predict_with(run: Runner, enc: Encoded, batch_size: int = 64) -> np.ndarray:
     return out
 
 
-def predict(model: torch.nn.Module, enc: Encoded, device: torch.device | str = "cpu", batch_size: int = 64) -> np.ndarray:
+def predict(
+    model: torch.nn.Module, enc: Encoded, device: torch.device | str = "cpu", batch_size: int = 64
+) -> np.ndarray:
     """Logits of a torch model over a split."""
     return predict_with(torch_runner(model, device), enc, batch_size)
 

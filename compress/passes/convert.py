@@ -10,8 +10,8 @@ import torch
 from pydantic import BeforeValidator, Field, PositiveInt
 
 from compress.convert.build import convert
-from compress.convert.groups import Groups
 from compress.core.errors import CompressError
+from compress.core.groups import Groups
 from compress.core.records import Conversion
 from compress.data.encoding import MODEL_INPUTS, batches
 from compress.modeling.heads import logits_of
@@ -42,13 +42,20 @@ class Convert(Pass):
     class Config(PassConfig):
         student: str = Field("student", pattern=r"^[A-Za-z0-9_.-]+$", description="name of the student in this run")
         layers: int | list[int] | None = Field(None, description="count (evenly spaced) or indices; default all")
-        groups: GroupsOption = Field(Groups(), description="q,k,v,post_attention,intermediate,output: '4,4,4,1,4,4', six integers or a mapping")
+        groups: GroupsOption = Field(
+            Groups(), description="q,k,v,post_attention,intermediate,output: '4,4,4,1,4,4', six integers or a mapping"
+        )
         intermediate_size: PositiveInt | None = Field(
-            None, description="smaller FFN width: the channels of most output energy on fit_samples texts, output matrix refitted"
+            None,
+            description=(
+                "smaller FFN width: the channels of most output energy on fit_samples texts, output matrix refitted"
+            ),
         )
         init: Literal["permuted", "identity", "random"] = "permuted"
         iterations: PositiveInt = Field(3, description="alternating permutation-search rounds")
-        fit_samples: int = Field(256, ge=0, description="train examples whose activations fit the kept blocks (permuted init; 0 = no fit)")
+        fit_samples: int = Field(
+            256, ge=0, description="train examples whose activations fit the kept blocks (permuted init; 0 = no fit)"
+        )
         compare_inits: bool = Field(False, description="also measure identity, random and no-fit init before training")
 
     def run(self, state: RunState, config: Config) -> RunState:
@@ -91,10 +98,19 @@ class Convert(Pass):
                 "random": start_quality(state, student if config.init == "random" else build("random")[0]),
             }
             for init, q in report["init_comparison"].items():
-                log.info("%s init=%s before training: val %.4f, loss to teacher %.4f", config.student, init, q["val_score"], q["loss_to_teacher"])
+                log.info(
+                    "%s init=%s before training: val %.4f, loss to teacher %.4f",
+                    config.student,
+                    init,
+                    q["val_score"],
+                    q["loss_to_teacher"],
+                )
         state.students[config.student] = student
         state.conversions[config.student] = Conversion(
-            teacher_layers=report["layers"], groups=groups.as_dict(), intermediate_size=report["intermediate_size"], init=config.init
+            teacher_layers=report["layers"],
+            groups=groups.as_dict(),
+            intermediate_size=report["intermediate_size"],
+            init=config.init,
         )
         state.report(self.name)[config.student] = report
         return state
@@ -109,7 +125,8 @@ class Convert(Pass):
 
 @torch.no_grad()
 def start_quality(state: RunState, student: torch.nn.Module) -> dict[str, float]:
-    """The task metric on validation, and the distillation loss to the teacher (KL at T=1; MSE for regression), of an untrained student."""
+    """The task metric on validation, and the distillation loss to the teacher (KL at T=1; MSE for regression), of an
+    untrained student."""
     enc = state.encoded("validation")
     teacher = state.teacher
     assert teacher is not None
@@ -120,4 +137,7 @@ def start_quality(state: RunState, student: torch.nn.Module) -> dict[str, float]
         b = {k: v.to(state.device) for k, v in b.items()}
         s, t = (logits_of(m(*(b[k] for k in MODEL_INPUTS))) for m in (student, teacher))
         losses.append(float(state.task.kind.distill_loss(s, t, 1.0, b)) * len(b["index"]))
-    return {"val_score": state.task.score(predict(student, enc, state.device), enc), "loss_to_teacher": sum(losses) / len(enc)}
+    return {
+        "val_score": state.task.score(predict(student, enc, state.device), enc),
+        "loss_to_teacher": sum(losses) / len(enc),
+    }

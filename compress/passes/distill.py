@@ -16,7 +16,7 @@ from pydantic import Field, PositiveInt
 
 from compress.core.errors import CompressError
 from compress.data.encoding import Encoded, encode, tokenizer_fingerprint
-from compress.data.sources import read_texts
+from compress.data.readers import read_texts
 from compress.modeling.loading import load_student, load_tokenizer
 from compress.passes.options import TrainOptions
 from compress.pipeline.registry import Pass
@@ -43,14 +43,23 @@ class Distill(Pass):
             None, description="[student, teacher] hidden-state indices (0 = embeddings); default: the converted layers"
         )
         attention_weight: float = Field(0.0, ge=0)
-        attention_map: list[tuple[int, int]] | None = Field(None, description="[student, teacher] layer indices; default: the converted layers")
-        cache_teacher: bool = Field(True, description="cache teacher outputs on disk (off: run the teacher every step)")
-        max_train_samples: PositiveInt | None = Field(None, description="distill on a seeded random subset of the train split (fast search trials)")
-        unlabeled: int = Field(0, ge=0, description="extra texts labelled by the teacher (KD term only): more data for the same labels")
-        unlabeled_source: str = Field(
-            "unused", description="'unused': the task's training rows beyond task.max_train_samples; or a .txt / table file"
+        attention_map: list[tuple[int, int]] | None = Field(
+            None, description="[student, teacher] layer indices; default: the converted layers"
         )
-        unlabeled_column: str = Field("text", description="text column of an unlabeled table (text_pair too for sentence-pair tasks)")
+        cache_teacher: bool = Field(True, description="cache teacher outputs on disk (off: run the teacher every step)")
+        max_train_samples: PositiveInt | None = Field(
+            None, description="distill on a seeded random subset of the train split (fast search trials)"
+        )
+        unlabeled: int = Field(
+            0, ge=0, description="extra texts labelled by the teacher (KD term only): more data for the same labels"
+        )
+        unlabeled_source: str = Field(
+            "unused",
+            description="'unused': the task's training rows beyond task.max_train_samples; or a .txt / table file",
+        )
+        unlabeled_column: str = Field(
+            "text", description="text column of an unlabeled table (text_pair too for sentence-pair tasks)"
+        )
 
     def run(self, state: RunState, config: Config) -> RunState:
         if state.teacher is None:
@@ -60,7 +69,10 @@ class Distill(Pass):
         names = config.students or list(state.students)
         missing = [n for n in names if n not in state.students]
         if not names or missing:
-            raise CompressError(f"distill: no student {missing or ''} in this run (have {list(state.students)}); add a convert pass before distill")
+            raise CompressError(
+                f"distill: no student {missing or ''} in this run (have {list(state.students)}); add a convert pass "
+                "before distill"
+            )
         for name in names:
             state.report(self.name)[name] = self._distill(state, config, name)
         return state
@@ -79,16 +91,7 @@ class Distill(Pass):
     def _distill(self, state: RunState, config: Config, name: str) -> dict:
         student, teacher = state.students[name], state.teacher
         assert teacher is not None
-        conv = state.conversions.get(name)
-        layers = conv.teacher_layers if conv else list(range(student.config.num_hidden_layers))
-        hidden_map = (
-            _check_map(config.hidden_map, [(i + 1, t + 1) for i, t in enumerate(layers)], student, teacher, "hidden_map", offset=1)
-            if config.hidden_weight
-            else []
-        )
-        attn_map = (
-            _check_map(config.attention_map, list(enumerate(layers)), student, teacher, "attention_map", offset=0) if config.attention_weight else []
-        )
+        hidden_map, attn_map = _layer_maps(state, config, name)
         full = state.encoded("train")
         idx = None
         if config.max_train_samples and config.max_train_samples < len(full):
@@ -99,17 +102,7 @@ class Distill(Pass):
         if extra is not None:
             train = train.concat(extra)
         t0 = time.perf_counter()
-        cached: TeacherOutputs | None = None
-        cache_status = "off"
-        if config.cache_teacher:
-            # Cached per whole split (the train split; the unlabeled texts) and sliced: a study's trials, final
-            # students and baselines distill different subsets of one split and share one teacher pass over it.
-            outputs = sorted({t for _, t in hidden_map}), sorted({t for _, t in attn_map})
-            cached, cache_status = load_or_compute(teacher, full, state.device, state.cache_dir, *outputs)
-            cached = cached.select(idx) if idx is not None else cached
-            if extra is not None:
-                more, status = load_or_compute(teacher, extra, state.device, state.cache_dir, *outputs)
-                cached, cache_status = cached.concat(more), f"{cache_status}; unlabeled {status}"
+        cached, cache_status = _teacher_outputs(state, config, full, idx, extra, hidden_map, attn_map)
         cache_seconds = time.perf_counter() - t0
         proj = torch.nn.ModuleDict()
         if hidden_map and student.config.hidden_size != teacher.config.hidden_size:
@@ -117,16 +110,16 @@ class Distill(Pass):
                 proj[str(s)] = torch.nn.Linear(student.config.hidden_size, teacher.config.hidden_size).to(state.device)
         teacher.eval().to(state.device)
         loss = DistillLoss(
-            teacher,
-            config.temperature,
-            config.alpha,
-            cached,
-            hidden_map,
-            config.hidden_weight,
-            attn_map,
-            config.attention_weight,
-            proj,
-            state.task.kind,
+            teacher=teacher,
+            temperature=config.temperature,
+            alpha=config.alpha,
+            cached=cached,
+            hidden_map=hidden_map,
+            hidden_weight=config.hidden_weight,
+            attention_map=attn_map,
+            attention_weight=config.attention_weight,
+            proj=proj,
+            kind=state.task.kind,
         )
         on_validation = state.on_validation
         report = (lambda epoch, acc: on_validation(name, epoch, acc, student)) if on_validation else None
@@ -155,10 +148,58 @@ class Distill(Pass):
         }
 
 
+LayerMap = list[tuple[int, int]]  # (student, teacher) indices
+
+
+def _layer_maps(state: RunState, config: Distill.Config, name: str) -> tuple[LayerMap, LayerMap]:
+    """(hidden-state map, attention map): which teacher layer each student layer learns from; by default the
+    layer it was converted from (empty when that loss is off)."""
+    student, teacher = state.students[name], state.teacher
+    conv = state.conversions.get(name)
+    layers = conv.teacher_layers if conv else list(range(student.config.num_hidden_layers))
+    hidden: LayerMap = []
+    if config.hidden_weight:  # hidden states are indexed from the embeddings (0), so layer i is i + 1
+        pairs = [(i + 1, t + 1) for i, t in enumerate(layers)]
+        hidden = _check_map(config.hidden_map, pairs, student, teacher, "hidden_map", offset=1)
+    attention: LayerMap = []
+    if config.attention_weight:
+        attention = _check_map(
+            config.attention_map, list(enumerate(layers)), student, teacher, "attention_map", offset=0
+        )
+    return hidden, attention
+
+
+def _teacher_outputs(
+    state: RunState,
+    config: Distill.Config,
+    full: Encoded,
+    idx: np.ndarray | None,
+    extra: Encoded | None,
+    hidden_map: LayerMap,
+    attn_map: LayerMap,
+) -> tuple[TeacherOutputs | None, str]:
+    """The teacher's outputs on the examples distilled, from the on-disk cache (or None: computed live), and how
+    the cache answered. Cached per whole split (the train split; the unlabeled texts) and sliced: a study's trials,
+    final students and baselines distill different subsets of one split and share one teacher pass over it."""
+    if not config.cache_teacher:
+        return None, "off"
+    teacher = state.teacher
+    assert teacher is not None
+    outputs = sorted({t for _, t in hidden_map}), sorted({t for _, t in attn_map})
+    cached, status = load_or_compute(teacher, full, state.device, state.cache_dir, *outputs)
+    cached = cached.select(idx) if idx is not None else cached
+    if extra is not None:
+        more, unlabeled = load_or_compute(teacher, extra, state.device, state.cache_dir, *outputs)
+        cached, status = cached.concat(more), f"{status}; unlabeled {unlabeled}"
+    return cached, status
+
+
 def _unlabeled(state: RunState, config: Distill.Config) -> Encoded:
     """`config.unlabeled` texts for the teacher to label, tokenized like the task (no labels)."""
     if state.task.kind.name == "question_answering":
-        raise CompressError("distill.unlabeled: question answering distills on its labelled questions only; set distill.unlabeled: 0")
+        raise CompressError(
+            "distill.unlabeled: question answering distills on its labelled questions only; set distill.unlabeled: 0"
+        )
     if config.unlabeled_source == "unused":
         texts = state.task.unused.drop(columns=["label"], errors="ignore")
         if texts.empty:
@@ -167,14 +208,23 @@ def _unlabeled(state: RunState, config: Distill.Config) -> Encoded:
                 "set distill.unlabeled_source to a file of texts, or lower task.max_train_samples"
             )
     else:
-        texts = read_texts(config.unlabeled_source, config.unlabeled_column, "text_pair" if state.task.is_pair else None)
+        texts = read_texts(
+            config.unlabeled_source, config.unlabeled_column, "text_pair" if state.task.is_pair else None
+        )
         if state.task.kind.per_token:  # words as whitespace splits them (CoNLL's own tokenization is unknown here)
             texts = pd.DataFrame({"tokens": texts["text"].str.split()})
     if state.task.kind.per_token:
         texts = texts[["tokens"]]
-    picked = texts.iloc[np.sort(np.random.default_rng(state.seed).permutation(len(texts))[: config.unlabeled])].reset_index(drop=True)
+    picked = texts.iloc[
+        np.sort(np.random.default_rng(state.seed).permutation(len(texts))[: config.unlabeled])
+    ].reset_index(drop=True)
     if len(picked) < config.unlabeled:
-        log.warning("distill.unlabeled asks for %d texts; %s has %d, all used", config.unlabeled, config.unlabeled_source, len(picked))
+        log.warning(
+            "distill.unlabeled asks for %d texts; %s has %d, all used",
+            config.unlabeled,
+            config.unlabeled_source,
+            len(picked),
+        )
     return encode(picked, state.tokenizer, state.recipe.task.max_length, state.cache_dir)
 
 
@@ -184,5 +234,8 @@ def _check_map(given, default, student, teacher, what: str, offset: int) -> list
     s_max, t_max = student.config.num_hidden_layers - 1 + offset, teacher.config.num_hidden_layers - 1 + offset
     for s, t in pairs:
         if not (0 <= s <= s_max and 0 <= t <= t_max):
-            raise CompressError(f"distill.{what} pair [{s}, {t}] names a layer that does not exist: student has 0..{s_max}, teacher 0..{t_max}")
+            raise CompressError(
+                f"distill.{what} pair [{s}, {t}] names a layer that does not exist: student has 0..{s_max}, teacher "
+                f"0..{t_max}"
+            )
     return pairs

@@ -12,7 +12,6 @@ import copy
 import fnmatch
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict
 from functools import partial
 from typing import Literal
 
@@ -22,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from compress.core.errors import CompressError
-from compress.core.records import FormEval, Latency, NaturalLatency, SplitScores
+from compress.core.records import FormEval, Latency, NaturalLatency, SplitScores, fastest
 from compress.data.encoding import single_batches
 from compress.deploy import openvino
 from compress.deploy.flops import flops_per_sequence
@@ -43,16 +42,26 @@ class Evaluate(Pass):
 
     class Config(PassConfig):
         splits: tuple[Literal["validation", "test"], ...] = ("validation", "test")
-        models: list[str] | None = Field(None, description="models/variants to evaluate, glob patterns allowed (student*); default: all")
+        models: list[str] | None = Field(
+            None, description="models/variants to evaluate, glob patterns allowed (student*); default: all"
+        )
         batch_size: PositiveInt = 64
         latency: bool = Field(False, description="also time each one (interleaved, p10 and median of latency_runs)")
         latency_batch: PositiveInt = 1
         latency_seq: int = Field(128, ge=8, le=512)
         latency_runs: int = Field(30, ge=5)
-        latency_reference: bool = Field(True, description="time the teacher's deploy forms alongside; speed-ups are against the fastest")
-        latency_natural: int = Field(0, ge=0, description="also time batch 1 on this many validation texts at their own lengths (0: off)")
+        latency_reference: bool = Field(
+            True, description="time the teacher's deploy forms alongside; speed-ups are against the fastest"
+        )
+        latency_natural: int = Field(
+            0, ge=0, description="also time batch 1 on this many validation texts at their own lengths (0: off)"
+        )
         latency_device: Literal["cpu", "cuda"] = Field(
-            "cpu", description="where PyTorch forms are timed; training on a GPU does not move them there (ONNX Runtime forms run on CPU)"
+            "cpu",
+            description=(
+                "where PyTorch forms are timed; training on a GPU does not move them there (ONNX Runtime "
+                "forms run on CPU)"
+            ),
         )
 
     def run(self, state: RunState, config: Config) -> RunState:
@@ -61,11 +70,16 @@ class Evaluate(Pass):
         wanted = (
             None
             if config.models is None
-            else [m for p in config.models for m in (fnmatch.filter(available, p) if any(c in p for c in "*?[") else [p])]
+            else [
+                m for p in config.models for m in (fnmatch.filter(available, p) if any(c in p for c in "*?[") else [p])
+            ]
         )
         names = state.pick(wanted, available, "evaluate.models")
         # Build runners only for what is evaluated (each ONNX variant opens a session).
-        runners = {n: torch_runner(models[n], state.device) if n in models else state.variants[n].runner(state.recipe.threads) for n in names}
+        runners = {
+            n: torch_runner(models[n], state.device) if n in models else state.variants[n].runner(state.recipe.threads)
+            for n in names
+        }
         scores: dict[str, dict[str, SplitScores]] = {
             name: {
                 split: state.task.kind.scores(
@@ -81,7 +95,8 @@ class Evaluate(Pass):
         kinds = {n: _kind(state, n) for n in names}
         timed = dict(runners)
         if config.latency and config.latency_reference and "teacher" in models:
-            # the teacher in every deploy form a user gets without compress, and in every runtime a student here is timed in
+            # the teacher in every deploy form a user gets without compress, and in every runtime a student here is
+            # timed in
             runtimes = {*baseline_runtimes(), *(k[1] for k in kinds.values())}
             calib = lambda: openvino.calibration(state.encoded("train"))
             for target in [t for t in TARGETS.values() if t.runtime in runtimes]:
@@ -99,12 +114,22 @@ class Evaluate(Pass):
         latency = self._latency(state, config, timed, kinds) if config.latency else {}
         natural = self._natural(state, config, timed, kinds) if config.latency and config.latency_natural else {}
         for name in dict.fromkeys([*names, *latency]):
-            state.evaluations[name] = _form(state, name, kinds[name], scores.get(name, {}), latency.get(name), natural.get(name))
+            state.evaluations[name] = _form(
+                state, name, kinds[name], scores.get(name, {}), latency.get(name), natural.get(name)
+            )
         _print(state, names)
         return state
 
-    def _latency(self, state: RunState, config: Config, runners: dict[str, Runner], kinds: dict[str, Kind]) -> dict[str, Latency]:
-        batch = real_inputs(state.tokenizer, state.task.splits["train"]["text"].tolist(), config.latency_batch, config.latency_seq, state.seed)
+    def _latency(
+        self, state: RunState, config: Config, runners: dict[str, Runner], kinds: dict[str, Kind]
+    ) -> dict[str, Latency]:
+        batch = real_inputs(
+            state.tokenizer,
+            state.task.splits["train"]["text"].tolist(),
+            config.latency_batch,
+            config.latency_seq,
+            state.seed,
+        )
         on_gpu = {n for n in runners if kinds[n][1] == "torch" and config.latency_device == "cuda"}
         timings = interleaved({n: partial(r, batch) for n, r in runners.items()}, runs=config.latency_runs, cuda=on_gpu)
         teacher = {n: t.p10_ms for n, t in timings.items() if kinds[n][0] == "teacher"}
@@ -113,7 +138,7 @@ class Evaluate(Pass):
         for name, t in timings.items():
             origin = models[kinds[name][0]]
             out[name] = Latency.of(
-                asdict(t),
+                t,
                 teacher,
                 runtime=kinds[name][1],
                 precision=kinds[name][2],
@@ -124,26 +149,42 @@ class Evaluate(Pass):
                 params=count_parameters(origin),
                 gflops=flops_per_sequence(origin.config, config.latency_seq) * config.latency_batch / 1e9,
             )
-        if teacher:
-            reference = min(teacher, key=teacher.__getitem__)
-            log.info("latency reference: the teacher's fastest form, %s (%.2f ms p10 at seq %d)", reference, teacher[reference], config.latency_seq)
+        if (reference := fastest(teacher)) is not None:
+            log.info(
+                "latency reference: the teacher's fastest form, %s (%.2f ms p10 at seq %d)",
+                reference,
+                teacher[reference],
+                config.latency_seq,
+            )
         return out
 
-    def _natural(self, state: RunState, config: Config, runners: dict[str, Runner], kinds: dict[str, Kind]) -> dict[str, NaturalLatency]:
+    def _natural(
+        self, state: RunState, config: Config, runners: dict[str, Runner], kinds: dict[str, Kind]
+    ) -> dict[str, NaturalLatency]:
         batches, tokens = single_batches(state.encoded("validation"), config.latency_natural, state.seed)
-        return NaturalLatency.of(natural_lengths(runners, batches), [n for n in runners if kinds[n][0] == "teacher"], tokens)
+        return NaturalLatency.of(
+            natural_lengths(runners, batches), [n for n in runners if kinds[n][0] == "teacher"], tokens
+        )
 
 
 def _on_latency_device(
-    runners: dict[str, Runner], kinds: dict[str, Kind], models: Mapping[str, torch.nn.Module], latency_device: str, device: torch.device
+    runners: dict[str, Runner],
+    kinds: dict[str, Kind],
+    models: Mapping[str, torch.nn.Module],
+    latency_device: str,
+    device: torch.device,
 ) -> dict[str, Runner]:
-    """PyTorch forms as timed: on `latency_device`, from a copy when the model trains elsewhere (it stays where it is)."""
+    """PyTorch forms as timed: on `latency_device`, from a copy when the model trains elsewhere (it stays where it
+    is)."""
     if latency_device == "cuda" and not torch.cuda.is_available():
         raise CompressError("evaluate.latency_device is cuda but no CUDA GPU is visible; use latency_device: cpu")
     if device.type == latency_device:
         return runners
     moved = {n for n in runners if kinds[n][1] == "torch"}
-    return {n: torch_runner(copy.deepcopy(models[kinds[n][0]]), latency_device) if n in moved else r for n, r in runners.items()}
+    return {
+        n: torch_runner(copy.deepcopy(models[kinds[n][0]]), latency_device) if n in moved else r
+        for n, r in runners.items()
+    }
 
 
 def _kind(state: RunState, name: str) -> Kind:
@@ -154,7 +195,12 @@ def _kind(state: RunState, name: str) -> Kind:
 
 
 def _form(
-    state: RunState, name: str, kind: Kind, splits: dict[str, SplitScores], latency: Latency | None, natural: NaturalLatency | None
+    state: RunState,
+    name: str,
+    kind: Kind,
+    splits: dict[str, SplitScores],
+    latency: Latency | None,
+    natural: NaturalLatency | None,
 ) -> FormEval:
     """The form's record, keeping what an earlier evaluate pass measured and this one did not."""
     prev = state.evaluations.get(name)
@@ -194,7 +240,10 @@ def _print(state: RunState, names: list[str]) -> None:
             cells += [f"{r[metric]:.4f} [{lo:.3f}, {hi:.3f}]", f"{r[other]:.4f}"] if r else ["-", "-"]
         if timed:
             lat = e.latency
-            cells += [f"{lat.p10_ms:.2f} ({lat.median_ms:.2f})" if lat else "-", f"{lat.speedup:.2f}" if lat and lat.speedup else "-"]
+            cells += [
+                f"{lat.p10_ms:.2f} ({lat.median_ms:.2f})" if lat else "-",
+                f"{lat.speedup:.2f}" if lat and lat.speedup else "-",
+            ]
         table.add_row(e.form, *cells)
     reference = next((e.latency.reference for e in evals if e.latency and e.latency.reference), None)
     if reference:

@@ -34,17 +34,31 @@ class Export(Pass):
         models: list[str] | None = Field(None, description="default: teacher and all students")
         # Measured (bench/speed.py, 2 threads): the batched form is as fast as per-group MatMuls for SqueezeBERT-base
         # fp32 (27.9 vs 27.3 ms) and faster for the small 4/4/4/1/4/4 student (5.4 vs 6.4 ms), and is the int8 form.
-        mode: Literal["split", "batched"] = Field("batched", description="grouped 1x1 conv as one batched MatMul or per-group MatMuls")
+        mode: Literal["split", "batched"] = Field(
+            "batched", description="grouped 1x1 conv as one batched MatMul or per-group MatMuls"
+        )
         opset: int = Field(17, ge=14, le=21)
         # Measured (bench/speed.py): ORT's session-level optimizations already make the plain graph faster than
         # the transformer optimizer's fused one, and int8 quantization needs the plain graph; so off by default.
-        optimize: bool = Field(False, description="fuse attention / LayerNorm / GELU with ONNX Runtime's transformer optimizer")
-        tolerance: float = Field(1e-3, gt=0, description="max |logit diff| vs PyTorch before an fp32 export is rejected")
+        optimize: bool = Field(
+            False, description="fuse attention / LayerNorm / GELU with ONNX Runtime's transformer optimizer"
+        )
+        tolerance: float = Field(
+            1e-3, gt=0, description="max |logit diff| vs PyTorch before an fp32 export is rejected"
+        )
         targets: list[Literal["onnx", "ort-mobile", "openvino", "executorch"]] = Field(
-            ["onnx"], min_length=1, description="what to write: ONNX (always written when another target needs it), ORT mobile, OpenVINO, ExecuTorch"
+            ["onnx"],
+            min_length=1,
+            description=(
+                "what to write: ONNX (always written when another target needs it), ORT mobile, OpenVINO, ExecuTorch"
+            ),
         )
         int8: bool = Field(
-            False, description="also the int8 form of ort-mobile, openvino (NNCF) and executorch (PT2E); ONNX int8 is the quantize pass"
+            False,
+            description=(
+                "also the int8 form of ort-mobile, openvino (NNCF) and executorch (PT2E); ONNX int8 is the "
+                "quantize pass"
+            ),
         )
         calibration_samples: int = Field(128, ge=1, description="train examples NNCF calibrates OpenVINO int8 on")
 
@@ -70,7 +84,8 @@ class Export(Pass):
             if diff > config.tolerance:
                 path.unlink()
                 raise CompressError(
-                    f"ONNX export of {name} differs from PyTorch by {diff:.2e} > tolerance {config.tolerance}; report this model config"
+                    f"ONNX export of {name} differs from PyTorch by {diff:.2e} > tolerance {config.tolerance}; "
+                    "report this model config"
                 )
             models[name].config.save_pretrained(path.parent)  # optimum's quantizer reads the config beside the graph
             state.variants[f"{name}.onnx"] = Variant(name, "onnxruntime", "fp32", path)
@@ -103,7 +118,11 @@ class Export(Pass):
 
     def _ort_mobile(self, state: RunState, config: Config, name: str, onnx_path: Path) -> dict[str, dict]:
         """model.ort (and model.int8.ort): ONNX Runtime's mobile format of the fp32 (and dynamic int8) graph."""
-        out = {"ort-mobile-fp32": self._check(state, config, name, TARGETS["onnxruntime-fp32"], ort_mobile(onnx_path, onnx_path.with_suffix(".ort")))}
+        out = {
+            "ort-mobile-fp32": self._check(
+                state, config, name, TARGETS["onnxruntime-fp32"], ort_mobile(onnx_path, onnx_path.with_suffix(".ort"))
+            )
+        }
         if config.int8:
             int8 = build(state.models()[name], TARGETS["onnxruntime-int8"], onnx_path.parent / "model.int8.onnx")
             assert int8 is not None
@@ -114,10 +133,21 @@ class Export(Pass):
 
     def _check(self, state: RunState, config: Config, name: str, target: Target, path: Path) -> dict:
         """max |logit diff| against PyTorch; an fp32 artifact beyond tolerance is removed and refused."""
-        diff = max_abs_diff(state.models()[name], open_runner(target, path, state.recipe.threads), state.encoded("validation"))
+        diff = max_abs_diff(
+            state.models()[name], open_runner(target, path, state.recipe.threads), state.encoded("validation")
+        )
         if target.precision == "fp32" and diff > config.tolerance:
             path.unlink()
-            raise CompressError(f"{path.name} of {name} differs from PyTorch by {diff:.2e} > tolerance {config.tolerance}; report this model config")
-        size = sum(f.stat().st_size for f in path.parent.iterdir()) if target.runtime == "openvino" else path.stat().st_size
-        log.info("%s %s (%s): max |logit diff| vs PyTorch %.2e, %.1f MB", name, path.name, target.name, diff, size / 2**20)
+            raise CompressError(
+                f"{path.name} of {name} differs from PyTorch by {diff:.2e} > tolerance {config.tolerance}; report "
+                "this model config"
+            )
+        size = (
+            sum(f.stat().st_size for f in path.parent.iterdir())
+            if target.runtime == "openvino"
+            else path.stat().st_size
+        )
+        log.info(
+            "%s %s (%s): max |logit diff| vs PyTorch %.2e, %.1f MB", name, path.name, target.name, diff, size / 2**20
+        )
         return {"path": str(path.relative_to(state.out_dir)), "max_abs_diff": diff, "size_mb": size / 2**20}

@@ -60,8 +60,23 @@ class FinetuneTeacher(Pass):
         def loss_fn(model, batch):
             return state.task.kind.supervised_loss(logits_of(model(*(batch[k] for k in MODEL_INPUTS))), batch["labels"])
 
-        history = fit(teacher, loss_fn, train, val, config.schedule(), state.task, device=state.device, seed=state.seed, desc="teacher")
-        info = {"history": history, "metric": state.task.metric, "best_val_score": max(h["val_score"] for h in history), "key": key}
+        history = fit(
+            teacher,
+            loss_fn,
+            train,
+            val,
+            config.schedule(),
+            state.task,
+            device=state.device,
+            seed=state.seed,
+            desc="teacher",
+        )
+        info = {
+            "history": history,
+            "metric": state.task.metric,
+            "best_val_score": max(h["val_score"] for h in history),
+            "key": key,
+        }
         with atomic_dir(folder) as tmp:
             teacher.save_pretrained(tmp)
             state.tokenizer.save_pretrained(tmp)

@@ -8,9 +8,10 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field, PositiveInt
+from transformers import PreTrainedModel
 
 from compress.core.errors import CompressError
-from compress.data.encoding import MODEL_INPUTS, batches
+from compress.data.encoding import MODEL_INPUTS, Encoded, batches
 from compress.deploy.flops import flops_per_sequence
 from compress.modeling.runners import count_parameters, predict
 from compress.pipeline.registry import Pass, PassConfig
@@ -30,88 +31,104 @@ class Prune(Pass):
     class Config(PassConfig):
         model: str = Field("teacher", description="the teacher or a student of this run")
         output: str | None = Field(
-            "pruned", pattern=r"^[A-Za-z0-9_.-]+$", description="name of the pruned copy (a new student); null prunes `model` in place"
+            "pruned",
+            pattern=r"^[A-Za-z0-9_.-]+$",
+            description="name of the pruned copy (a new student); null prunes `model` in place",
         )
         ffn_ratio: float = Field(0.0, ge=0, lt=1, description="share of FFN channels removed in every layer")
         head_ratio: float = Field(0.0, ge=0, lt=1, description="share of attention heads removed (BERT)")
-        importance: Literal["magnitude", "taylor"] = Field("magnitude", description="|w|^2, or |w * dL/dw| on task batches")
-        scope: Literal["layer", "global"] = Field("layer", description="heads: same share per layer, or lowest scores overall")
+        importance: Literal["magnitude", "taylor"] = Field(
+            "magnitude", description="|w|^2, or |w * dL/dw| on task batches"
+        )
+        scope: Literal["layer", "global"] = Field(
+            "layer", description="heads: same share per layer, or lowest scores overall"
+        )
         taylor_samples: PositiveInt = Field(256, description="train examples whose gradients rank channels (taylor)")
 
     def run(self, state: RunState, config: Config) -> RunState:
-        models = state.models()
-        if config.model not in models:
-            raise CompressError(f"prune.model {config.model!r} is not in this run (have {list(models)}); add a convert pass or name one of them")
-        if config.output == "teacher" or (config.output in state.students and config.output != config.model):
-            raise CompressError(f"prune.output {config.output!r} would overwrite another model; pick a new name")
-        if config.ffn_ratio == 0 and config.head_ratio == 0:  # allowed, so a search can include "no pruning"
-            log.warning("prune: ffn_ratio and head_ratio are both 0; %s is an unpruned copy", config.output or config.model)
-        source = models[config.model]
-        model = copy.deepcopy(source) if config.output else source
-        kind = model.config.model_type
-        if config.head_ratio and kind != "bert":
-            raise CompressError(
-                f"prune.head_ratio needs a BERT model; {config.model} is {kind} (its attention width is tied to the hidden size "
-                "in transformers' config) - prune heads on the teacher, or prune only FFN channels (ffn_ratio)"
-            )
-        model.cpu().eval()
+        model, name = self._source(state, config), config.output or config.model
         val = state.encoded("validation")
-        before = {
-            "params": count_parameters(model),
-            "gflops": flops_per_sequence(model.config, 128) / 1e9,
-            "val_score": state.task.score(predict(model, val, state.device), val),
-        }
-        model.cpu()
-        train = state.encoded("train")
-        calib = list(batches(train, 32, np.arange(min(config.taylor_samples, len(train)))))
-        if config.importance == "taylor":
-            accumulate_gradients(model, calib, state.task.kind)
-        heads = {}
-        if config.head_ratio:
-            heads = plan_heads(head_scores(model, config.importance), config.head_ratio, config.scope)
-            model.prune_heads(heads)  # transformers' own: config.pruned_heads makes from_pretrained redo it
-            if config.importance == "taylor":
-                accumulate_gradients(model, calib, state.task.kind)  # new modules: their gradients for the FFN ranking
-        if config.ffn_ratio:
-            if kind == "bert":
-                example = {k: calib[0][k] for k in MODEL_INPUTS}
-                prune_bert_ffn(model, config.ffn_ratio, config.importance, example)
-            else:
-                prune_squeezebert_ffn(model, config.ffn_ratio, config.importance)
-        model.zero_grad(set_to_none=True)
-        model.eval()
-        name = config.output or config.model
+        before = _measure(model, state, val)
+        heads = _prune(model, state, config)
         if name == "teacher":
             state.teacher = model
         else:
             state.students[name] = model
-        after = {
-            "params": count_parameters(model),
-            "gflops": flops_per_sequence(model.config, 128) / 1e9,
-            "val_score": state.task.score(predict(model, val, state.device), val),
-        }
+        after = _measure(model, state, val)
+        layers = range(model.config.num_hidden_layers)
         report = {
             "from": config.model,
             "importance": config.importance,
             "scope": config.scope,
             "heads_removed": heads,
-            "heads_per_layer": [model.config.num_attention_heads - len(heads.get(i, [])) for i in range(model.config.num_hidden_layers)],
+            "heads_per_layer": [model.config.num_attention_heads - len(heads.get(i, [])) for i in layers],
             "intermediate_size": model.config.intermediate_size,
             "before": before,
             "after": after,
         }
         state.report(self.name)[name] = report
         log.info(
-            "pruned %s -> %s: params %.1fM -> %.1fM, GFLOPs/seq128 %.2f -> %.2f, heads/layer %s, FFN %d, val acc %.4f -> %.4f (before distillation)",
-            config.model,
-            name,
-            before["params"] / 1e6,
-            after["params"] / 1e6,
-            before["gflops"],
-            after["gflops"],
-            report["heads_per_layer"],
-            model.config.intermediate_size,
-            before["val_score"],
-            after["val_score"],
+            "pruned %s -> %s: params %.1fM -> %.1fM, GFLOPs/seq128 %.2f -> %.2f, heads/layer %s, FFN %d, "
+            "val %s %.4f -> %.4f (before distillation)",
+            *(config.model, name, before["params"] / 1e6, after["params"] / 1e6, before["gflops"], after["gflops"]),
+            *(report["heads_per_layer"], model.config.intermediate_size, state.task.metric),
+            *(before["val_score"], after["val_score"]),
         )
         return state
+
+    @staticmethod
+    def _source(state: RunState, config: Config) -> PreTrainedModel:
+        """The model to prune (a copy when `output` names a new one), checked before any work."""
+        models = state.models()
+        if config.model not in models:
+            raise CompressError(
+                f"prune.model {config.model!r} is not in this run (have {list(models)}); add a convert pass or "
+                "name one of them"
+            )
+        if config.output == "teacher" or (config.output in state.students and config.output != config.model):
+            raise CompressError(f"prune.output {config.output!r} would overwrite another model; pick a new name")
+        if config.ffn_ratio == 0 and config.head_ratio == 0:  # allowed, so a search can include "no pruning"
+            log.warning(
+                "prune: ffn_ratio and head_ratio are both 0; %s is an unpruned copy", config.output or config.model
+            )
+        source = models[config.model]
+        kind = source.config.model_type
+        if config.head_ratio and kind != "bert":
+            raise CompressError(
+                f"prune.head_ratio needs a BERT model; {config.model} is {kind} (its attention width is tied to the "
+                "hidden size in transformers' config) - prune heads on the teacher, or prune only FFN channels "
+                "(ffn_ratio)"
+            )
+        return (copy.deepcopy(source) if config.output else source).cpu().eval()
+
+
+def _measure(model: PreTrainedModel, state: RunState, val: Encoded) -> dict[str, float]:
+    """Size, cost and validation score of `model` (before and after pruning)."""
+    score = state.task.score(predict(model, val, state.device), val)
+    model.cpu()
+    return {
+        "params": count_parameters(model),
+        "gflops": flops_per_sequence(model.config, 128) / 1e9,
+        "val_score": score,
+    }
+
+
+def _prune(model: PreTrainedModel, state: RunState, config: Prune.Config) -> dict[int, list[int]]:
+    """Remove heads, then FFN channels, ranked by `config.importance` on training batches; the heads removed."""
+    train = state.encoded("train")
+    calib = list(batches(train, 32, np.arange(min(config.taylor_samples, len(train)))))
+    if config.importance == "taylor":
+        accumulate_gradients(model, calib, state.task.kind)
+    heads = {}
+    if config.head_ratio:
+        heads = plan_heads(head_scores(model, config.importance), config.head_ratio, config.scope)
+        model.prune_heads(heads)  # transformers' own: config.pruned_heads makes from_pretrained redo it
+        if config.importance == "taylor":
+            accumulate_gradients(model, calib, state.task.kind)  # new modules: their gradients for the FFN ranking
+    if config.ffn_ratio:
+        if model.config.model_type == "bert":
+            prune_bert_ffn(model, config.ffn_ratio, config.importance, {k: calib[0][k] for k in MODEL_INPUTS})
+        else:
+            prune_squeezebert_ffn(model, config.ffn_ratio, config.importance)
+    model.zero_grad(set_to_none=True)
+    return heads

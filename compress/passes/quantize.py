@@ -27,17 +27,24 @@ class Quantize(Pass):
 
     class Config(PassConfig):
         backend: Literal["onnxruntime", "neural-compressor", "torch"] = "onnxruntime"
-        mode: Literal["dynamic", "static"] = Field("dynamic", description="onnxruntime only; static calibrates on train data")
+        mode: Literal["dynamic", "static"] = Field(
+            "dynamic", description="onnxruntime only; static calibrates on train data"
+        )
         calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
         calibration_samples: int = Field(128, description="train examples used to calibrate (static)")
         per_channel: bool = False
         models: list[str] | None = Field(None, description="default: all students")
         mode_onnx: Literal["split", "batched"] | None = Field(
-            None, description="inference form of the grouped layers (see export); default batched, split for per_channel"
+            None,
+            description="inference form of the grouped layers (see export); default batched, split for per_channel",
         )
-        suffix: str = Field("int8", pattern=r"^[A-Za-z0-9_-]+$", description="variant name <model>.<suffix>, file model.<suffix>.onnx")
+        suffix: str = Field(
+            "int8", pattern=r"^[A-Za-z0-9_-]+$", description="variant name <model>.<suffix>, file model.<suffix>.onnx"
+        )
         eval_batch_size: PositiveInt = 64
-        tolerable_loss: float = Field(0.01, ge=0, lt=1, description="neural-compressor: relative validation-accuracy loss allowed")
+        tolerable_loss: float = Field(
+            0.01, ge=0, lt=1, description="neural-compressor: relative validation-accuracy loss allowed"
+        )
         max_trials: PositiveInt = Field(10, description="neural-compressor: configurations tried at most")
 
         @model_validator(mode="after")
@@ -81,19 +88,38 @@ class Quantize(Pass):
                             samples=config.calibration_samples,
                         )
                     else:
-                        val_acc = lambda p: state.task.score(predict_with(ort_runner(p, state.recipe.threads), val), val)
-                        info = neural_compressor_int8(src, dst, val_acc, tolerable_loss=config.tolerable_loss, max_trials=config.max_trials)
+                        val_acc = lambda p: state.task.score(
+                            predict_with(ort_runner(p, state.recipe.threads), val), val
+                        )
+                        info = neural_compressor_int8(
+                            src, dst, val_acc, tolerable_loss=config.tolerable_loss, max_trials=config.max_trials
+                        )
                         log.info("%s: neural-compressor tried %s, chose %s", name, info["tried"], info["chosen"])
-                    info |= {"form": form, "size_mb_fp32": src.stat().st_size / 2**20, "size_mb_int8": dst.stat().st_size / 2**20}
+                    info |= {
+                        "form": form,
+                        "size_mb_fp32": src.stat().st_size / 2**20,
+                        "size_mb_int8": dst.stat().st_size / 2**20,
+                    }
                 variant = Variant(name, "onnxruntime", "int8", dst)
             else:
                 variant = Variant(name, "torch", "int8", module=torch_int8(models[name]))
                 info = {"mode": "dynamic", "size_mb_fp32": _param_mb(models[name]), "size_mb_int8": None}
             state.variants[f"{name}.{config.suffix}"] = variant
-            int8_acc = state.task.score(predict_with(variant.runner(state.recipe.threads), val, config.eval_batch_size), val)
+            int8_acc = state.task.score(
+                predict_with(variant.runner(state.recipe.threads), val, config.eval_batch_size), val
+            )
             scores = {"metric": state.task.metric, "val_fp32": fp32_acc, "val_int8": int8_acc}
             results[f"{name}.{config.suffix}"] = info | {"backend": config.backend} | scores
-            log.info("%s.%s (%s %s): val %s %.4f -> %.4f", name, config.suffix, config.backend, info["mode"], state.task.metric, fp32_acc, int8_acc)
+            log.info(
+                "%s.%s (%s %s): val %s %.4f -> %.4f",
+                name,
+                config.suffix,
+                config.backend,
+                info["mode"],
+                state.task.metric,
+                fp32_acc,
+                int8_acc,
+            )
         return state
 
 

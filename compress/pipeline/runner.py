@@ -76,7 +76,8 @@ def run_recipe(recipe: Recipe, source: str = "recipe", on_validation: OnValidati
         _write_metrics(partial, recipe, "failed", done, state, error=f"{type(e).__name__}: {e}")  # keeps what finished
         if isinstance(e, KeyboardInterrupt):
             raise Interrupted(
-                f"run interrupted; what finished is in {partial}/metrics.json (status: failed) and {final} is untouched - "
+                f"run interrupted; what finished is in {partial}/metrics.json (status: failed) and {final} is "
+                "untouched - "
                 "run the recipe again to start over (fine-tuned teachers and teacher outputs stay cached)"
             ) from None
         raise
@@ -97,8 +98,21 @@ def _initial_state(recipe: Recipe, out_dir: Path) -> RunState:
     log.info("task %s: %s", recipe.task.dataset, task.summary())
     teacher = load_teacher(recipe.teacher, task.labels, task.kind.name)
     tokenizer = load_tokenizer(recipe.teacher.model, recipe.teacher.revision)
-    log.info("teacher %s: %.1fM parameters, %d layers", recipe.teacher.model, count_parameters(teacher) / 1e6, teacher.config.num_hidden_layers)
-    return RunState(recipe=recipe, out_dir=out_dir, cache_dir=recipe.cache_path(), device=device, task=task, tokenizer=tokenizer, teacher=teacher)
+    log.info(
+        "teacher %s: %.1fM parameters, %d layers",
+        recipe.teacher.model,
+        count_parameters(teacher) / 1e6,
+        teacher.config.num_hidden_layers,
+    )
+    return RunState(
+        recipe=recipe,
+        out_dir=out_dir,
+        cache_dir=recipe.cache_path(),
+        device=device,
+        task=task,
+        tokenizer=tokenizer,
+        teacher=teacher,
+    )
 
 
 def _save_models(state: RunState) -> None:
@@ -112,7 +126,9 @@ def _save_models(state: RunState) -> None:
         state.artifacts[name] = str(Path(state.recipe.output_dir) / state.recipe.name / "models" / name)
 
 
-def _write_metrics(folder: Path, recipe: Recipe, status: Status, done: list[PassRun], state: RunState | None, error: str | None = None) -> RunMetrics:
+def _write_metrics(
+    folder: Path, recipe: Recipe, status: Status, done: list[PassRun], state: RunState | None, error: str | None = None
+) -> RunMetrics:
     metrics = RunMetrics(name=recipe.name, status=status, compress_version=__version__, error=error, passes=list(done))
     if state is not None:
         metrics = metrics.model_copy(
@@ -126,5 +142,7 @@ def _write_metrics(folder: Path, recipe: Recipe, status: Status, done: list[Pass
                 "models": dict(state.artifacts),
             }
         )
-    atomic_write_json(folder / "metrics.json", metrics.model_dump())  # pass reports may hold numpy scalars: json_default
+    atomic_write_json(
+        folder / "metrics.json", metrics.model_dump()
+    )  # pass reports may hold numpy scalars: json_default
     return metrics

@@ -17,18 +17,18 @@ from transformers import PreTrainedModel
 
 from compress.core.errors import CompressError
 from compress.core.records import Conversion, FormEval
-from compress.data.encoding import Encoded, encode
+from compress.data.encoding import Encoded
 from compress.data.sources import TaskData
-from compress.data.squad import encode_questions
+from compress.data.splits import encode_split
 from compress.deploy.targets import open_runner, target_of
 from compress.modeling.runners import Runner, torch_runner
 from compress.recipe import Recipe
-from compress.recipe.task import TaskSpec
 
 
 @dataclass
 class Variant:
-    """A deployable form of a model: a file of a deploy target (ONNX, OpenVINO IR, ExecuTorch program) or a torch module."""
+    """A deployable form of a model: a file of a deploy target (ONNX, OpenVINO IR, ExecuTorch program) or a torch
+    module."""
 
     model: str  # the run's model it derives from
     runtime: str  # a deploy target's runtime: "torch" | "onnxruntime" | "openvino" | "executorch"
@@ -87,10 +87,15 @@ class RunState:
 
     def pick(self, names: list[str] | None, available: Mapping[str, object], option: str) -> list[str]:
         """`names` (default: all of `available`), refusing any this run does not have."""
-        chosen = list(available) if names is None else names  # an empty list (a pattern matching nothing) is an error, not "all"
+        chosen = (
+            list(available) if names is None else names
+        )  # an empty list (a pattern matching nothing) is an error, not "all"
         unknown = [n for n in chosen if n not in available]
         if unknown or not chosen:
-            raise CompressError(f"{option} names {unknown or 'nothing'}, but this run has {list(available)}; fix {option} or add a convert pass")
+            raise CompressError(
+                f"{option} names {unknown or 'nothing'}, but this run has {list(available)}; fix {option} or add a "
+                "convert pass"
+            )
         return chosen
 
     def models(self) -> dict[str, PreTrainedModel]:
@@ -101,11 +106,3 @@ class RunState:
     def origin(self, form: str) -> str:
         """The model a form derives from ("student.int8" -> "student")."""
         return self.variants[form].model if form in self.variants else form
-
-
-def encode_split(task: TaskData, spec: TaskSpec, tokenizer: Any, split: str, cache_dir: Path | None) -> Encoded:
-    """A split tokenized as a run of `spec` tokenizes it (question answering: windows over the contexts)."""
-    df = task.splits[split]
-    if task.kind.name == "question_answering":
-        return encode_questions(df, tokenizer, spec.max_length, spec.doc_stride, spec.max_answer_tokens)
-    return encode(df, tokenizer, spec.max_length, cache_dir)

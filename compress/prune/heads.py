@@ -22,7 +22,11 @@ def plan_heads(scores: list[torch.Tensor], ratio: float, scope: str) -> dict[int
     for i, heads in plan.items():
         if len(heads) >= len(scores[i]):
             fix = (
-                f"use head_ratio below {(len(scores[i]) - 0.5) / len(scores[i]):.3f}" if scope == "layer" else "lower head_ratio or use scope: layer"
+                f"use head_ratio below {(len(scores[i]) - 0.5) / len(scores[i]):.3f}"
+                if scope == "layer"
+                else "lower head_ratio or use scope: layer"
             )
-            raise CompressError(f"head_ratio {ratio} removes every head of layer {i}; a layer must keep one head - {fix}")
+            raise CompressError(
+                f"head_ratio {ratio} removes every head of layer {i}; a layer must keep one head - {fix}"
+            )
     return {i: sorted(h) for i, h in plan.items() if h}

@@ -28,7 +28,9 @@ def score(w: torch.Tensor, importance: str) -> torch.Tensor:
     """Elementwise importance: squared magnitude, or first-order Taylor |w * grad|."""
     if importance == "taylor":
         if w.grad is None:
-            raise CompressError("taylor importance needs gradients; give the prune pass task batches (taylor_samples > 0)")
+            raise CompressError(
+                "taylor importance needs gradients; give the prune pass task batches (taylor_samples > 0)"
+            )
         return (w.detach() * w.grad).abs()
     return w.detach() ** 2
 
@@ -39,6 +41,8 @@ def head_scores(model, importance: str) -> list[torch.Tensor]:
     for layer in model.bert.encoder.layer:
         s, o = layer.attention.self, layer.attention.output.dense
         d = s.attention_head_size
-        rows = sum(score(m.weight, importance).sum(1) for m in (s.query, s.key, s.value)) + score(o.weight, importance).sum(0)
+        rows = sum(score(m.weight, importance).sum(1) for m in (s.query, s.key, s.value)) + score(
+            o.weight, importance
+        ).sum(0)
         out.append(rows.reshape(-1, d).sum(1))
     return out

@@ -2,7 +2,8 @@
 
     search:
       trials: 8
-      objectives: [accuracy, latency]        # + size; "accuracy" is the task's metric (task.metric: mcc, f1, pearson, ...)
+      objectives: [accuracy, latency]        # + size; "accuracy" is the task's metric (task.metric: mcc, f1, pearson,
+      ...)
       max_accuracy_drop: 0.01                # constraint vs the teacher (validation, task.metric)
       space:
         passes.convert.groups: {groups: [1, 2, 4]}   # each of the six group counts from this list
@@ -12,7 +13,7 @@
 
 Every key of `space` is a recipe key path (the same paths `--set` takes), so anything a recipe can say,
 a search can vary; each trial is the recipe with the sampled values set. Sampling them is
-`compress.search.space`'s job; this module is only the schema.
+`compress.study.space`'s job; this module is only the schema.
 """
 
 from __future__ import annotations
@@ -31,12 +32,20 @@ class Param(BaseModel):
     high: float | None = None
     log: bool = False
     step: float | None = Field(None, gt=0)
-    groups: list[PositiveInt] | None = Field(None, min_length=1, description="six group counts, each chosen from this list")
-    groups_up_to: PositiveInt | None = Field(None, description="six group counts, each from every divisor of the channel counts up to this")
+    groups: list[PositiveInt] | None = Field(
+        None, min_length=1, description="six group counts, each chosen from this list"
+    )
+    groups_up_to: PositiveInt | None = Field(
+        None, description="six group counts, each from every divisor of the channel counts up to this"
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Param:
-        kinds = [self.choices is not None, self.low is not None or self.high is not None, self.groups is not None or self.groups_up_to is not None]
+        kinds = [
+            self.choices is not None,
+            self.low is not None or self.high is not None,
+            self.groups is not None or self.groups_up_to is not None,
+        ]
         if sum(kinds) != 1 or (self.groups is not None and self.groups_up_to is not None):
             raise ValueError("give exactly one of: choices: [...], low: + high:, groups: [...], groups_up_to: N")
         if kinds[1]:
@@ -80,24 +89,38 @@ class FinalizeSpec(BaseModel):
     """After the proxy trials: retrain the best distinct front students at full budget, time them with the baselines."""
 
     model_config = ConfigDict(extra="forbid")
-    top_k: int = Field(0, ge=0, description="front students to retrain when the search ends (0: only by compress finalize)")
+    top_k: int = Field(
+        0, ge=0, description="front students to retrain when the search ends (0: only by compress finalize)"
+    )
     set: dict[str, Any] = Field(
         default_factory=lambda: {"passes.distill.max_train_samples": None},
-        description="recipe key paths -> values for the full budget (more data, epochs); applied to finalists and baselines alike",
+        description=(
+            "recipe key paths -> values for the full budget (more data, epochs); applied to finalists and "
+            "baselines alike"
+        ),
     )
     runs: PositiveInt = Field(50, description="timed calls per form and repeat in the final timing run")
-    repeats: PositiveInt = Field(3, description="independent repeats of the final timing run (a repeat slowed by machine load is redone)")
+    repeats: PositiveInt = Field(
+        3, description="independent repeats of the final timing run (a repeat slowed by machine load is redone)"
+    )
     natural_texts: int = Field(100, ge=0, description="validation texts timed at their own lengths, batch 1")
     check_trials: int = Field(
         30,
         ge=0,
-        description="proxy trials re-timed after the final timing run, beside the teacher's forms in one repeated session, to check "
-        "the latency model (spread along the predicted latency when there are more; 0: off, the check uses each trial's own timing)",
+        description="proxy trials re-timed after the final timing run, beside the teacher's forms in one repeated "
+        "session, to check the latency model (spread along the predicted latency when there are more; 0: off, the "
+        "check uses each trial's own timing)",
+    )
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        description="seconds of wall clock for retraining: no final student starts after it (the first always trains)",
     )
     cover_baselines: bool = Field(
         True,
-        description="also retrain, for each peer baseline, the student meant to beat it: the slowest of the proxies tied with the best "
-        "validation score among those the latency model puts faster than the baseline (compress.search.finalize.challengers)",
+        description="also retrain, for each peer baseline, the student meant to beat it: the slowest of the proxies "
+        "tied with the best validation score among those the latency model puts faster than the baseline "
+        "(compress.finalize.front.challengers)",
     )
 
 
@@ -105,22 +128,44 @@ class SearchSpec(BaseModel):
     """Objectives, constraints, sampler and search space of a study."""
 
     model_config = ConfigDict(extra="forbid")
-    study: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="study name; default: the recipe name")
+    study: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="study name; default: the recipe name"
+    )
     trials: PositiveInt = Field(12, description="finished (complete or pruned) trials to reach")
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        description="seconds of wall clock for the proxy trials (every worker): no trial starts after it; "
+        "the study stops with the trials it finished (Optuna's optimize timeout)",
+    )
     sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
     population: PositiveInt | None = Field(None, description="NSGA-II population; default: about a third of the trials")
     objectives: list[Literal["accuracy", "latency", "size"]] = Field(["accuracy", "latency"], min_length=2)
     student: str = Field("student", description="the converted student whose forms are scored")
-    target: str = Field("onnxruntime-int8", description="deploy target every trial is scored in (latency predicted, accuracy of that form)")
-    baselines: list[BaselineSpec] = Field([], description="peer baselines timed with the final students: layerdrop, pruned")
+    target: str = Field(
+        "onnxruntime-int8",
+        description="deploy target every trial is scored in (latency predicted, accuracy of that form)",
+    )
+    baselines: list[BaselineSpec] = Field(
+        [], description="peer baselines timed with the final students: layerdrop, pruned"
+    )
     finalize: FinalizeSpec = Field(default_factory=FinalizeSpec)
     calibration_runs: PositiveInt = Field(30, description="timed calls per block in each of the 3 calibration repeats")
     max_accuracy_drop: float | None = Field(
-        None, ge=0, le=1, description="feasible only within this much of the teacher's validation score, task.metric (0.01 = 1 pt)"
+        None,
+        ge=0,
+        le=1,
+        description="feasible only within this much of the teacher's validation score, task.metric (0.01 = 1 pt)",
     )
-    latency_budget_ms: float | None = Field(None, gt=0, description="feasible only at or below this predicted latency (p10 ms in the target)")
-    prune: bool = Field(True, description="stop a trial early when a finished trial that was as cheap was better at the same point")
-    prune_margin: float = Field(0.01, ge=0, description="how much better (validation accuracy) the dominating trial must have been")
+    latency_budget_ms: float | None = Field(
+        None, gt=0, description="feasible only at or below this predicted latency (p10 ms in the target)"
+    )
+    prune: bool = Field(
+        True, description="stop a trial early when a finished trial that was as cheap was better at the same point"
+    )
+    prune_margin: float = Field(
+        0.01, ge=0, description="how much better (validation accuracy) the dominating trial must have been"
+    )
     startup_trials: int = Field(3, ge=0, description="no pruning until this many trials finished")
     heartbeat_seconds: PositiveInt = 10
     stale_after_seconds: PositiveInt = Field(30, description="a running trial silent this long is failed and retried")

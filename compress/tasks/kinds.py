@@ -3,10 +3,12 @@
 Everything else (data loading, fine-tuning, distillation, the training loop's best-epoch choice,
 evaluate, the search's objective) asks the run's `TaskKind` instead of assuming classification.
 
-    classification        sentence / sentence-pair labels; CE, KL distillation; accuracy, macro_f1, mcc (+ f1 with 2 labels)
+    classification        sentence / sentence-pair labels; CE, KL distillation; accuracy, macro_f1, mcc (+ f1 with 2
+    labels)
     regression            one float per example (STS-B); MSE, MSE distillation; pearson, spearman (mse reported too)
     token_classification  one tag per word (NER, BIO); per-token CE and KL at word starts; entity f1, precision, recall
-    question_answering    an answer span in a context (SQuAD v1.1); start/end CE, start/end distribution KL; f1, exact_match
+    question_answering    an answer span in a context (SQuAD v1.1); start/end CE, start/end distribution KL; f1,
+    exact_match
 
 Scores are computed from a split's logits and the split itself (`Split`: its labels, and for per-token kinds
 the offsets that say where each sentence's tokens are).
@@ -27,7 +29,9 @@ from compress.core.records import SplitScores
 from compress.tasks import metrics as m
 
 NO_LABEL = -100  # a classification text the teacher labels (cross-entropy's ignore_index); regression uses NaN
-UNTAGGED = -1  # token classification: a word start whose tag is unknown (teacher-labelled text: distilled, not trained on)
+UNTAGGED = (
+    -1
+)  # token classification: a word start whose tag is unknown (teacher-labelled text: distilled, not trained on)
 
 
 Batch = Mapping[str, torch.Tensor]  # a padded batch (compress.data.encoding.collate)
@@ -64,11 +68,10 @@ class TaskKind(ABC):
         valid = self.available(labels)
         metric = metric or self.default_metric
         if metric not in valid:
-            raise CompressError(f"task.metric {metric!r} is not a {self.name} metric here; use one of {', '.join(valid)}")
+            raise CompressError(
+                f"task.metric {metric!r} is not a {self.name} metric here; use one of {', '.join(valid)}"
+            )
         return metric
-
-    def no_labels(self, n: int) -> np.ndarray:
-        return np.full(n, NO_LABEL, dtype=self.label_dtype)
 
     @abstractmethod
     def predictions(self, logits: np.ndarray) -> np.ndarray:
@@ -79,7 +82,9 @@ class TaskKind(ABC):
         """The loss on labelled examples; texts without a label (teacher-labelled only) are ignored."""
 
     @abstractmethod
-    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch) -> torch.Tensor:
+    def distill_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch
+    ) -> torch.Tensor:
         """The student's loss against the teacher's outputs for `batch` (its labels tell a per-token kind where
         the words start; its attention mask where a span kind's positions are real)."""
 
@@ -118,7 +123,9 @@ class Classification(TaskKind):
     def supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels, ignore_index=NO_LABEL)
 
-    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch) -> torch.Tensor:
+    def distill_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch
+    ) -> torch.Tensor:
         """T^2-scaled KL(teacher || student) of temperature-softened distributions (Hinton et al.)."""
         return _kd(student, teacher, temperature)
 
@@ -128,9 +135,6 @@ class Regression(TaskKind):
     metrics: ClassVar[dict[str, m.Metric]] = {"pearson": m.pearson, "spearman": m.spearman}
     reported: ClassVar[dict[str, m.Metric]] = {"mse": m.mse}
     label_dtype = np.float32
-
-    def no_labels(self, n: int) -> np.ndarray:
-        return np.full(n, np.nan, dtype=np.float32)
 
     def predictions(self, logits: np.ndarray) -> np.ndarray:
         return logits[:, 0]
@@ -142,7 +146,9 @@ class Regression(TaskKind):
         known = ~torch.isnan(labels)
         return F.mse_loss(logits[:, 0][known], labels[known].to(logits.dtype))
 
-    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch) -> torch.Tensor:
+    def distill_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch
+    ) -> torch.Tensor:
         """MSE to the teacher's scores: a regression head has no distribution to soften (temperature unused)."""
         return F.mse_loss(student, teacher)
 
@@ -156,7 +162,9 @@ class TokenClassification(TaskKind):
     name = "token_classification"
     head = "token"
     per_token = True
-    metrics: ClassVar[dict[str, m.Metric]] = {k: m.entity_metric(k) for k in ("f1", "precision", "recall")}  # of tag sequences
+    metrics: ClassVar[dict[str, m.Metric]] = {
+        k: m.entity_metric(k) for k in ("f1", "precision", "recall")
+    }  # of tag sequences
 
     def predictions(self, logits: np.ndarray) -> np.ndarray:
         return logits.argmax(axis=-1)
@@ -168,7 +176,9 @@ class TokenClassification(TaskKind):
         tagged = torch.where(labels >= 0, labels, NO_LABEL)  # untagged word starts are for distillation only
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tagged.reshape(-1), ignore_index=NO_LABEL)
 
-    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch) -> torch.Tensor:
+    def distill_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch
+    ) -> torch.Tensor:
         """Per-token KD at word starts, tagged or not (where the teacher was trained; padding and continuation
         pieces excluded), averaged over those tokens."""
         words = batch["labels"] != NO_LABEL
@@ -193,9 +203,13 @@ class TokenClassification(TaskKind):
         gold, pred = self.tags(logits, split, labels)
         counts = m.entity_counts(gold, pred)
         words = split.labels != NO_LABEL
-        values = m.entity_scores(counts) | {"accuracy": m.accuracy(split.labels[words], self.predictions(logits)[words])}
+        values = m.entity_scores(counts) | {
+            "accuracy": m.accuracy(split.labels[words], self.predictions(logits)[words])
+        }
         ci = m.entity_bootstrap_ci(counts, seed=seed)
-        ci["accuracy"] = m.bootstrap_ci(split.labels[words], self.predictions(logits)[words], {"accuracy": m.accuracy}, seed=seed)["accuracy"]
+        ci["accuracy"] = m.bootstrap_ci(
+            split.labels[words], self.predictions(logits)[words], {"accuracy": m.accuracy}, seed=seed
+        )["accuracy"]
         return SplitScores(n=len(gold), metrics=values, ci95=ci)
 
     def resampler(self, metric: str, logits: np.ndarray, split: Split, labels: list[str]) -> Resampler:
@@ -213,7 +227,10 @@ class QuestionAnswering(TaskKind):
 
     name = "question_answering"
     head = "span"
-    metrics: ClassVar[dict[str, m.Metric]] = {"f1": m.answer_metric("f1"), "exact_match": m.answer_metric("exact_match")}
+    metrics: ClassVar[dict[str, m.Metric]] = {
+        "f1": m.answer_metric("f1"),
+        "exact_match": m.answer_metric("exact_match"),
+    }
     n_best = 20
 
     def predictions(self, logits: np.ndarray) -> np.ndarray:
@@ -222,7 +239,9 @@ class QuestionAnswering(TaskKind):
     def supervised_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return (F.cross_entropy(logits[..., 0], labels[:, 0]) + F.cross_entropy(logits[..., 1], labels[:, 1])) / 2
 
-    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch) -> torch.Tensor:
+    def distill_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, temperature: float, batch: Batch
+    ) -> torch.Tensor:
         """KD of the start and of the end distribution over the window's real positions (padding masked out)."""
         pad = ~batch["attention_mask"].bool()[..., None]
         s, t = student.masked_fill(pad, -1e4), teacher.masked_fill(pad, -1e4)
@@ -264,7 +283,9 @@ class QuestionAnswering(TaskKind):
 
 def _kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
     """T^2-scaled KL(teacher || student) over the last axis, averaged over the rows."""
-    kl = F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True, reduction="batchmean")
+    kl = F.kl_div(
+        F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True, reduction="batchmean"
+    )
     return kl * t * t
 
 

@@ -69,7 +69,9 @@ def mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean((y_true - y_pred) ** 2)) if len(y_true) else float("nan")
 
 
-def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, metrics: dict[str, Metric], n: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+def bootstrap_ci(
+    y_true: np.ndarray, y_pred: np.ndarray, metrics: dict[str, Metric], n: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
     """95% percentile intervals of each metric, resampling examples with replacement."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(y_true), size=(n, len(y_true)))
@@ -128,7 +130,10 @@ def entity_bootstrap_ci(counts: np.ndarray, n: int = 1000, seed: int = 0) -> dic
     one sentence are not independent draws)."""
     rng = np.random.default_rng(seed)
     draws = [entity_scores(counts[rng.integers(0, len(counts), len(counts))]) for _ in range(n)]
-    return {k: (float(np.percentile([d[k] for d in draws], 2.5)), float(np.percentile([d[k] for d in draws], 97.5))) for k in draws[0]}
+    return {
+        k: (float(np.percentile([d[k] for d in draws], 2.5)), float(np.percentile([d[k] for d in draws], 97.5)))
+        for k in draws[0]
+    }
 
 
 def entity_metric(name: str) -> Metric:
@@ -163,7 +168,9 @@ def _token_f1(gold: str, pred: str) -> float:
 
 def answer_scores(golds: list[list[str]], preds: list[str]) -> dict[str, np.ndarray]:
     """Per question: exact match and token F1 against the best-matching gold answer (SQuAD v1.1 evaluate)."""
-    em = [max(float(normalize_answer(g) == normalize_answer(p)) for g in gs) for gs, p in zip(golds, preds, strict=True)]
+    em = [
+        max(float(normalize_answer(g) == normalize_answer(p)) for g in gs) for gs, p in zip(golds, preds, strict=True)
+    ]
     f = [max(_token_f1(g, p) for g in gs) for gs, p in zip(golds, preds, strict=True)]
     return {"exact_match": np.asarray(em), "f1": np.asarray(f)}
 

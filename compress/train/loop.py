@@ -91,7 +91,9 @@ def fit(
     extra = list(extra_params)
     # fused AdamW: one kernel over all parameters instead of a loop of small ops (the 11.7M-parameter
     # embedding matrix makes the optimizer step a large share of a small model's training step).
-    opt = torch.optim.AdamW(_param_groups(model, schedule.weight_decay, extra), lr=schedule.lr, fused=device.type in ("cpu", "cuda"))
+    opt = torch.optim.AdamW(
+        _param_groups(model, schedule.weight_decay, extra), lr=schedule.lr, fused=device.type in ("cpu", "cuda")
+    )
     steps = schedule.epochs * num_batches(train, schedule.batch_size)
     sched = get_linear_schedule_with_warmup(opt, int(schedule.warmup_ratio * steps), steps)
     best_score, best_state, history = -float("inf"), None, []
@@ -112,14 +114,29 @@ def fit(
                 losses.append(loss.item())
                 bar.update(bar_task, advance=1, info=f"loss {np.mean(losses[-50:]):.4f}")
                 if not bar.console.is_terminal and len(losses) % max(1, total // 10) == 0:  # logs get progress too
-                    log.info("%s epoch %d: %d/%d batches, loss %.4f", desc, epoch, len(losses), total, np.mean(losses[-50:]))
+                    log.info(
+                        "%s epoch %d: %d/%d batches, loss %.4f", desc, epoch, len(losses), total, np.mean(losses[-50:])
+                    )
             train_s = time.perf_counter() - t0
             val_score = task.score(predict(model, validation, device), validation)
             bar.update(bar_task, info=f"loss {np.mean(losses):.4f} val {task.metric} {val_score:.4f}")
-            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_score": val_score, "train_seconds": train_s})
-            log.info("%s epoch %d: loss %.4f, val %s %.4f (%.0fs)", desc, epoch, np.mean(losses), task.metric, val_score, train_s)
+            history.append(
+                {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_score": val_score, "train_seconds": train_s}
+            )
+            log.info(
+                "%s epoch %d: loss %.4f, val %s %.4f (%.0fs)",
+                desc,
+                epoch,
+                np.mean(losses),
+                task.metric,
+                val_score,
+                train_s,
+            )
             if val_score > best_score:
-                best_score, best_state = val_score, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                best_score, best_state = (
+                    val_score,
+                    copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}),
+                )
             if on_epoch_end is not None:
                 on_epoch_end(epoch, val_score)
     if best_state is not None:

@@ -27,7 +27,9 @@ def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor)
     return (((student - teacher) ** 2) * mask).sum() / (mask.sum() * student.shape[-1])
 
 
-def attention_kl(student_scores: torch.Tensor, teacher_probs: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def attention_kl(
+    student_scores: torch.Tensor, teacher_probs: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
     """KL(teacher || student) of attention distributions, averaged over real query positions and heads.
 
     SqueezeBERT returns pre-softmax scores (mask already added); BERT returns probabilities."""
@@ -62,7 +64,9 @@ class DistillLoss:
             }
         with torch.no_grad():
             o = self.teacher(
-                *(batch[k] for k in MODEL_INPUTS), output_hidden_states=bool(self.hidden_map), output_attentions=bool(self.attention_map)
+                *(batch[k] for k in MODEL_INPUTS),
+                output_hidden_states=bool(self.hidden_map),
+                output_attentions=bool(self.attention_map),
             )
         return {
             "logits": logits_of(o),
@@ -71,7 +75,11 @@ class DistillLoss:
         }
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = model(*(batch[k] for k in MODEL_INPUTS), output_hidden_states=bool(self.hidden_map), output_attentions=bool(self.attention_map))
+        out = model(
+            *(batch[k] for k in MODEL_INPUTS),
+            output_hidden_states=bool(self.hidden_map),
+            output_attentions=bool(self.attention_map),
+        )
         logits = logits_of(out)
         t = self.teacher_outputs(batch, logits.device)
         kd = self.kind.distill_loss(logits, t["logits"], self.temperature, batch)

@@ -50,7 +50,11 @@ class TeacherOutputs:
                 pad[r, : e - s] = flat[s:e]
             return pad.float()
 
-        out: dict = {"logits": padded(self.logits) if self.per_token else self.logits[idx], "hidden": {}, "attention": {}}
+        out: dict = {
+            "logits": padded(self.logits) if self.per_token else self.logits[idx],
+            "hidden": {},
+            "attention": {},
+        }
         for h, flat in self.hidden.items():
             out["hidden"][h] = padded(flat)
         for layer, flat in self.attention.items():
@@ -117,11 +121,21 @@ def _offsets(lengths: np.ndarray) -> torch.Tensor:
 
 
 def cache_key(teacher_hash: str, enc: Encoded, hidden: list[int], attention: list[int], head: str = "sequence") -> str:
-    return stable_hash({"teacher": teacher_hash, "head": head, "tokens": enc.key, "hidden": sorted(hidden), "attention": sorted(attention)})
+    return stable_hash(
+        {
+            "teacher": teacher_hash,
+            "head": head,
+            "tokens": enc.key,
+            "hidden": sorted(hidden),
+            "attention": sorted(attention),
+        }
+    )
 
 
 @torch.no_grad()
-def compute(teacher, enc: Encoded, device: torch.device, hidden: list[int], attention: list[int], batch_size: int = 64) -> TeacherOutputs:
+def compute(
+    teacher, enc: Encoded, device: torch.device, hidden: list[int], attention: list[int], batch_size: int = 64
+) -> TeacherOutputs:
     teacher.eval().to(device)
     n, lengths = len(enc), enc.lengths()
     heads = teacher.config.num_attention_heads
@@ -134,7 +148,11 @@ def compute(teacher, enc: Encoded, device: torch.device, hidden: list[int], atte
     with progress() as bar:
         task = bar.add_task("teacher outputs", total=num_batches(enc, batch_size), info="")
         for b in batches(enc, batch_size, by_length(enc)):
-            o = teacher(*(b[k].to(device) for k in MODEL_INPUTS), output_hidden_states=bool(hidden), output_attentions=bool(attention))
+            o = teacher(
+                *(b[k].to(device) for k in MODEL_INPUTS),
+                output_hidden_states=bool(hidden),
+                output_attentions=bool(attention),
+            )
             if not per_token:
                 logits[b["index"]] = logits_of(o).float().cpu()
             for r, i in enumerate(b["index"].tolist()):
@@ -167,7 +185,9 @@ def load_or_compute(
             log.warning("teacher output cache %s rejected (%s); recomputing", path.name, e)
     out = compute(teacher, enc, device, hidden, attention)
     tensors = {"logits": out.logits, "token_offsets": out.token_offsets}
-    tensors |= {f"hidden.{h}": t for h, t in out.hidden.items()} | {f"attention.{a}": t for a, t in out.attention.items()}
+    tensors |= {f"hidden.{h}": t for h, t in out.hidden.items()} | {
+        f"attention.{a}": t for a, t in out.attention.items()
+    }
     if out.attention_offsets is not None:
         tensors["attention_offsets"] = out.attention_offsets
     with atomic_path(path) as tmp:
@@ -177,7 +197,9 @@ def load_or_compute(
     return out, status
 
 
-def _load(path: Path, key: str, enc: Encoded, hidden: list[int], attention: list[int], heads: int, per_token: bool) -> TeacherOutputs:
+def _load(
+    path: Path, key: str, enc: Encoded, hidden: list[int], attention: list[int], heads: int, per_token: bool
+) -> TeacherOutputs:
     meta_path = path.with_suffix(".json")
     try:
         meta = json.loads(meta_path.read_text())

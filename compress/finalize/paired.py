@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from compress.core.records import Frontier, FrontierEntry, PairedDiff
+from compress.core.frontier import Frontier, FrontierEntry, PairedDiff
+from compress.core.records import Record
 from compress.data.sources import load_task
+from compress.data.splits import encode_split
+from compress.deploy.forms import forms_on_disk
 from compress.modeling.loading import load_tokenizer
 from compress.modeling.runners import predict_with
-from compress.pipeline.state import encode_split
 from compress.recipe import Recipe
-from compress.search.timing import forms_on_disk
 from compress.tasks.metrics import paired_ci, resampled
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,9 @@ def compare(recipe: Recipe, frontier: Frontier, seed: int = 0) -> Frontier:
     """`frontier` with every final student's `paired` differences to every rival on the test split."""
     task = load_task(recipe.task, recipe.seed)
     teacher = next(e for e in frontier.entries if e.kind == "teacher")
-    split = encode_split(task, recipe.task, load_tokenizer(str(Path(teacher.path) / "models" / "teacher")), "test", recipe.cache_path())
+    split = encode_split(
+        task, recipe.task, load_tokenizer(str(Path(teacher.path) / "models" / "teacher")), "test", recipe.cache_path()
+    )
     scored: dict[str, tuple[float, np.ndarray]] = {}  # "<entry>/<form>" -> its score over all units and over each draw
     n = 0  # test units (examples, sentences, questions): the same for every model
     for e in frontier.entries:
@@ -51,8 +53,17 @@ def compare(recipe: Recipe, frontier: Frontier, seed: int = 0) -> Frontier:
             scored[f"{e.name}/{form}"] = resampled(n, fn, seed=seed)  # the same draws for every model
             now, recorded = scored[f"{e.name}/{form}"][0], ev.splits["test"][task.metric]
             if abs(now - recorded) > 1e-6:  # a changed split or artifact: what is on disk now is compared
-                log.warning("%s/%s scores %s %.4f on the test split now, %.4f in its run", e.name, form, task.metric, now, recorded)
-    rivals = [k for e in frontier.entries if e.kind != "final" for f in _compared(e) if (k := f"{e.name}/{f}") in scored]
+                log.warning(
+                    "%s/%s scores %s %.4f on the test split now, %.4f in its run",
+                    e.name,
+                    form,
+                    task.metric,
+                    now,
+                    recorded,
+                )
+    rivals = [
+        k for e in frontier.entries if e.kind != "final" for f in _compared(e) if (k := f"{e.name}/{f}") in scored
+    ]
     entries = []
     for e in frontier.entries:
         mine = f"{e.name}/{e.best().form}"
@@ -67,7 +78,16 @@ def compare(recipe: Recipe, frontier: Frontier, seed: int = 0) -> Frontier:
     return frontier.model_copy(update={"entries": entries})
 
 
-def closest(frontier: Frontier) -> dict[str, dict[str, Any]]:
+class Closest(Record):
+    """A rival's closest final student: the most accurate one at least as fast, and their paired test difference."""
+
+    student: str
+    diff: float  # student minus rival
+    ci95: tuple[float, float]
+    n: int
+
+
+def closest(frontier: Frontier) -> dict[str, Closest]:
     """For each rival ("<name>/<form>"): the most accurate final student at least as fast as it, and their paired
     difference (student minus rival). Rivals no final student is as fast as are left out."""
     finals = [e for e in frontier.entries if e.kind == "final" and e.paired]
@@ -80,5 +100,5 @@ def closest(frontier: Frontier) -> dict[str, dict[str, Any]]:
             pairs = [(e, p) for e in fast for p in e.paired if p.rival == key]
             if pairs:
                 e, p = max(pairs, key=lambda t: t[1].diff)
-                out[key] = {"student": e.name, "diff": p.diff, "ci95": list(p.ci95), "n": p.n}
+                out[key] = Closest(student=e.name, diff=p.diff, ci95=p.ci95, n=p.n)
     return out

@@ -22,7 +22,9 @@ class Groups:
     intermediate: int = 1
     output: int = 1
 
-    __pydantic_config__: ClassVar[dict[str, str]] = {"extra": "forbid"}  # as a recipe option (pydantic validates this dataclass): no unknown keys
+    __pydantic_config__: ClassVar[dict[str, str]] = {
+        "extra": "forbid"
+    }  # as a recipe option (pydantic validates this dataclass): no unknown keys
 
     def __post_init__(self) -> None:
         bad = {m: g for m, g in self.as_dict().items() if not isinstance(g, int) or g < 1}
@@ -34,7 +36,9 @@ class Groups:
         """ "4,4,4,1,4,4" (q,k,v,post_attention,intermediate,output)."""
         parts = [p for p in str(text).replace(" ", "").split(",") if p]
         if len(parts) != len(MATRICES) or not all(p.isdigit() for p in parts):
-            raise ValueError(f"groups {text!r}: expected six integers q,k,v,post_attention,intermediate,output (e.g. 4,4,4,1,4,4)")
+            raise ValueError(
+                f"groups {text!r}: expected six integers q,k,v,post_attention,intermediate,output (e.g. 4,4,4,1,4,4)"
+            )
         return cls(*map(int, parts))
 
     @classmethod
@@ -68,5 +72,6 @@ def check_groups(groups: Groups, hidden: int, ffn: int) -> None:
         g = getattr(groups, name)
         if g < 1 or cin % g or cout % g:
             raise ValueError(
-                f"groups.{name}={g} must divide its {cin} input and {cout} output channels; valid: {', '.join(map(str, valid_groups(cin, cout)))}"
+                f"groups.{name}={g} must divide its {cin} input and {cout} output channels; valid: "
+                f"{', '.join(map(str, valid_groups(cin, cout)))}"
             )

@@ -11,15 +11,17 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
+from compress.core.arch import Architecture
 from compress.core.errors import CompressError, Interrupted
-from compress.core.records import RunMetrics, TeacherReference, TrialScore
-from compress.deploy.blocks import Architecture
+from compress.core.frontier import TeacherReference, TrialScore
+from compress.core.records import RunMetrics
 from compress.deploy.flops import flops_per_sequence
 from compress.deploy.latency_model import LatencyModel
 from compress.deploy.targets import get_target
@@ -28,8 +30,8 @@ from compress.pipeline.runner import run_recipe
 from compress.pipeline.state import OnValidation
 from compress.recipe import Recipe, parse_recipe, set_path
 from compress.recipe.search import SearchSpec
-from compress.search.space import suggest
-from compress.search.storage import heartbeat
+from compress.study.space import suggest
+from compress.study.storage import heartbeat
 
 log = logging.getLogger(__name__)
 CONSTRAINTS = ("accuracy_drop", "latency_budget")  # TrialScore.constraints, in this order
@@ -45,26 +47,38 @@ def objective_values(score: TrialScore, objectives: Sequence[str]) -> tuple[floa
     return tuple(value[o] for o in objectives)
 
 
+@dataclass
 class Objective:
-    """One trial: set the sampled values in the recipe, run it, score the student in the study's target."""
+    """One trial: set the sampled values in the recipe, run it, score the student in the study's target. Holds what
+    every trial of the study shares (a worker builds one and hands it to Optuna's optimize)."""
 
-    def __init__(
-        self, recipe: Recipe, spec: SearchSpec, folder: Path, source: str, teacher: TeacherReference, predictor: LatencyModel, storage: BaseStorage
-    ) -> None:
-        self.recipe, self.spec, self.folder, self.source, self.teacher, self.predictor = recipe, spec, folder, source, teacher, predictor
-        self.storage = storage
+    recipe: Recipe
+    spec: SearchSpec
+    folder: Path  # the study folder: trials run in <folder>/trials/
+    source: str  # the recipe's path, for messages
+    teacher: TeacherReference
+    predictor: LatencyModel
+    storage: BaseStorage
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         values = {key: suggest(param, trial, key) for key, param in self.spec.space.items()}
         trial.set_user_attr("config", values)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        raw = self.recipe.raw(name=f"trial-{trial.number:04d}", output_dir=str(self.folder / "trials"), cache_dir=str(self.recipe.cache_path()))
+        raw = self.recipe.raw(
+            name=f"trial-{trial.number:04d}",
+            output_dir=str(self.folder / "trials"),
+            cache_dir=str(self.recipe.cache_path()),
+        )
         for key, value in values.items():
             set_path(raw, key, value, f"search.space.{key}")
         log.info("trial %d: %s", trial.number, values)
         try:
             with heartbeat(trial, self.storage, self.spec.heartbeat_seconds):
-                run = run_recipe(parse_recipe(raw, f"{self.source} (trial {trial.number})"), self.source, on_validation=self._pruner(trial))
+                run = run_recipe(
+                    parse_recipe(raw, f"{self.source} (trial {trial.number})"),
+                    self.source,
+                    on_validation=self._pruner(trial),
+                )
             result = score(run.metrics, self.spec, self.teacher, run.folder, self.predictor)
         except Interrupted:
             raise
@@ -73,9 +87,15 @@ class Objective:
             log.warning("trial %d failed: %s", trial.number, e)
             raise TrialFailed(str(e)) from None
         trial.set_user_attr("score", result.model_dump(mode="json"))
-        for name, value in zip(CONSTRAINTS, result.constraints, strict=True):  # read by NSGA-II and TPE (constrained domination)
+        for name, value in zip(
+            CONSTRAINTS, result.constraints, strict=True
+        ):  # read by NSGA-II and TPE (constrained domination)
             trial.set_constraint(name, value)
-        measured = f", measured {result.latency.p10_ms:.2f} ms ({result.measured_speedup:.2f}x)" if result.latency and result.measured_speedup else ""
+        measured = (
+            f", measured {result.latency.p10_ms:.2f} ms ({result.measured_speedup:.2f}x)"
+            if result.latency and result.measured_speedup
+            else ""
+        )
         log.info(
             "trial %d: %s val %s %.4f, predicted %.2f ms (%.2fx the teacher's fastest form)%s%s",
             trial.number,
@@ -109,23 +129,35 @@ class Objective:
                 return
             for t in finished:
                 other = t.user_attrs.get("val_curve", {}).get(str(epoch))
-                if other is not None and other >= acc + self.spec.prune_margin and t.user_attrs.get("gflops_seq128", float("inf")) <= gflops:
+                if (
+                    other is not None
+                    and other >= acc + self.spec.prune_margin
+                    and t.user_attrs.get("gflops_seq128", float("inf")) <= gflops
+                ):
                     trial.set_user_attr("pruned_by", t.number)
-                    why = f"epoch {epoch}: val {self.teacher.metric} {acc:.4f}, trial {t.number} had {other:.4f} at no more GFLOPs"
+                    why = f"epoch {epoch}: val {self.teacher.metric} {acc:.4f}, "
+                    why += f"trial {t.number} had {other:.4f} at no more GFLOPs"
                     log.info("trial %d pruned (%s)", trial.number, why)
                     raise optuna.TrialPruned(why)
 
         return on_validation
 
 
-def score(metrics: RunMetrics, spec: SearchSpec, teacher: TeacherReference, run: Path, predictor: LatencyModel) -> TrialScore:
+def score(
+    metrics: RunMetrics, spec: SearchSpec, teacher: TeacherReference, run: Path, predictor: LatencyModel
+) -> TrialScore:
     """The trial's result: its student in the study's target, with predicted and (when timed) measured latency."""
     target = get_target(spec.target)
-    forms = [f for f in metrics.forms_of(spec.student).values() if (f.runtime, f.precision) == (target.runtime, target.precision)]
+    forms = [
+        f
+        for f in metrics.forms_of(spec.student).values()
+        if (f.runtime, f.precision) == (target.runtime, target.precision)
+    ]
     form = next((f for f in forms if "validation" in f.splits), None)
     if form is None:
         raise CompressError(
-            f"the trial's evaluate pass did not score student {spec.student!r} in search.target {target.name} on validation; "
+            f"the trial's evaluate pass did not score student {spec.student!r} in search.target {target.name} on "
+            "validation; "
             "evaluate that form (evaluate.models) and keep search.student equal to convert.student"
         )
     arch = Architecture.of(load_config(str(run / "models" / spec.student)))
@@ -138,7 +170,9 @@ def score(metrics: RunMetrics, spec: SearchSpec, teacher: TeacherReference, run:
     size_mb = form.size_mb if form.size_mb is not None else params * (1 if form.precision == "int8" else 4) / 2**20
     # one slot per constraint, 0.0 when the recipe sets none (<= 0: satisfied), named as CONSTRAINTS
     constraints = [
-        (teacher.score("validation") or 0.0) - spec.max_accuracy_drop - val[teacher.metric] if spec.max_accuracy_drop is not None else 0.0,
+        (teacher.score("validation") or 0.0) - spec.max_accuracy_drop - val[teacher.metric]
+        if spec.max_accuracy_drop is not None
+        else 0.0,
         predicted - spec.latency_budget_ms if spec.latency_budget_ms is not None else 0.0,
     ]
     return TrialScore(

@@ -29,6 +29,7 @@ from compress.pipeline.runner import run_recipe
 from compress.recipe import Recipe, parse_recipe
 
 log = logging.getLogger(__name__)
+TEMPLATE = Path(__file__).with_name("template.yaml")  # shipped in the package: `compress glue` works from any folder
 
 
 @dataclass(frozen=True)
@@ -61,20 +62,29 @@ def read_tsv(path: Path, task: GlueTask) -> pd.DataFrame:
     malformed rows in QQP/MNLI, which are skipped and counted."""
     try:
         df = pd.read_csv(
-            path, sep="\t", quoting=csv.QUOTE_NONE, header=0 if task.header else None, dtype=str, keep_default_na=False, on_bad_lines="skip"
+            path,
+            sep="\t",
+            quoting=csv.QUOTE_NONE,
+            header=0 if task.header else None,
+            dtype=str,
+            keep_default_na=False,
+            on_bad_lines="skip",
         )
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise CompressError(f"{path}: cannot be read as a GLUE TSV ({e}); check the file") from e
     cols = {"text": task.text, "label": task.label} | ({"text_pair": task.pair} if task.pair is not None else {})
     missing = [c for c in cols.values() if c not in df.columns]
     if missing:
-        raise CompressError(f"{path}: no column {missing[0]!r} (columns {list(df.columns)[:8]}); is this GLUE's {task.folder} file?")
+        raise CompressError(
+            f"{path}: no column {missing[0]!r} (columns {list(df.columns)[:8]}); is this GLUE's {task.folder} file?"
+        )
     out = pd.DataFrame({k: df[v] for k, v in cols.items()})
     return out[(out["label"].str.strip() != "") & (out["text"].str.strip() != "")].reset_index(drop=True)
 
 
 def prepare(glue_dir: Path, name: str, task: GlueTask, data_dir: Path) -> Path | None:
-    """The task's train and test files in compress's column names, under data_dir/<name>; None when GLUE_DIR lacks them."""
+    """The task's train and test files in compress's column names, under data_dir/<name>; None when GLUE_DIR lacks
+    them."""
     src = glue_dir / task.folder
     train, dev = src / "train.tsv", src / task.dev
     if not src.is_dir():
@@ -94,7 +104,17 @@ def task_recipe(template: Recipe, name: str, task: GlueTask, data: Path) -> dict
     raw = template.raw(name=f"{template.name}-{name}")
     keep = {k: v for k, v in raw["task"].items() if k.startswith("max_") or k == "validation_fraction"}
     pair = {"text_pair_column": "text_pair"} if task.pair is not None else {}
-    raw["task"] = keep | {"dataset": str(data), "text_column": "text", "label_column": "label", "kind": task.kind, "metric": task.metric} | pair
+    raw["task"] = (
+        keep
+        | {
+            "dataset": str(data),
+            "text_column": "text",
+            "label_column": "label",
+            "kind": task.kind,
+            "metric": task.metric,
+        }
+        | pair
+    )
     return raw
 
 
@@ -124,7 +144,9 @@ def row(name: str, task: GlueTask, metrics: RunMetrics) -> dict[str, Any]:
 def run_glue(glue_dir: Path, template: Recipe, source: str, tasks: list[str] | None, out: Path) -> Path:
     """Run the template on every GLUE task found in glue_dir (or `tasks`); write glue.json and glue.md to `out`."""
     if not glue_dir.is_dir():
-        raise CompressError(f"GLUE folder {glue_dir} does not exist; download GLUE (CoLA/, SST-2/, ...) there or pass its path")
+        raise CompressError(
+            f"GLUE folder {glue_dir} does not exist; download GLUE (CoLA/, SST-2/, ...) there or pass its path"
+        )
     unknown = sorted(set(tasks or []) - set(TASKS))
     if unknown:
         raise CompressError(f"unknown GLUE task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
@@ -142,7 +164,9 @@ def run_glue(glue_dir: Path, template: Recipe, source: str, tasks: list[str] | N
         result = run_recipe(parse_recipe(task_recipe(template, name, task, data), f"{source} ({name})"), source)
         rows.append(row(name, task, result.metrics))
     if not rows:
-        raise CompressError(f"{glue_dir}: no GLUE task folder found (expected {', '.join(sorted({t.folder for t in TASKS.values()}))})")
+        raise CompressError(
+            f"{glue_dir}: no GLUE task folder found (expected {', '.join(sorted({t.folder for t in TASKS.values()}))})"
+        )
     summary = {
         "rows": rows,
         "glue_score": {
@@ -161,7 +185,8 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [
         "# GLUE: teacher vs student",
         "",
-        "Test = GLUE dev set (validation carved from train). Speed-up: the student's fastest timed form against the teacher's "
+        "Test = GLUE dev set (validation carved from train). Speed-up: the student's fastest timed form against the "
+        "teacher's "
         "fastest deploy form, timed in the same run.",
         "",
         "| task | metric | teacher | student | student form | x teacher's fastest |",
@@ -169,11 +194,15 @@ def markdown(summary: dict[str, Any]) -> str:
     ]
     for r in summary["rows"]:
         x = f"{r['speedup']:.2f}x ({r['reference']})" if r["speedup"] else "-"
-        lines.append(f"| {r['task']} | {r['metric']} | {100 * r['teacher']:.1f} | {100 * r['student']:.1f} | {r['student_form']} | {x} |")
+        lines.append(
+            f"| {r['task']} | {r['metric']} | {100 * r['teacher']:.1f} | {100 * r['student']:.1f} | "
+            f"{r['student_form']} | {x} |"
+        )
     g = summary["glue_score"]
     lines += [
         "",
-        f"GLUE score (mean of the {summary['tasks']} tasks' metrics, x100): teacher **{g['teacher']:.1f}**, student **{g['student']:.1f}**.",
+        f"GLUE score (mean of the {summary['tasks']} tasks' metrics, x100): teacher **{g['teacher']:.1f}**, student "
+        f"**{g['student']:.1f}**.",
         "",
     ]
     return "\n".join(lines)

@@ -18,17 +18,20 @@ from typing import Any, Literal
 
 import torch
 
-from compress.core.records import FormEval, Frontier, FrontierEntry, Latency, NaturalLatency, TrialScore, TrialTiming, read_metrics
+from compress.core.arch import Architecture
+from compress.core.frontier import Frontier, FrontierEntry, TrialScore, TrialTiming
+from compress.core.records import FormEval, Latency, NaturalLatency, fastest
 from compress.data.encoding import encode, single_batches
 from compress.data.sources import load_task
-from compress.deploy.blocks import Architecture
 from compress.deploy.flops import flops_per_sequence
+from compress.deploy.forms import forms_on_disk
 from compress.deploy.latency import natural_lengths, real_inputs, repeated
-from compress.deploy.targets import get_target, open_runner, target_of
-from compress.modeling.loading import load_config, load_student, load_tokenizer
-from compress.modeling.runners import Runner, torch_runner
+from compress.deploy.targets import get_target
+from compress.modeling.loading import load_config, load_tokenizer
+from compress.modeling.runners import Runner
 from compress.recipe import Recipe
 from compress.recipe.search import SearchSpec
+from compress.study.target import Shape, timing_shape
 
 log = logging.getLogger(__name__)
 
@@ -44,33 +47,19 @@ class Entry:
     challenges: tuple[str, ...] = ()  # baselines this final student was picked to beat
 
 
-def timing_options(recipe: Recipe) -> dict[str, Any]:
-    """The evaluate pass's timing shape: what trials are measured at, so what the model predicts."""
-    evaluate = next((p.options for p in recipe.passes if p.name == "evaluate"), {})
-    return {"seq": int(evaluate.get("latency_seq", 128)), "batch": int(evaluate.get("latency_batch", 1))}
-
-
-def forms_on_disk(run: Path, model: str, threads: int | None, only: str | None = None) -> dict[str, tuple[FormEval, Runner]]:
-    """The evaluated forms of `model` in a finished run that can be rebuilt from disk (PyTorch weights, deploy artifacts);
-    `only`: just the form of that name."""
-    out = {}
-    for name, form in read_metrics(run / "metrics.json").forms_of(model).items():
-        if not form.splits or (only is not None and name != only):
-            continue
-        if form.runtime == "torch" and form.precision == "fp32":
-            out[name] = (form, torch_runner(load_student(run / "models" / model)))
-        elif form.path and (target := target_of(form.runtime, form.precision)) is not None:
-            out[name] = (form, open_runner(target, run / form.path, threads))
-    return out
-
-
-def _setup(recipe: Recipe, teacher_run: Path) -> tuple[dict[str, Any], int, Any, Any, dict[str, torch.Tensor]]:
+def _setup(recipe: Recipe, teacher_run: Path) -> tuple[Shape, int, Any, Any, dict[str, torch.Tensor]]:
     """(shape, threads, tokenizer, task, feeds): what a timing session of this study runs with."""
-    shape, threads = timing_options(recipe), recipe.threads or 1
+    shape, threads = timing_shape(recipe), recipe.threads or 1
     torch.set_num_threads(threads)
     tokenizer = load_tokenizer(str(teacher_run / "models" / "teacher"))
     task = load_task(recipe.task, recipe.seed)
-    return shape, threads, tokenizer, task, real_inputs(tokenizer, task.splits["train"]["text"].tolist(), shape["batch"], shape["seq"])
+    return (
+        shape,
+        threads,
+        tokenizer,
+        task,
+        real_inputs(tokenizer, task.splits["train"]["text"].tolist(), shape.batch, shape.seq),
+    )
 
 
 def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Frontier:
@@ -82,16 +71,16 @@ def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Fro
         len(fns),
         spec.finalize.repeats,
         spec.finalize.runs,
-        shape["seq"],
+        shape.seq,
         threads,
     )
     timed, redone = repeated(fns, runs=spec.finalize.runs, repeats=spec.finalize.repeats, max_redo=3)
     natural = _natural(forms, recipe, tokenizer, task, spec.finalize.natural_texts, recipe.seed)
-    teacher = {f"teacher/{f}": timed[f"teacher/{f}"]["p10_ms"] for f in forms["teacher"]}
+    teacher = {f"teacher/{f}": timed[f"teacher/{f}"].p10_ms for f in forms["teacher"]}
     out = []
     for e in entries:
         config = load_config(str(e.run / "models" / e.model))
-        gflops = flops_per_sequence(config, shape["seq"]) * shape["batch"] / 1e9
+        gflops = flops_per_sequence(config, shape.seq) * shape.batch / 1e9
         timed_forms = {}
         for f, (ev, _) in forms[e.name].items():
             latency = Latency.of(
@@ -99,8 +88,8 @@ def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Fro
                 teacher,
                 runtime=ev.runtime,
                 precision=ev.precision,
-                batch=shape["batch"],
-                seq=shape["seq"],
+                batch=shape.batch,
+                seq=shape.seq,
                 threads=threads,
                 params=ev.latency.params if ev.latency else 0,
                 gflops=gflops,
@@ -112,17 +101,18 @@ def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Fro
                 kind=e.kind,
                 trial=e.trial,
                 path=str(e.run),
-                arch=Architecture.of(config).model_dump(),
+                arch=Architecture.of(config),
                 forms=timed_forms,
                 challenges=list(e.challenges),
             )
         )
-    reference = min(teacher, key=teacher.__getitem__)
+    reference = fastest(teacher)
+    assert reference is not None  # the teacher's folder always has its PyTorch form
     return Frontier(
         target=get_target(spec.target).name,
         reference=reference,
         reference_ms=teacher[reference],
-        seq=shape["seq"],
+        seq=shape.seq,
         threads=threads,
         runs=spec.finalize.runs,
         repeats=spec.finalize.repeats,
@@ -131,7 +121,9 @@ def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Fro
     )
 
 
-def time_trials(recipe: Recipe, spec: SearchSpec, teacher_run: Path, trials: list[tuple[int, TrialScore]]) -> list[TrialTiming]:
+def time_trials(
+    recipe: Recipe, spec: SearchSpec, teacher_run: Path, trials: list[tuple[int, TrialScore]]
+) -> list[TrialTiming]:
     """The students of `trials` timed beside the teacher's forms in one interleaved session, repeated like the final
     timing run, each speed-up against the fastest of those forms: the latency model's check.
 
@@ -140,7 +132,7 @@ def time_trials(recipe: Recipe, spec: SearchSpec, teacher_run: Path, trials: lis
     students 12.5% slower than predicted (median, relative to the teacher); the same files re-timed together 4.0-6.0%
     beside the reference form alone, 5.5% beside all five teacher forms (the reference then ran at the 6.41 ms
     calibration had measured); a fresh process timing each as a trial does, 4.5-13% from one minute to the next."""
-    runs = [(n, s) for n, s in trials if (Path(s.path) / "metrics.json").is_file()]  # a trial folder may have been deleted
+    runs = [(n, s) for n, s in trials if (Path(s.path) / "metrics.json").is_file()]  # folders may have been deleted
     if len(runs) < 2:
         return []
     _, threads, _, _, feeds = _setup(recipe, teacher_run)
@@ -156,10 +148,18 @@ def time_trials(recipe: Recipe, spec: SearchSpec, teacher_run: Path, trials: lis
         spec.finalize.runs,
     )
     timed, _ = repeated(fns, runs=spec.finalize.runs, repeats=spec.finalize.repeats, max_redo=3)
-    reference = min((k for k in timed if k.startswith("teacher/")), key=lambda k: timed[k]["p10_ms"])
-    ref = timed[reference]["p10_ms"]
+    reference = fastest({k: t.p10_ms for k, t in timed.items() if k.startswith("teacher/")})
+    assert reference is not None
+    ref = timed[reference].p10_ms
     return [
-        TrialTiming(trial=n, form=s.form, predicted_speedup=s.predicted_speedup, p10_ms=t["p10_ms"], speedup=ref / t["p10_ms"], reference=reference)
+        TrialTiming(
+            trial=n,
+            form=s.form,
+            predicted_speedup=s.predicted_speedup,
+            p10_ms=t.p10_ms,
+            speedup=ref / t.p10_ms,
+            reference=reference,
+        )
         for n, s in runs
         if (t := timed.get(f"trial-{n}"))
     ]
@@ -171,6 +171,8 @@ def _natural(
     """Batch 1 over `n` validation texts at their own lengths; speed-ups per text against the teacher's fastest form."""
     if n <= 0:
         return {}
-    batches, tokens = single_batches(encode(task.splits["validation"], tokenizer, recipe.task.max_length, recipe.cache_path()), n, seed)
+    batches, tokens = single_batches(
+        encode(task.splits["validation"], tokenizer, recipe.task.max_length, recipe.cache_path()), n, seed
+    )
     times = natural_lengths({f"{e}/{f}": r for e, fs in forms.items() for f, (_, r) in fs.items()}, batches)
     return NaturalLatency.of(times, [k for k in times if k.startswith("teacher/")], tokens)

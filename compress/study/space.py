@@ -10,20 +10,19 @@ from typing import Any
 
 import optuna
 
-from compress.convert.groups import (
+from compress.core.errors import CompressError
+from compress.core.groups import (
     MATRICES,
     Groups,
     channels,
     check_groups,
     valid_groups,
 )
-from compress.core.errors import CompressError
 from compress.core.hashing import stable_hash
 from compress.modeling.loading import load_config
 from compress.pipeline.registry import resolve_passes
-from compress.recipe import Recipe, parse_recipe, set_path
+from compress.recipe import Recipe, baselines, parse_recipe, set_path
 from compress.recipe.search import Param, SearchSpec
-from compress.search import baselines
 
 
 def suggest(param: Param, trial: optuna.Trial, key: str) -> Any:
@@ -57,13 +56,19 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
     if not groups:
         return
     config = load_config(recipe.teacher.model, recipe.teacher.revision)
-    ffns = {config.intermediate_size} | {int(v) for k, p in spec.space.items() if k.endswith(".intermediate_size") for v in (p.choices or []) if v}
+    ffns = {config.intermediate_size} | {
+        int(v) for k, p in spec.space.items() if k.endswith(".intermediate_size") for v in (p.choices or []) if v
+    }
     for key, param in groups.items():
         if param.groups_up_to is not None:  # every count that divides every channel count, up to the limit
-            ok = set.intersection(*[set(valid_groups(*io)) for ffn in ffns for io in channels(config.hidden_size, ffn).values()])
+            ok = set.intersection(
+                *[set(valid_groups(*io)) for ffn in ffns for io in channels(config.hidden_size, ffn).values()]
+            )
             param = spec.space[key] = Param(groups=sorted(g for g in ok if g <= param.groups_up_to))
         try:
-            candidates = [Groups.parse(str(c)) for c in param.choices or []] + [Groups(**dict.fromkeys(MATRICES, g)) for g in param.groups or []]
+            candidates = [Groups.parse(str(c)) for c in param.choices or []] + [
+                Groups(**dict.fromkeys(MATRICES, g)) for g in param.groups or []
+            ]
             for g in candidates:
                 for ffn in sorted(ffns):
                     check_groups(g, config.hidden_size, ffn)
@@ -82,12 +87,19 @@ def seed_params(spec: SearchSpec, source: str) -> list[dict[str, Any]]:
             where = f"{source}: search.seeds[{i}].{key}"
             if key not in spec.space:
                 close = difflib.get_close_matches(key, spec.space, n=1)
-                raise CompressError(f"{where}: not a key of search.space{f'; did you mean {close[0]!r}?' if close else ''}")
+                raise CompressError(
+                    f"{where}: not a key of search.space{f'; did you mean {close[0]!r}?' if close else ''}"
+                )
             param = spec.space[key]
             if param.groups is not None:
-                counts = [int(value)] * len(MATRICES) if isinstance(value, int) else [int(x) for x in str(value).split(",")]
+                counts = (
+                    [int(value)] * len(MATRICES) if isinstance(value, int) else [int(x) for x in str(value).split(",")]
+                )
                 if len(counts) != len(MATRICES) or not set(counts) <= set(param.groups):
-                    raise CompressError(f"{where}: {value!r} must be {len(MATRICES)} group counts (q,k,v,post,inter,out) from {param.groups}")
+                    raise CompressError(
+                        f"{where}: {value!r} must be {len(MATRICES)} group counts (q,k,v,post,inter,out) from "
+                        f"{param.groups}"
+                    )
                 params |= {f"{key}.{m}": g for m, g in zip(MATRICES, counts, strict=True)}
             elif param.choices is not None:
                 if value not in param.choices:
@@ -105,4 +117,10 @@ def seed_params(spec: SearchSpec, source: str) -> list[dict[str, Any]]:
 def fingerprint(recipe: Recipe, spec: SearchSpec) -> str:
     """What makes trials comparable: the recipe they run and the space they sample (not how many, where, how fast)."""
     base = recipe.model_dump(mode="json", exclude={"search", "threads", "device", "name", "output_dir", "cache_dir"})
-    return stable_hash({"recipe": base, "space": {k: p.model_dump(exclude_none=True) for k, p in spec.space.items()}, "objectives": spec.objectives})
+    return stable_hash(
+        {
+            "recipe": base,
+            "space": {k: p.model_dump(exclude_none=True) for k, p in spec.space.items()},
+            "objectives": spec.objectives,
+        }
+    )

@@ -1,10 +1,12 @@
-"""Peer baselines: what an engineer would build without compress, trained with the final students' budget.
+"""Peer baselines as recipe rewrites: what an engineer would build without compress.
 
     layerdrop   DistilBERT-style: every other teacher layer, dense (groups 1), distilled
     pruned      the teacher with whole heads and FFN channels pruned (Taylor importance), distilled
 
 A baseline replaces the study recipe's `convert` pass by its own builder and keeps everything after it
-(distill, export, quantize, evaluate) with the same finalize overrides as the final students.
+(distill, export, quantize, evaluate); `compress finalize` trains it with the final students' budget. The
+builders only rewrite recipe data, so they live with the recipe language: the search checks baseline names
+before any training, and finalize trains them, without either importing the other.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from compress.recipe.search import BaselineSpec
 
 def _layerdrop(teacher_layers: int, student: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     keep = options.get("layers") or list(range(1, teacher_layers, 2)) or [0]  # DistilBERT: every other layer
-    return [{"name": "convert", "options": {"student": student, "layers": keep, "groups": "1,1,1,1,1,1", "init": "permuted"}}]
+    return [
+        {
+            "name": "convert",
+            "options": {"student": student, "layers": keep, "groups": "1,1,1,1,1,1", "init": "permuted"},
+        }
+    ]
 
 
 def _pruned(teacher_layers: int, student: str, options: dict[str, Any]) -> list[dict[str, Any]]:
@@ -27,7 +34,10 @@ def _pruned(teacher_layers: int, student: str, options: dict[str, Any]) -> list[
     return [{"name": "prune", "options": {"model": "teacher", "output": student, **opts}}]
 
 
-BASELINES: dict[str, Callable[[int, str, dict[str, Any]], list[dict[str, Any]]]] = {"layerdrop": _layerdrop, "pruned": _pruned}
+BASELINES: dict[str, Callable[[int, str, dict[str, Any]], list[dict[str, Any]]]] = {
+    "layerdrop": _layerdrop,
+    "pruned": _pruned,
+}
 
 
 def check(baselines: list[BaselineSpec], source: str) -> None:
@@ -36,12 +46,19 @@ def check(baselines: list[BaselineSpec], source: str) -> None:
         if b.name not in BASELINES:
             close = difflib.get_close_matches(b.name, BASELINES, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise CompressError(f"{source}: search.baselines[{i}]: unknown baseline {b.name!r}{hint} available: {', '.join(BASELINES)}")
+            raise CompressError(
+                f"{source}: search.baselines[{i}]: unknown baseline {b.name!r}{hint} available: {', '.join(BASELINES)}"
+            )
 
 
-def baseline_passes(spec: BaselineSpec, passes: list[dict[str, Any]], teacher_layers: int, student: str) -> list[dict[str, Any]]:
+def baseline_passes(
+    spec: BaselineSpec, passes: list[dict[str, Any]], teacher_layers: int, student: str
+) -> list[dict[str, Any]]:
     """The study recipe's passes with its first `convert` replaced by the baseline's builder."""
     at = next((i for i, p in enumerate(passes) if p["name"] == "convert"), None)
     if at is None:
-        raise CompressError("search.baselines need a convert pass in the recipe: a baseline takes its place and keeps the passes after it")
+        raise CompressError(
+            "search.baselines need a convert pass in the recipe: a baseline takes its place and keeps the passes "
+            "after it"
+        )
     return [*passes[:at], *BASELINES[spec.name](teacher_layers, student, dict(spec.options)), *passes[at + 1 :]]

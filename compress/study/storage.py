@@ -60,7 +60,9 @@ def _postgres(url: str) -> str:
         return f"postgresql://{rest}"
     if importlib.util.find_spec("psycopg") is not None:
         return f"postgresql+psycopg://{rest}"
-    raise CompressError(f"study storage {masked(url)} needs a PostgreSQL driver, which is not installed: {POSTGRES_EXTRA}")
+    raise CompressError(
+        f"study storage {masked(url)} needs a PostgreSQL driver, which is not installed: {POSTGRES_EXTRA}"
+    )
 
 
 class _RetryOnce(RetryHeartbeatStaleTrialCallback):
@@ -87,7 +89,8 @@ def open_storage(url: str, spec: SearchSpec) -> BaseStorage:
         path = Path(url[len(JOURNAL) :].removeprefix("//")).expanduser()
         if not path.parent.is_dir():
             raise CompressError(
-                f"journal storage {path}: folder {path.parent} does not exist; create it (on the shared filesystem) or pick another one"
+                f"journal storage {path}: folder {path.parent} does not exist; create it (on the shared filesystem) "
+                "or pick another one"
             )
         return JournalStorage(JournalFileBackend(str(path)))
     given = url
@@ -108,7 +111,13 @@ def open_storage(url: str, spec: SearchSpec) -> BaseStorage:
         except Exception as e:  # sqlalchemy/driver errors: bad URL, server down, wrong password, missing database
             # Optuna creates its tables and alembic's version row on first open, unlocked: a process opening a new
             # database at the same moment (another worker, a dashboard) makes this one's create fail; they exist now
-            if any(m in str(e) for m in ("already exists", "UNIQUE constraint failed: alembic_version", "database is locked")) and attempt < 2:
+            if (
+                any(
+                    m in str(e)
+                    for m in ("already exists", "UNIQUE constraint failed: alembic_version", "database is locked")
+                )
+                and attempt < 2
+            ):
                 time.sleep(0.5)
                 continue
             raise CompressError(f"cannot open study storage {masked(given)}: {_reason(e)}") from None
@@ -152,10 +161,14 @@ def _reason(e: Exception) -> str:
 
 
 def reopen(recorded: str, override: str | None) -> BaseStorage:
-    """The storage of a study folder's search.json (for reading: report, finalize); a masked password must be given again."""
+    """The storage of a study folder's search.json (for reading: report, finalize); a masked password must be given
+    again."""
     url = override or (os.environ.get(STORAGE_ENV) if "***" in recorded else None) or recorded
     if "***" in url:
-        raise CompressError(f"the study storage {recorded} was recorded without its password; give it with --storage URL or {STORAGE_ENV}=URL")
+        raise CompressError(
+            f"the study storage {recorded} was recorded without its password; give it with --storage URL or "
+            f"{STORAGE_ENV}=URL"
+        )
     return open_storage(url, SearchSpec())
 
 

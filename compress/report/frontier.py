@@ -7,11 +7,11 @@ chosen on validation accuracy; test accuracy is only reported.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import optuna
 import pandas as pd
+
+from compress.core.records import ONE_POINT
 
 HV_ACCURACY_FLOOR = 0.10  # hypervolume reference: 10 pt below the teacher, at the teacher's latency
 SPEEDUP_LEVELS = (1.5, 2, 3, 4)  # x the teacher's fastest deploy form
@@ -19,7 +19,9 @@ SPEEDUP_LEVELS = (1.5, 2, 3, 4)  # x the teacher's fastest deploy form
 
 def pareto(points: pd.DataFrame) -> pd.DataFrame:
     """Feasible scored points on the (max validation accuracy, min relative latency) front, fastest first."""
-    ok = points[(points["state"] == "COMPLETE") & (points["feasible"].fillna(False).astype(bool)) & points["val_score"].notna()]
+    ok = points[
+        (points["state"] == "COMPLETE") & (points["feasible"].fillna(False).astype(bool)) & points["val_score"].notna()
+    ]
     if ok.empty:
         return ok
     # Optuna decides the front: the points become trials of an in-memory two-objective study.
@@ -76,17 +78,16 @@ def knee(front: pd.DataFrame, teacher_val: float) -> tuple[pd.Series | None, str
                 "the knee of the front: farthest above the straight line from the fastest to the most accurate "
                 "student (log speedup vs accuracy) - past it, more speed costs accuracy faster"
             )
-    close = front[front["val_score"] >= teacher_val - 0.01]
+    close = front[front["val_score"] >= teacher_val - ONE_POINT]
     if not close.empty:
         return close.iloc[0], "the fastest student within 1 pt of the teacher's validation accuracy"
     return front.sort_values("val_score").iloc[-1], "the most accurate student (none is within 1 pt of the teacher)"
 
 
-def budgets(front: pd.DataFrame) -> list[dict[str, Any]]:
-    """The most accurate (validation) feasible student at each speed level."""
+def budgets(front: pd.DataFrame) -> list[tuple[float, pd.Series | None]]:
+    """(speed level, the most accurate feasible student at least that fast, by validation score) per level."""
     out = []
     for level in SPEEDUP_LEVELS:
         fast = front[front["speedup"] >= level]
-        best = fast.sort_values("val_score").iloc[-1] if not fast.empty else None
-        out.append({"speedup_at_least": level, "trial": None if best is None else best["name"], "row": best})
+        out.append((level, fast.sort_values("val_score").iloc[-1] if not fast.empty else None))
     return out
