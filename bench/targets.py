@@ -25,6 +25,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from compress.core.atomic import atomic_write_json
+from compress.core.frontier import fastest_form
 from compress.core.records import FormEval
 from compress.pipeline.runner import run_recipe
 
@@ -59,13 +60,13 @@ def run(epochs: int, runs: int, out: Path) -> dict[str, FormEval]:
 def summarize(ev: dict[str, FormEval]) -> dict:
     timed = {n: e for n, e in ev.items() if e.latency}
     teacher_forms = {n: e for n, e in timed.items() if e.model == "teacher"}
-    fastest = min(teacher_forms, key=lambda n: teacher_forms[n].latency.p10_ms)  # type: ignore[union-attr]
+    fastest = fastest_form(teacher_forms).form
     fastest_ms = teacher_forms[fastest].latency.p10_ms  # type: ignore[union-attr]
     targets = {}
     for runtime in RUNTIMES:
         mine = {n: e for n, e in ev.items() if e.runtime == runtime and e.latency}
-        teacher = min((e for e in mine.values() if e.model == "teacher"), key=lambda e: e.latency.p10_ms)  # type: ignore[union-attr]
-        student = min((e for e in mine.values() if e.model == "student"), key=lambda e: e.latency.p10_ms)  # type: ignore[union-attr]
+        teacher = fastest_form({n: e for n, e in mine.items() if e.model == "teacher"})
+        student = fastest_form({n: e for n, e in mine.items() if e.model == "student"})
         acc = {
             e.precision: e.splits["test"]["accuracy"]
             for e in mine.values()

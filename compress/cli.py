@@ -107,7 +107,8 @@ def search_cmd(
     storage: Annotated[
         str | None,
         typer.Option(
-            help="sqlite:///..., postgresql://..., journal:PATH or env COMPRESS_STORAGE; default sqlite:///<output_dir>/<study>/study.db"
+            help="sqlite:///..., postgresql://..., journal:PATH or env COMPRESS_STORAGE; "
+            "default sqlite:///<output_dir>/<study>/study.db"
         ),
     ] = None,
     workers: Annotated[
@@ -264,9 +265,8 @@ def main() -> None:
     except CompressError as e:
         if _debug:
             raise
-        err.print(
-            f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True
-        )  # messages hold [brackets]: extras, keys
+        # messages hold [brackets]: extras, keys
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -211,6 +211,8 @@ SPACE = {
 }
 FINALIZE = {"top_k": 2, "set": {"passes.distill.epochs": 2}, "runs": 5, "repeats": 2, "natural_texts": 6}
 BASELINES = ["layerdrop", {"name": "pruned", "options": {"ffn_ratio": 0.5}}]
+# tried first: the dense one-layer student whole, then group counts 2 with the rest sampled
+SEEDS = [{"passes.convert.groups": "1,1,1,1,1,1", "passes.convert.layers": 1}, {"passes.convert.groups": 2}]
 
 
 def write_recipe(tmp_path: Path, csv: Path, teacher: Path, **search) -> Path:
@@ -237,7 +239,7 @@ def finished_study(tmp_path_factory, tiny_teacher_dir) -> Study:
     root = tmp_path_factory.mktemp("study")
     csv = root / "tiny.csv"
     make_rows(240).to_csv(csv, index=False)
-    recipe = write_recipe(root, csv, tiny_teacher_dir, finalize=FINALIZE, baselines=BASELINES)
+    recipe = write_recipe(root, csv, tiny_teacher_dir, finalize=FINALIZE, baselines=BASELINES, seeds=SEEDS)
     assert run_cli("search", recipe) == 0
     return Study(root, recipe, root / "results" / "tiny")
 

@@ -68,10 +68,11 @@ def test_onnx_export_dynamic_axes_and_int8(tmp_path, tokenizer):
     q = tmp_path / "model.int8.onnx"
     info = onnxruntime_int8(path, q, static=False, per_channel=False)
     assert is_int8(q) and not is_int8(path) and info["mode"] == "dynamic"
+    # attention's Q.K^T and P.V (2 layers) stay fp32
     assert _matmul_kinds(q) == {
         "int8": len(_weight_matmuls(path)),
         "fp32": 2 * 2,
-    }  # attention's Q.K^T and P.V (2 layers) stay fp32
+    }
     got = session(q, 1).run(["logits"], {k: v.numpy() for k, v in _batch(tokenizer).items()})[0]
     assert got.shape == (3, 3) and np.isfinite(got).all()
     split = tmp_path / "split.onnx"
@@ -91,9 +92,8 @@ def test_torch_int8_quantizes_the_grouped_layers(tokenizer):
     model = tiny_squeeze()
     q = torch_int8(model)
     dynamic = [m for m in q.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
-    assert (
-        len(dynamic) == 2 * (4 * 3 + 1 + 4 + 4) + 2
-    )  # per layer: q,k,v (4 groups each), post (1), inter, output (4); pooler, classifier
+    # per layer: q,k,v (4 groups each), post (1), inter, output (4); pooler, classifier
+    assert len(dynamic) == 2 * (4 * 3 + 1 + 4 + 4) + 2
     assert not [m for m in q.modules() if type(m) is torch.nn.Linear]
     b = _batch(tokenizer)
     with torch.no_grad():
@@ -135,9 +135,8 @@ def test_interleaved_times_blocks_of_each_callable():
 
 
 def test_repeated_reruns_a_repeat_slowed_by_machine_load():
-    per_repeat = 2 * (
-        3 + 10 + 4
-    )  # both callables: 3 warm-up calls, 10 timed, 4 blocks (of 3, 3, 3, 1) each after 1 untimed call
+    # both callables: 3 warm-up calls, 10 timed, 4 blocks (of 3, 3, 3, 1) each after 1 untimed call
+    per_repeat = 2 * (3 + 10 + 4)
     out, redone = repeated(_loaded_machine(per_repeat), runs=10, repeats=3)
     assert len(redone) == 1 and redone[0] > 1.5  # the first repeat ran ~2x slower and was measured again
     assert out["a"].median_ms == pytest.approx(2.1, abs=0.5) and out["b"].cv_of_medians < 0.15
@@ -171,9 +170,8 @@ def test_full_deploy_recipe_and_model_card(tmp_path, tiny_csv, tiny_teacher_dir,
     assert m.reports["export"]["student"]["max_abs_diff"] < 1e-3
     assert set(q) == {"student.int8", "student.int8-static", "student.torch-int8", "student.int8-pc"}
     assert q["student.int8"]["form"] == "batched" and q["student.int8-pc"]["form"] == "split"
-    assert (
-        ev["student.int8-pc"].splits["test"]["accuracy"] >= 0 and ev["student.int8-pc"].runtime == "onnxruntime"
-    )  # runs in ONNX Runtime
+    # runs in ONNX Runtime
+    assert ev["student.int8-pc"].splits["test"]["accuracy"] >= 0 and ev["student.int8-pc"].runtime == "onnxruntime"
     assert q["student.int8"]["size_mb_int8"] < q["student.int8"]["size_mb_fp32"]
     assert (
         ev["student.int8"].size_mb == pytest.approx(q["student.int8"]["size_mb_int8"])
@@ -205,9 +203,8 @@ def test_full_deploy_recipe_and_model_card(tmp_path, tiny_csv, tiny_teacher_dir,
         )
         assert (lat.runtime, lat.precision) == kinds.get(name, ("onnxruntime", "int8"))
         assert name.startswith("teacher.") or 0 <= ev[name].splits["test"]["accuracy"] <= 1
-    assert (
-        ev[fastest].latency.speedup == 1.0 and not ev["teacher.int8"].splits
-    )  # reference-only forms are timed, not scored
+    # reference-only forms are timed, not scored
+    assert ev[fastest].latency.speedup == 1.0 and not ev["teacher.int8"].splits
     assert ev["student"].model == ev["student.int8"].model == "student" and ev["teacher.int8"].model == "teacher"
     assert ev["student.onnx"].splits["test"]["accuracy"] == ev["student"].splits["test"]["accuracy"]
     card = (run / "models" / "student" / "README.md").read_text()
@@ -290,9 +287,8 @@ def test_neural_compressor_backend_tunes_and_reports(tmp_path, tiny_csv, tiny_te
     assert q["backend"] == "neural-compressor" and q["tried"] and q["chosen"] == q["tried"][-1]["config"]
     assert q["tried"][-1]["val_accuracy"] >= q["fp32_val_accuracy"] * 0.5  # within the tolerable (relative) loss
     assert is_int8(run / "models" / "student" / "model.int8.onnx") and "student.int8" in m.evaluations
-    assert (
-        _matmul_kinds(run / "models" / "student" / "model.int8.onnx")["fp32"] == 2 * 2
-    )  # attention stays fp32 here too
+    # attention stays fp32 here too
+    assert _matmul_kinds(run / "models" / "student" / "model.int8.onnx")["fp32"] == 2 * 2
 
 
 def _weight_matmuls(path) -> list[str]:
@@ -300,9 +296,8 @@ def _weight_matmuls(path) -> list[str]:
 
     g = onnx.load(str(path)).graph
     weights = {i.name for i in g.initializer}
-    return [
-        n.name for n in g.node if n.op_type in ("MatMul", "Gemm") and any(i in weights for i in n.input)
-    ]  # Gemm: pooler, classifier
+    # Gemm: pooler, classifier
+    return [n.name for n in g.node if n.op_type in ("MatMul", "Gemm") and any(i in weights for i in n.input)]
 
 
 def _matmul_kinds(path) -> dict[str, int]:

@@ -190,9 +190,8 @@ def test_distillation_on_teacher_labelled_texts(tmp_path, tiny_csv, tiny_teacher
     texts = tmp_path / "texts.txt"
     texts.write_text("great food\n\nawful day\nok movie\n")
     state = run({"unlabeled": 10, "unlabeled_source": str(texts)})
-    assert (
-        state.reports["distill"]["student"]["unlabeled_examples"] == 3
-    )  # blank lines skipped; fewer than asked: all used
+    # blank lines skipped; fewer than asked: all used
+    assert state.reports["distill"]["student"]["unlabeled_examples"] == 3
     with pytest.raises(CompressError, match="the task has no unused training rows"):
         run({"unlabeled": 5})
     with pytest.raises(CompressError, match="no such file"):

@@ -49,9 +49,8 @@ def test_plan_mirrors_how_the_inference_form_fuses():
         and unfused["out:hidden=32:ffn=64:g=2"] == 2
         and unfused["base:hidden=32:labels=3"] == 1
     )
-    assert "qkv:hidden=32:heads=4:head_size=8:g=8" not in plan(
-        arch((8,) * 6, heads=4)
-    )  # 8 groups cannot split 4 heads: Q, K, V apart
+    # 8 groups cannot split 4 heads: Q, K, V apart
+    assert "qkv:hidden=32:heads=4:head_size=8:g=8" not in plan(arch((8,) * 6, heads=4))
     model = torch.nn.Module()
     model.config = BertConfig(
         hidden_size=32,

@@ -161,9 +161,8 @@ def test_token_kind_scores_flat_logits_by_sentence():
     logits[np.arange(8), [0, 2, 0, 0, 0, 1, 0, 0]] = 1  # the place loses its second word: one of two entities right
     s = KINDS["token_classification"].scores(logits, Split(), TAGS)
     assert s.n == 2 and s["precision"] == 0.5 and s["recall"] == 0.5 and s["accuracy"] == pytest.approx(2 / 3)
-    n, recall = KINDS["token_classification"].resampler(
-        "recall", logits, Split(), TAGS
-    )  # paired comparisons resample sentences
+    # paired comparisons resample sentences
+    n, recall = KINDS["token_classification"].resampler("recall", logits, Split(), TAGS)
     assert (
         n == 2 and recall(np.arange(2)) == 0.5 and recall(np.array([0, 0])) == 1.0 and recall(np.array([1, 1])) == 0.0
     )

@@ -198,9 +198,8 @@ def test_metrics_of_another_schema_are_refused_with_the_fix(tmp_path, cli):
 
     old = tmp_path / "old"
     old.mkdir()
-    (old / "metrics.json").write_text(
-        json.dumps({"name": "old", "status": "complete", "metrics": {"evaluate": {}}})
-    )  # schema 1 had no version
+    # schema 1 had no version
+    (old / "metrics.json").write_text(json.dumps({"name": "old", "status": "complete", "metrics": {"evaluate": {}}}))
     with pytest.raises(CompressError, match=r"metrics schema 1, this one reads 2.*rerun the recipe"):
         read_metrics(old / "metrics.json")
     code, _, err = cli("report", old, "--out", tmp_path / "r")

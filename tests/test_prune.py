@@ -71,9 +71,8 @@ def test_squeezebert_ffn_pruning_respects_groups(tmp_path):
     b = _batch()
     ref = student.transformer.encoder.layers[0]
     w_in, w_out = ref.intermediate.conv1d.weight.detach().clone(), ref.output.conv1d.weight.detach().clone()
-    prune_squeezebert_ffn(
-        student, 0.25, "magnitude"
-    )  # 16 of 64 channels; lcm(4, 2) = 4 segments of 16, 4 removed from each
+    # 16 of 64 channels; lcm(4, 2) = 4 segments of 16, 4 removed from each
+    prune_squeezebert_ffn(student, 0.25, "magnitude")
     layer = student.transformer.encoder.layers[0]
     assert (
         student.config.intermediate_size == 48

@@ -58,9 +58,8 @@ def squad_folder(folder: Path, sizes=(200, 40, 40), seed: int = 0) -> Path:
 def test_squad_normalization_and_scores():
     assert m.normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
     s = m.answer_scores([["new york", "NYC"], ["the paris"]], ["New York.", "paris france"])
-    assert s["exact_match"].tolist() == [1.0, 0.0] and s["f1"][1] == pytest.approx(
-        2 * 1 / 3
-    )  # "paris" vs "paris france"
+    # "paris" vs "paris france"
+    assert s["exact_match"].tolist() == [1.0, 0.0] and s["f1"][1] == pytest.approx(2 * 1 / 3)
 
 
 def test_windows_over_a_long_context_and_the_best_span(tmp_path, tokenizer):
@@ -196,3 +195,17 @@ def test_question_answering_end_to_end(tmp_path, tiny_teacher_dir, cli):
     assert logits.shape == (1, x["input_ids"].shape[1], 2) and student.config.num_labels == 2
     card = (folder / "README.md").read_text()
     assert "extractive question answerer" in card and "start_logits" in card and "test f1 [95% CI]" in card
+
+
+def test_the_default_doc_stride_fits_every_max_length():
+    """Left out, doc_stride is a quarter of max_length (32 at 128, the old fixed default); one that leaves too little
+    new context per window is refused with the fix."""
+    from pydantic import ValidationError
+
+    from compress.recipe.task import TaskSpec
+
+    for length, stride in ((8, 2), (64, 16), (128, 32), (384, 96)):
+        assert TaskSpec(kind="question_answering", max_length=length).stride == stride
+    assert TaskSpec(kind="question_answering", max_length=64, doc_stride=0).stride == 0
+    with pytest.raises(ValidationError, match=r"doc_stride 40 leaves too little .* below max_length / 2 \(32\)"):
+        TaskSpec(kind="question_answering", max_length=64, doc_stride=40)

@@ -14,13 +14,14 @@ from optuna.trial import TrialState
 
 from compress.core.arch import Architecture
 from compress.core.errors import CompressError
-from compress.core.frontier import Frontier, TeacherReference, TrialScore
+from compress.core.frontier import BudgetUse, Frontier, TeacherReference, TrialScore
 from compress.core.records import SplitScores, read_metrics
 from compress.deploy.latency_model import LatencyModel
 from compress.recipe.search import Param
 from compress.report.frontier import hypervolume, knee, pareto
+from compress.report.summary import ReportSummary
 from compress.study.info import read_info
-from conftest import SPACE, teacher_forms, write_recipe
+from conftest import FINALIZE, SPACE, teacher_forms, write_recipe
 
 
 def load(path: Path, name: str = "tiny") -> optuna.Study:
@@ -268,6 +269,8 @@ def test_search_bad_input_is_refused_before_any_work(tmp_path, tiny_csv, tiny_te
         ),
         ({"target": "onnxruntime-int4"}, "unknown deploy target 'onnxruntime-int4' (did you mean 'onnxruntime-int8'?)"),
         ({"target": "tensorrt-int8"}, "unknown deploy target 'tensorrt-int8'"),
+        ({"baselines": [{"name": "layerdrop", "options": {"layer": [1]}}]}, "(layerdrop).options.layer: unknown key"),
+        ({"baselines": [{"name": "pruned", "options": {"ffn_ration": 0.5}}]}, "did you mean 'ffn_ratio'"),
         ({"timeout": 0}, "search.timeout"),
         (
             {"space": SPACE | {"passes.quantize.enabled": {"choices": [True, False]}}},
@@ -300,6 +303,31 @@ def test_search_bad_input_is_refused_before_any_work(tmp_path, tiny_csv, tiny_te
             code, _, err = cli(command, recipe)
             assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (command, search, err)
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.integration
+def test_budgets_stop_the_search_and_finalize_and_the_report_says_so(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    """search.timeout: no trial starts after it, the study is finalized with what it found; finalize.timeout: only
+    the first chosen student is retrained once it is spent; the report says both."""
+    from compress.finalize.front import pick
+
+    finalize = FINALIZE | {"top_k": 3, "timeout": 0.001, "check_trials": 0}
+    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=40, timeout=1, prune=False, finalize=finalize)
+    code, _, err = cli("search", recipe)
+    assert code == 0, err
+    folder = tmp_path / "results" / "tiny"
+    finished = load(folder / "study.db").get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert 1 <= len(finished) < 40 and "the search budget (search.timeout 1 s) is spent" in err, err
+    frontier = frontier_of(folder)
+    chosen = pick(sorted(scored(load(folder / "study.db")).items()), 3)
+    assert [e.trial for e in frontier.entries if e.kind == "final"] == [chosen[0][0]]  # the fastest pick only
+    assert frontier.budget is not None and frontier.budget.seconds == 0.001
+    assert frontier.budget.skipped == len(chosen) - 1
+    code, _, err = cli("report", folder, "--out", tmp_path / "report")
+    assert code == 0, err
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert f"({len(finished)} of 40 wanted in the 1-second budget (search.timeout))" in md
+    assert ("not retrained: the finalize budget" in md) == (len(chosen) > 1)
 
 
 @pytest.mark.integration
@@ -476,13 +504,8 @@ def test_finalists_are_distinct_front_architectures_spread_along_it():
         (6, score(0.78, 7.0)),
         (7, score(0.78, 7.0).model_copy(update={"arch": arch(3, 7.0)})),  # the same architecture as 6
     ]
-    assert [n for n, _ in pick(trials, 10)] == [
-        0,
-        1,
-        2,
-        3,
-        6,
-    ]  # the infeasible and the dominated never; one per architecture
+    # the infeasible and the dominated never; one per architecture
+    assert [n for n, _ in pick(trials, 10)] == [0, 1, 2, 3, 6]
     assert [n for n, _ in pick(trials, 3)] == [0, 2, 6]  # from the fastest to the most accurate
     assert [n for n, _ in pick(trials, 1)] == [2]  # one: the middle of the front
 
@@ -579,6 +602,36 @@ def test_trials_whose_folders_are_gone_are_not_re_timed(tmp_path):
     assert time_trials(None, None, tmp_path / "reference", [(0, score), (1, score)]) == []  # type: ignore[arg-type]
 
 
+def test_finalize_budget_admits_the_first_then_what_time_allows():
+    from compress.finalize.finalize import Budget
+
+    clock = iter([0.0, 5.0, 20.0, 21.0])
+    budget = Budget(10, clock=lambda: next(clock))  # starts at 0 s
+    assert budget.admit("a") and budget.admit("b")  # the first always (no clock read); then at 5 s, inside
+    assert not budget.admit("c")  # at 20 s: spent
+    assert budget.record() == BudgetUse(seconds=10, used_s=21.0, skipped=1)
+    unlimited = Budget(None)
+    assert all(unlimited.admit(x) for x in "abc") and unlimited.record() is None
+
+
+def test_trial_counts_say_what_the_search_budget_left_out():
+    from compress.report.summary import SearchBudget
+
+    def said(budget: SearchBudget, trials: dict[str, int]) -> str:
+        fields = dict.fromkeys(ReportSummary.model_fields)
+        return ReportSummary.model_construct(**(fields | {"trials": trials, "budget": budget})).trial_counts()
+
+    done = {"COMPLETE": 3, "PRUNED": 1}
+    assert said(SearchBudget(finished=4, wanted=4), done) == "3 complete, 1 pruned"
+    assert said(SearchBudget(finished=4, wanted=8, timeout=240), done) == (
+        "3 complete, 1 pruned (4 of 8 wanted in the 4-minute budget (search.timeout))"
+    )
+    assert said(SearchBudget(finished=4, wanted=8, timeout=90), done).endswith(
+        "in the 90-second budget (search.timeout))"
+    )
+    assert said(SearchBudget(finished=4, wanted=8), done) == "3 complete, 1 pruned (4 of 8 wanted)"
+
+
 def test_spread_keeps_both_ends():
     from compress.finalize.front import spread
 
@@ -609,17 +662,11 @@ def test_predictor_quality_prefers_the_trials_re_timed_together():
 
 
 @pytest.mark.integration
-def test_seeds_are_tried_first(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+def test_seeds_are_tried_first(finished_study):
     """A seeded configuration (here the dense, one-layer student) runs before anything is sampled; keys it leaves
-    out are sampled; resuming does not queue it again."""
-    seeds = [{"passes.convert.groups": "1,1,1,1,1,1", "passes.convert.layers": 1}, {"passes.convert.groups": 2}]
-    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=3, seeds=seeds, prune=False)
-    code, _, err = cli("search", recipe)
-    assert code == 0, err
-    trials = load(tmp_path / "results" / "tiny" / "study.db").trials
+    out are sampled; resuming does not queue it again (test_a_finished_study_is_refused_without_resume_...)."""
+    trials = load(finished_study.folder / "study.db").trials
     groups = [{k: v for k, v in t.params.items() if ".groups." in k} for t in trials]
     assert set(groups[0].values()) == {1} and trials[0].params["passes.convert.layers"] == 1 and len(groups[0]) == 6
     assert set(groups[1].values()) == {2} and "passes.convert.layers" in trials[1].params  # sampled
     assert trials[0].user_attrs["config"]["passes.convert.groups"] == "1,1,1,1,1,1"
-    assert cli("search", recipe, "--resume")[0] == 0
-    assert len(load(tmp_path / "results" / "tiny" / "study.db").trials) == 3  # nothing queued twice, nothing run again

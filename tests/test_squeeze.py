@@ -83,9 +83,8 @@ def test_group_counts_must_divide_channels():
         check_groups(Groups(1, 1, 1, 1, 5, 1), 384, 1536)
     with pytest.raises(ValueError, match="expected six integers"):
         Groups.parse("4,4,4")
-    with pytest.raises(
-        CompressError, match=r"groups.q=3 must divide"
-    ):  # what convert() raises: the user's error, one line
+    # what convert() raises: the user's error, one line
+    with pytest.raises(CompressError, match=r"groups.q=3 must divide"):
         convert(tiny_bert(), groups=Groups(3, 1, 1, 1, 1, 1))
     assert (
         str(Groups.parse(" 4,4, 4,1,4,4")) == "4,4,4,1,4,4"

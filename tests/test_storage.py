@@ -71,7 +71,7 @@ def kill_then_resume(recipe: Path, storage: list[str], trials: Callable[[], list
     after = trials()
     done = {t.number: t.values for t in after if t.state == TrialState.COMPLETE}
     assert all(done.get(n) == v for n, v in before.items()), (before, done)  # every finished trial kept, unchanged
-    assert len([t for t in after if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 8, [
+    assert len([t for t in after if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 6, [
         (t.number, t.state) for t in after
     ]
     for n in running:  # the killed trials failed as stale and were retried once with the same parameters
@@ -82,9 +82,8 @@ def kill_then_resume(recipe: Path, storage: list[str], trials: Callable[[], list
         # rest
         assert after[n].params.items() <= retries[0].params.items(), (n, after[n].params, retries[0].params)
     chains = [RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in after if t.state == TrialState.COMPLETE]
-    assert len([c for c in chains if c is not None]) == len(
-        {c for c in chains if c is not None}
-    )  # no trial finished twice
+    # no trial finished twice
+    assert len([c for c in chains if c is not None]) == len({c for c in chains if c is not None})
     folders = {p.name for p in (recipe.parent / "results" / "tiny" / "trials").iterdir()}
     assert {f"trial-{n:04d}" for n in done} <= folders  # every finished trial has its run folder
     return after
@@ -105,7 +104,7 @@ def killable_recipe(tmp_path: Path, tiny_csv: Path, tiny_teacher_dir: Path, **se
         tmp_path,
         tiny_csv,
         tiny_teacher_dir,
-        trials=8,
+        trials=6,
         heartbeat_seconds=1,
         stale_after_seconds=4,
         prune=False,
@@ -317,9 +316,8 @@ def test_sqlite_queued_trial_is_claimed_by_one_worker_only(tmp_path):
     assert sorted(claims) == sorted(set(claims)) and len(claims) == 40, sorted(claims)
 
 
-@pytest.mark.filterwarnings(
-    "ignore:Heartbeat of storage is supposed to be used with Study.optimize"
-)  # trials made by hand here
+# trials made by hand here
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_sqlite_trial_killed_before_its_first_heartbeat_is_retried(tmp_path):
     """Optuna skips running trials that never beat; a worker killed between claiming a trial and its first beat
     would leave it RUNNING forever. compress fails it by its start time and queues it once."""

@@ -78,9 +78,8 @@ def test_paired_interval_of_a_difference():
     shuffled = np.where(rng.permutation(a == y), y, (y + 2) % 3)  # as accurate as a, wrong on other texts
     _, lo, hi = m.paired_ci(m.resampled(n, units(shuffled)[1], seed=1), ra)
     assert lo < 0 < hi
-    _, lo, hi = m.paired_ci(
-        rb, m.resampled(n, fa, seed=2)
-    )  # draws of other units: no longer paired, the interval widens
+    # draws of other units: no longer paired, the interval widens
+    _, lo, hi = m.paired_ci(rb, m.resampled(n, fa, seed=2))
     assert hi - lo > 2 * (m.paired_ci(rb, ra)[2] - m.paired_ci(rb, ra)[1])
 
 

@@ -22,9 +22,8 @@ class Groups:
     intermediate: int = 1
     output: int = 1
 
-    __pydantic_config__: ClassVar[dict[str, str]] = {
-        "extra": "forbid"
-    }  # as a recipe option (pydantic validates this dataclass): no unknown keys
+    # as a recipe option (pydantic validates this dataclass): no unknown keys
+    __pydantic_config__: ClassVar[dict[str, str]] = {"extra": "forbid"}
 
     def __post_init__(self) -> None:
         bad = {m: g for m, g in self.as_dict().items() if not isinstance(g, int) or g < 1}

@@ -24,11 +24,12 @@ from compress.tasks.kinds import NO_LABEL, UNTAGGED
 
 log = logging.getLogger(__name__)
 
+# what every BERT/SqueezeBERT form takes, in this order
 MODEL_INPUTS = (
     "input_ids",
     "attention_mask",
     "token_type_ids",
-)  # what every BERT/SqueezeBERT form takes, in this order
+)
 
 
 def placeholder_inputs(batch: int, seq: int) -> tuple[torch.Tensor, ...]:
@@ -254,9 +255,8 @@ def shuffled(enc: Encoded, seed: int, batch_size: int = 1, pool: int = 50) -> np
     lengths, size = enc.lengths(), batch_size * pool
     pooled = [p[np.argsort(-lengths[p], kind="stable")] for p in np.split(order, range(size, len(order), size))]
     chunks = [c for p in pooled for c in np.split(p, range(batch_size, len(p), batch_size))]
-    full = [
-        c for c in chunks if len(c) == batch_size
-    ]  # a short last batch stays last, so `batches` cuts on chunk edges
+    # a short last batch stays last, so `batches` cuts on chunk edges
+    full = [c for c in chunks if len(c) == batch_size]
     return np.concatenate([full[i] for i in rng.permutation(len(full))] + [c for c in chunks if len(c) != batch_size])
 
 

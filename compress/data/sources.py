@@ -65,9 +65,8 @@ class TaskData:
     is_pair: bool
     kind: TaskKind = KINDS["classification"]
     metric: str = "accuracy"  # the primary metric (task.metric, checked against the kind and label count)
-    unused: pd.DataFrame = field(
-        default_factory=pd.DataFrame
-    )  # training rows beyond task.max_train_samples (distillation can use their text)
+    # training rows beyond task.max_train_samples (distillation can use their text)
+    unused: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self) -> str:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())

@@ -15,5 +15,5 @@ def encode_split(task: TaskData, spec: TaskSpec, tokenizer: Any, split: str, cac
     """A split tokenized as a run of `spec` tokenizes it (question answering: windows over the contexts)."""
     df = task.splits[split]
     if task.kind.name == "question_answering":
-        return encode_questions(df, tokenizer, spec.max_length, spec.doc_stride, spec.max_answer_tokens)
+        return encode_questions(df, tokenizer, spec.max_length, spec.stride, spec.max_answer_tokens)
     return encode(df, tokenizer, spec.max_length, cache_dir)

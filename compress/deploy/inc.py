@@ -33,9 +33,8 @@ def neural_compressor_int8(
 
     if is_int8(src):
         raise CompressError(f"{src} is already quantized (int8 operators found); quantize the fp32 model.onnx instead")
-    per_channel = (
-        [False] if batched_weights(src) else [False, True]
-    )  # per-channel scales need 2-D weights (see onnxruntime_int8)
+    # per-channel scales need 2-D weights (see onnxruntime_int8)
+    per_channel = [False] if batched_weights(src) else [False, True]
     space = qconfig.DynamicQuantConfig(
         per_channel=per_channel, quant_last_matmul=[True, False], nodes_to_exclude=activation_matmuls(src)
     )

@@ -100,9 +100,8 @@ class FusedQKV(nn.Module):
         b, l, _c = x.shape
         a, g, d = self.heads, self.groups, self.d
         if g == 1:
-            y = (
-                (torch.matmul(x, self.weight) + self.bias).reshape(b, l, 3, a, d).permute(2, 0, 3, 1, 4)
-            )  # [3, B, A, L, d]
+            # [3, B, A, L, d]
+            y = (torch.matmul(x, self.weight) + self.bias).reshape(b, l, 3, a, d).permute(2, 0, 3, 1, 4)
         else:
             y = torch.matmul(x.reshape(b, l, g, self.cin).transpose(1, 2), self.weight) + self.bias  # [B, g, L, 3*O/g]
             y = y.reshape(b, g, l, 3, a // g, d).permute(3, 0, 1, 4, 2, 5).reshape(3, b, a, l, d)

@@ -141,7 +141,6 @@ def torch_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 of every Linear in the inference form (its per-group Linears included)."""
     form = EncoderForInference(model.cpu().eval(), mode="split")
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # torch.ao.quantization is deprecated in favour of torchao; it still works on CPU
+        # torch.ao.quantization is deprecated in favour of torchao; it still works on CPU
+        warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(form, {torch.nn.Linear}, dtype=torch.qint8)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,8 @@ def finalize(
     if not any(s.feasible for _, s in trials):
         log.warning("no proxy trial is feasible (search.max_accuracy_drop / latency_budget_ms): finalizing among all")
     budget = Budget(spec.finalize.timeout)
-    peers = _baselines(
-        folder, recipe, spec, retime
-    )  # first: the students meant to beat them are chosen by their latency
+    # first: the students meant to beat them are chosen by their latency
+    peers = _baselines(folder, recipe, spec, retime)
     entries = [
         Entry("teacher", "teacher", None, folder / "reference", False, "teacher"),
         *_finals(folder, recipe, spec, trials, peers, top_k or spec.finalize.top_k or 1, retime, budget),
@@ -83,19 +83,26 @@ def finalize(
 
 
 class Budget:
-    """finalize.timeout: no retraining starts once this many seconds have passed (None: no limit). The first final
-    student always trains, so a finalize under any budget still has a student to report."""
+    """finalize.timeout: no retraining starts once this many seconds have passed (None: no limit). The first piece
+    of work is always admitted, so a finalize under any budget still has a student to report."""
 
-    def __init__(self, seconds: float | None) -> None:
-        self.seconds, self.start, self.skipped = seconds, time.monotonic(), 0
+    def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.clock, self.admitted, self.skipped = seconds, clock, 0, 0
+        self.start = clock()
 
-    def spent(self) -> bool:
-        return self.seconds is not None and time.monotonic() - self.start >= self.seconds
+    def admit(self, what: str) -> bool:
+        """Whether `what` may start now; a refusal is counted and said."""
+        if self.admitted and self.seconds is not None and self.clock() - self.start >= self.seconds:
+            self.skipped += 1
+            log.warning("%s not retrained: the finalize budget (finalize.timeout %gs) is spent", what, self.seconds)
+            return False
+        self.admitted += 1
+        return True
 
     def record(self) -> BudgetUse | None:
         if self.seconds is None:
             return None
-        return BudgetUse(seconds=self.seconds, used_s=round(time.monotonic() - self.start, 1), skipped=self.skipped)
+        return BudgetUse(seconds=self.seconds, used_s=round(self.clock() - self.start, 1), skipped=self.skipped)
 
 
 def _baselines(folder: Path, recipe: Recipe, spec: SearchSpec, retime: bool) -> list[Entry]:
@@ -134,9 +141,7 @@ def _finals(
     out: list[Entry] = []
     for number, score in sorted(chosen.items(), key=lambda t: t[1].predicted_ms):
         name = f"final-{number:04d}"
-        if out and budget.spent():
-            budget.skipped += 1
-            log.warning("%s not retrained: the finalize budget (finalize.timeout %ss) is spent", name, budget.seconds)
+        if not budget.admit(name):
             continue
         raw = yaml.safe_load((Path(score.path) / "recipe.yaml").read_text())
         run, fresh = _run(raw | {"name": name, "output_dir": str(folder / "final")}, spec.finalize.set, retime)

@@ -62,7 +62,7 @@ def _qa_note(state: RunState) -> Section:
     spec, metric = state.recipe.task, state.task.metric
     return [
         f"Scores are SQuAD v1.1's ({metric}, as fractions): tokenize `(question, context)` with "
-        f'`truncation="only_second"`, `max_length={spec.max_length}`, `stride={spec.doc_stride}`, '
+        f'`truncation="only_second"`, `max_length={spec.max_length}`, `stride={spec.stride}`, '
         "`return_overflowing_tokens=True`, `return_offsets_mapping=True`; in every window take the 20 best start and "
         "end tokens inside the context (`sequence_ids() == 1`), keep pairs with "
         f"start <= end < start + {spec.max_answer_tokens}, and answer with the best start + end score over all "

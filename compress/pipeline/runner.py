@@ -142,7 +142,6 @@ def _write_metrics(
                 "models": dict(state.artifacts),
             }
         )
-    atomic_write_json(
-        folder / "metrics.json", metrics.model_dump()
-    )  # pass reports may hold numpy scalars: json_default
+    # pass reports may hold numpy scalars: json_default
+    atomic_write_json(folder / "metrics.json", metrics.model_dump())
     return metrics

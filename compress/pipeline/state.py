@@ -87,9 +87,8 @@ class RunState:
 
     def pick(self, names: list[str] | None, available: Mapping[str, object], option: str) -> list[str]:
         """`names` (default: all of `available`), refusing any this run does not have."""
-        chosen = (
-            list(available) if names is None else names
-        )  # an empty list (a pattern matching nothing) is an error, not "all"
+        # an empty list (a pattern matching nothing) is an error, not "all"
+        chosen = list(available) if names is None else names
         unknown = [n for n in chosen if n not in available]
         if unknown or not chosen:
             raise CompressError(

@@ -77,9 +77,8 @@ def prune_squeezebert_ffn(model, ratio: float, importance: str) -> int:
         keep = (keep + torch.arange(seg)[:, None] * (width // seg)).reshape(-1)  # global channel ids, group order kept
         new_in = torch.nn.Conv1d(inter.in_channels, width - k, 1, groups=gi)
         new_in.weight.data, _bias(new_in).data = inter.weight.data[keep].clone(), inter.bias.data[keep].clone()
-        local = keep.reshape(go, -1) - torch.arange(go)[:, None] * (
-            width // go
-        )  # per output group, its kept input slots
+        # per output group, its kept input slots
+        local = keep.reshape(go, -1) - torch.arange(go)[:, None] * (width // go)
         w = out.weight.data.reshape(go, -1, width // go, 1)
         new_out = torch.nn.Conv1d(width - k, out.out_channels, 1, groups=go)
         new_out.weight.data = (

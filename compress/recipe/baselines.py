@@ -15,12 +15,23 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+
 from compress.core.errors import CompressError
+from compress.recipe.loading import explain
 from compress.recipe.search import BaselineSpec
 
 
+class LayerdropOptions(BaseModel):
+    """`layerdrop`'s options: which teacher layers the dense student keeps (default every other one)."""
+
+    model_config = ConfigDict(extra="forbid")
+    layers: list[NonNegativeInt] | None = Field(None, min_length=1)
+
+
 def _layerdrop(teacher_layers: int, student: str, options: dict[str, Any]) -> list[dict[str, Any]]:
-    keep = options.get("layers") or list(range(1, teacher_layers, 2)) or [0]  # DistilBERT: every other layer
+    given = LayerdropOptions.model_validate(options).layers
+    keep = given or list(range(1, teacher_layers, 2)) or [0]  # DistilBERT: every other layer
     return [
         {
             "name": "convert",
@@ -41,7 +52,8 @@ BASELINES: dict[str, Callable[[int, str, dict[str, Any]], list[dict[str, Any]]]]
 
 
 def check(baselines: list[BaselineSpec], source: str) -> None:
-    """Every baseline name must exist (one line naming the fix)."""
+    """Every baseline name must exist and `layerdrop`'s options be its own (one line naming the fix); `pruned`'s
+    options are the prune pass's, checked with the passes of the baseline's recipe."""
     for i, b in enumerate(baselines):
         if b.name not in BASELINES:
             close = difflib.get_close_matches(b.name, BASELINES, n=1)
@@ -49,6 +61,12 @@ def check(baselines: list[BaselineSpec], source: str) -> None:
             raise CompressError(
                 f"{source}: search.baselines[{i}]: unknown baseline {b.name!r}{hint} available: {', '.join(BASELINES)}"
             )
+        if b.name == "layerdrop":
+            try:
+                LayerdropOptions.model_validate(b.options)
+            except ValidationError as e:
+                where = f"search.baselines[{i}] (layerdrop).options."
+                raise CompressError(explain(e, LayerdropOptions, source, where)) from None
 
 
 def baseline_passes(

@@ -55,13 +55,11 @@ class TaskSpec(BaseModel):
     max_length: int = Field(
         128, ge=8, le=512, description="tokens per example (truncation; question answering: per window)"
     )
-    doc_stride: int = Field(
-        32,
+    doc_stride: int | None = Field(
+        None,
         ge=0,
-        description=(
-            "question answering: tokens of overlap between windows over a long context (0: a context that "
-            "does not fit is an error)"
-        ),
+        description="question answering: tokens of overlap between windows over a long context (0: a context that "
+        "does not fit is an error); default max_length / 4 (32 at 128, 96 at 384), which fits any max_length",
     )
     max_answer_tokens: int = Field(
         30, ge=1, description="question answering: the longest answer span considered, in tokens"
@@ -84,9 +82,14 @@ class TaskSpec(BaseModel):
             what = "text_pair_column" if self.text_pair_column else "filters" if self.filters else "labels"
             if not (what == "labels" and self.kind == "token_classification"):  # a tag set may be declared
                 raise ValueError(f"task.{what} does not apply to {self.kind}; remove it")
-        if self.kind == "question_answering" and self.doc_stride >= self.max_length // 2:
+        if self.kind == "question_answering" and self.stride >= self.max_length // 2:
             raise ValueError(
-                f"task.doc_stride {self.doc_stride} leaves too little new context per window; keep it below "
-                "max_length / 2"
+                f"task.doc_stride {self.stride} leaves too little new context per window; keep it below "
+                f"max_length / 2 ({self.max_length // 2}), or leave it out (default: max_length / 4)"
             )
         return self
+
+    @property
+    def stride(self) -> int:
+        """Question answering's window overlap: `doc_stride`, or a quarter of `max_length` when not given."""
+        return self.doc_stride if self.doc_stride is not None else self.max_length // 4

@@ -263,6 +263,5 @@ def plotly_div(points: pd.DataFrame, front: pd.DataFrame, summary: ReportSummary
         height=560,
         margin={"l": 60, "r": 20, "t": 30, "b": 50},
     )
-    return fig.to_html(
-        full_html=False, include_plotlyjs=True, div_id="frontier"
-    )  # script embedded: no CDN, works offline
+    # script embedded: no CDN, works offline
+    return fig.to_html(full_html=False, include_plotlyjs=True, div_id="frontier")

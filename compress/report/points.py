@@ -173,9 +173,8 @@ def _form_row(
 ) -> dict[str, Any]:
     lat, nat = ev.latency, ev.natural
     assert lat is not None
-    torch_key = next(
-        (k for k in lat.speedups if k.split("/")[-1] == "teacher"), None
-    )  # the teacher in PyTorch fp32: a secondary ratio
+    # the teacher in PyTorch fp32: a secondary ratio
+    torch_key = next((k for k in lat.speedups if k.split("/")[-1] == "teacher"), None)
     return {
         "source": source,
         "kind": kind,

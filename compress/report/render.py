@@ -63,6 +63,11 @@ def _headline(summary: ReportSummary) -> list[str]:
             f"**{summary.baselines_dominated} of {total}**; as fast and as accurate within noise (paired 95% interval "
             f"of the {metric} difference): **{summary.baselines_matched_paired} of {total}**."
         )
+    if summary.budget.finals_skipped:
+        lines.append(
+            f"{summary.budget.finals_skipped} chosen front student(s) not retrained: the finalize budget "
+            f"(finalize.timeout {summary.budget.finalize_timeout:g} s) ran out."
+        )
     p, own = summary.predictor, summary.predictor.own_runs
     if p.spearman is not None and p.median_abs_err is not None:
         retimed = p.measured == "re-timed"

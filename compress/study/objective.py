@@ -87,9 +87,8 @@ class Objective:
             log.warning("trial %d failed: %s", trial.number, e)
             raise TrialFailed(str(e)) from None
         trial.set_user_attr("score", result.model_dump(mode="json"))
-        for name, value in zip(
-            CONSTRAINTS, result.constraints, strict=True
-        ):  # read by NSGA-II and TPE (constrained domination)
+        # read by NSGA-II and TPE (constrained domination)
+        for name, value in zip(CONSTRAINTS, result.constraints, strict=True):
             trial.set_constraint(name, value)
         measured = (
             f", measured {result.latency.p10_ms:.2f} ms ({result.measured_speedup:.2f}x)"

@@ -85,9 +85,8 @@ def search(
     store = open_storage(url, spec)
     study = _open_study(store, url, name, recipe, spec, folder, resume=resume, force_new=force_new)
     fail_stale(study, store, spec)  # a killed search's trials: retried once, here, before workers race to do it
-    for params in seed_params(
-        spec, source
-    ):  # tried before anything is sampled; a seed in the study is not queued again
+    # seeds are tried before anything is sampled; a seed already in the study is not queued again
+    for params in seed_params(spec, source):
         study.enqueue_trial(params, skip_if_exists=True)
     teacher = teacher_reference(recipe, folder)
     predictor = latency_model(folder, recipe, spec)

@@ -47,6 +47,12 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
     where = f"{source} (search.space values)"
     resolve_passes(parse_recipe(raw, where), where)
     baselines.check(spec.baselines, source)
+    teacher_layers = load_config(recipe.teacher.model, recipe.teacher.revision).num_hidden_layers
+    for b in spec.baselines:  # each baseline's passes (pruned: the prune pass's options) checked as its run will be
+        peer = recipe.raw()
+        peer["passes"] = baselines.baseline_passes(b, peer["passes"], teacher_layers, spec.student)
+        where = f"{source} (search.baselines: {b.name})"
+        resolve_passes(parse_recipe(peer, where), where)
     final = recipe.raw()
     for key, value in spec.finalize.set.items():
         set_path(final, key, value, f"{source}: search.finalize.set.{key}")

@@ -29,9 +29,8 @@ from compress.core.records import SplitScores
 from compress.tasks import metrics as m
 
 NO_LABEL = -100  # a classification text the teacher labels (cross-entropy's ignore_index); regression uses NaN
-UNTAGGED = (
-    -1
-)  # token classification: a word start whose tag is unknown (teacher-labelled text: distilled, not trained on)
+# token classification: a word start whose tag is unknown (teacher-labelled text: distilled, not trained on)
+UNTAGGED = -1
 
 
 Batch = Mapping[str, torch.Tensor]  # a padded batch (compress.data.encoding.collate)
@@ -162,9 +161,8 @@ class TokenClassification(TaskKind):
     name = "token_classification"
     head = "token"
     per_token = True
-    metrics: ClassVar[dict[str, m.Metric]] = {
-        k: m.entity_metric(k) for k in ("f1", "precision", "recall")
-    }  # of tag sequences
+    # of tag sequences
+    metrics: ClassVar[dict[str, m.Metric]] = {k: m.entity_metric(k) for k in ("f1", "precision", "recall")}
 
     def predictions(self, logits: np.ndarray) -> np.ndarray:
         return logits.argmax(axis=-1)
