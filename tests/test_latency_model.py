@@ -176,6 +176,14 @@ def test_target_form_errors_name_the_fix(tmp_path, tiny_csv, tiny_teacher_dir):
     r = recipe([base[0], {"name": "evaluate", "options": {"latency_device": "cuda"}}], target="torch-fp32")
     with pytest.raises(CompressError, match="the latency model times its blocks on the CPU"):
         target_form(r, r.search, "r.yaml")
+    # ExecuTorch (the phone runtime), by its alias: trials are scored in the .pte form the export pass writes
+    export = {"name": "export", "options": {"models": ["student"], "targets": ["onnx", "executorch"]}}
+    r = recipe([base[0], export, {"name": "evaluate"}], target="executorch-xnnpack")
+    target, form = target_form(r, r.search, "r.yaml")
+    assert (target.name, target.runtime, form) == ("executorch-xnnpack-fp32", "executorch", "student.pte")
+    r = recipe([base[0], export, {"name": "evaluate"}], target="executorch-xnnpack-int8")
+    with pytest.raises(CompressError, match=r"targets: \[onnx, executorch\], int8: true"):
+        target_form(r, r.search, "r.yaml")
 
 
 def test_fit_never_ranks_backwards(caplog):

@@ -196,33 +196,53 @@ def test_target_names_and_aliases():
         get_target("openvino-int4")
 
 
-@pytest.mark.integration
-def test_search_on_executorch_xnnpack_and_its_report(tmp_path, tiny_csv, tiny_teacher_dir, cli):
-    """`search.target: executorch-xnnpack` (the phone runtime): trials scored in it, the report names it and its x86
-    caveat."""
-    import yaml
-    from test_search import load
+def test_a_report_on_executorch_says_its_milliseconds_are_not_a_phones(tmp_path):
+    """A study scored in ExecuTorch (search.target executorch-xnnpack; its trial forms are tested in
+    tests/test_latency_model.py, its export, evaluation and timing in test_every_target_exported_...): the report
+    names the target and says the milliseconds ran XNNPACK's x86 kernels here."""
+    import pandas as pd
 
-    from conftest import write_recipe
+    from compress.core.frontier import TeacherReference
+    from compress.core.records import FormEval, Latency, SplitScores
+    from compress.report.points import Context, _form_row
+    from compress.report.render import Page, render_markdown
+    from compress.report.summary import summarize
+    from compress.study.info import StudyInfo
 
-    # one trial over few blocks: each block and model lowers to ExecuTorch in seconds (the test's minutes)
-    one = {"passes.convert.layers": {"choices": [1]}}
-    recipe = write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, trials=1, space=one, target="executorch-xnnpack")
-    raw = yaml.safe_load(recipe.read_text())
-    raw["passes"][3]["options"] |= {"targets": ["onnx", "executorch"]}
-    raw["passes"][1]["options"]["groups"] = "1,1,1,1,1,1"  # dense: fewer distinct blocks for calibration to lower
-    recipe.write_text(yaml.safe_dump(raw))
-    code, _, err = cli("search", recipe)
-    assert code == 0, err
-    folder = tmp_path / "results" / "tiny"
-    assert json.loads((folder / "search.json").read_text())["target"] == "executorch-xnnpack-fp32"
-    for t in load(folder / "study.db").get_trials():
-        assert (
-            t.user_attrs["score"]["form"] == "student.pte"
-            and t.user_attrs["score"]["latency"]["runtime"] == "executorch"
-        )
-    code, _, err = cli("report", folder, "--out", tmp_path / "r")
-    assert code == 0, err
-    md = (tmp_path / "r" / "report.md").read_text()
+    lat = Latency(
+        runtime="executorch",
+        precision="fp32",
+        batch=1,
+        seq=16,
+        threads=1,
+        p10_ms=1.0,
+        median_ms=1.0,
+        p90_ms=1.0,
+        iqr_ms=0.0,
+        cv=0.0,
+        runs=5,
+        params=1,
+        gflops=0.1,
+        speedup=1.0,
+    )
+    scores = {
+        "validation": SplitScores(n=9, metrics={"accuracy": 0.7}),
+        "test": SplitScores(n=9, metrics={"accuracy": 0.7}),
+    }
+    teacher_form = FormEval(
+        form="teacher.pte", model="teacher", runtime="executorch", precision="fp32", latency=lat, splits=scores
+    )
+    torch_form = teacher_form.model_copy(update={"form": "teacher", "runtime": "torch"})
+    teacher = TeacherReference(forms={"teacher": torch_form, "teacher.pte": teacher_form})
+    student = teacher_form.model_copy(update={"form": "student.pte", "model": "student"})
+    points = pd.DataFrame(
+        [
+            _form_row("r", "accuracy", "teacher", teacher_form),
+            _form_row("r", "accuracy", "student", student, "student.pte"),
+        ]
+    )
+    info = StudyInfo(study="s", storage="sqlite:///x.db", teacher=teacher, target="executorch-xnnpack-fp32")
+    summary, picks = summarize(points, Context(teacher, None, info, tmp_path), {"r": teacher})
+    md = render_markdown(Page("r", points, points.iloc[:0], summary, picks, False))
+    assert summary.target == "executorch-xnnpack-fp32"
     assert "Deploy target: **executorch-xnnpack-fp32**" in md and "not a phone's ARM ones" in md
-    assert json.loads((tmp_path / "r" / "summary.json").read_text())["target"] == "executorch-xnnpack-fp32"
