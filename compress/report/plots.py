@@ -256,8 +256,10 @@ def plotly_div(points: pd.DataFrame, front: pd.DataFrame, summary: ReportSummary
     line = within_line(summary)
     if line is not None:
         fig.add_hline(y=line, line_dash="dash", line_color="grey", annotation_text="teacher - 1 pt (test)")
+    shown = [float(x) for layer in layers(points, front) for x in layer["rows"]["speedup"]]
+    ticks = [t for t in TICKS if shown and min(shown) / 1.1 <= t <= max(shown) * 1.1]  # round speed-ups, as the PNG
     fig.update_layout(
-        xaxis={"type": "log", "title": TEXT, "ticksuffix": "x"},
+        xaxis={"type": "log", "title": TEXT, "tickvals": ticks, "ticktext": [f"{t:g}x" for t in ticks]},
         yaxis={"title": f"test {summary.metric}"},
         template="plotly_white",
         height=560,
