@@ -244,6 +244,15 @@ def finished_study(tmp_path_factory, tiny_teacher_dir) -> Study:
     return Study(root, recipe, root / "results" / "tiny")
 
 
+def latency(**given):
+    """A timing record for tests of what reads it (1 ms at seq 16 in ONNX Runtime int8 unless `given` says other)."""
+    from compress.core.records import Latency
+
+    defaults = {"runtime": "onnxruntime", "precision": "int8", "batch": 1, "seq": 16, "threads": 1, "p10_ms": 1.0}
+    spread = {"median_ms": 1.0, "p90_ms": 1.0, "iqr_ms": 0.0, "cv": 0.0, "runs": 5, "params": 1, "gflops": 0.1}
+    return Latency(**defaults | spread | given)
+
+
 def need(what: str, fix: str) -> None:
     """A real component the test needs is missing: under CI a failure (.ci/run installs it), elsewhere a skip."""
     message = f"{what} not found: {fix}"

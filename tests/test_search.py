@@ -21,7 +21,7 @@ from compress.recipe.search import Param
 from compress.report.frontier import hypervolume, knee, pareto
 from compress.report.summary import ReportSummary
 from compress.study.info import read_info
-from conftest import FINALIZE, SPACE, teacher_forms, write_recipe
+from conftest import FINALIZE, SPACE, latency, teacher_forms, write_recipe
 
 
 def load(path: Path, name: str = "tiny") -> optuna.Study:
@@ -531,26 +531,11 @@ def test_finalists_are_distinct_front_architectures_spread_along_it():
 def test_latency_error_is_the_spread_of_within_run_ratios():
     """The margin between a challenger and its baseline: a bias common to every trial (predicted speed-ups all 12%
     high) is no error between two architectures; one trial timed on a busy minute moves the median deviation little."""
-    from compress.core.records import Latency, SplitScores
+    from compress.core.records import SplitScores
     from compress.finalize.front import latency_error
 
     def timed(pred, meas):
-        lat = Latency(
-            runtime="onnxruntime",
-            precision="int8",
-            batch=1,
-            seq=128,
-            threads=2,
-            p10_ms=1.0,
-            median_ms=1.0,
-            p90_ms=1.0,
-            iqr_ms=0.0,
-            cv=0.0,
-            runs=5,
-            params=1,
-            gflops=1.0,
-            speedup=meas,
-        )
+        lat = latency(seq=128, threads=2, gflops=1.0, speedup=meas)
         return TrialScore(
             form="s",
             path="p",

@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, SqueezeBertForSequenceClassification
 
 from compress.core.errors import CompressError
 from compress.deploy.targets import TARGETS, compile_module, get_target
-from conftest import run_metrics, write_tiny_recipe
+from conftest import latency, run_metrics, write_tiny_recipe
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 ALL = ["onnx", "ort-mobile", "openvino", "executorch"]
@@ -91,17 +91,8 @@ def test_every_target_exported_checked_evaluated_and_timed(tmp_path, tiny_csv, t
     card = (run / "models" / "student" / "README.md").read_text()
     assert "openvino/openvino.xml" in card and "model.pte" in card and "model.ort" in card and "not on a phone" in card
 
-    code, out, err = cli(
-        "bench",
-        run / "models" / "student",
-        "--json",
-        "--runs",
-        "5",
-        "--seq",
-        "16",
-        "--backends",
-        "ort,openvino,executorch-int8",
-    )
+    options = "--json --runs 5 --seq 16 --backends ort,openvino,executorch-int8".split()
+    code, out, err = cli("bench", run / "models" / "student", *options)
     assert code == 0, err
     rows = json.loads(out)
     assert [r["backend"] for r in rows] == ["ort", "openvino", "executorch-int8"] and all(r["p10_ms"] > 0 for r in rows)
@@ -203,28 +194,13 @@ def test_a_report_on_executorch_says_its_milliseconds_are_not_a_phones(tmp_path)
     import pandas as pd
 
     from compress.core.frontier import TeacherReference
-    from compress.core.records import FormEval, Latency, SplitScores
+    from compress.core.records import FormEval, SplitScores
     from compress.report.points import Context, _form_row
     from compress.report.render import Page, render_markdown
     from compress.report.summary import summarize
     from compress.study.info import StudyInfo
 
-    lat = Latency(
-        runtime="executorch",
-        precision="fp32",
-        batch=1,
-        seq=16,
-        threads=1,
-        p10_ms=1.0,
-        median_ms=1.0,
-        p90_ms=1.0,
-        iqr_ms=0.0,
-        cv=0.0,
-        runs=5,
-        params=1,
-        gflops=0.1,
-        speedup=1.0,
-    )
+    lat = latency(runtime="executorch", precision="fp32", speedup=1.0)
     scores = {
         "validation": SplitScores(n=9, metrics={"accuracy": 0.7}),
         "test": SplitScores(n=9, metrics={"accuracy": 0.7}),

@@ -17,7 +17,7 @@ from compress.data.sources import load_task
 from compress.recipe.task import TaskSpec
 from compress.tasks import metrics as m
 from compress.tasks.kinds import KINDS
-from conftest import WORDS, make_rows, run_raw, tiny_recipe
+from conftest import WORDS, latency, make_rows, run_raw, tiny_recipe
 
 
 def test_metrics_match_their_definitions():
@@ -219,7 +219,7 @@ def test_the_search_and_its_report_use_the_tasks_metric(tmp_path, kind, metric):
     are otherwise the same code for every kind; tests/test_search.py runs them on a classifier)."""
     from compress.core.arch import Architecture
     from compress.core.frontier import TeacherReference
-    from compress.core.records import FormEval, Latency, RunMetrics, SplitScores
+    from compress.core.records import FormEval, RunMetrics, SplitScores
     from compress.deploy.blocks import plan
     from compress.deploy.latency_model import Fingerprint, LatencyModel
     from compress.recipe.search import SearchSpec
@@ -236,22 +236,7 @@ def test_the_search_and_its_report_use_the_tasks_metric(tmp_path, kind, metric):
     fp = Fingerprint(machine="m", runtimes={}, target="onnxruntime-int8", seq=16, batch=1, threads=1)
     model = LatencyModel(fingerprint=fp, blocks=dict.fromkeys(plan(arch), 0.5), overhead_ms=0.1, teacher_ms={"t": 4.0})
     scores = lambda x: SplitScores(n=20, metrics={metric: x, "pearson": x}, ci95={metric: (x - 0.1, x + 0.1)})
-    lat = Latency(
-        runtime="onnxruntime",
-        precision="int8",
-        batch=1,
-        seq=16,
-        threads=1,
-        p10_ms=1.0,
-        median_ms=1.0,
-        p90_ms=1.0,
-        iqr_ms=0.0,
-        cv=0.0,
-        runs=5,
-        params=1,
-        gflops=0.1,
-        speedup=2.0,
-    )
+    lat = latency(speedup=2.0)
     form = FormEval(
         form="student.int8",
         model="student",
