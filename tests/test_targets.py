@@ -91,7 +91,7 @@ def test_every_target_exported_checked_evaluated_and_timed(tmp_path, tiny_csv, t
     card = (run / "models" / "student" / "README.md").read_text()
     assert "openvino/openvino.xml" in card and "model.pte" in card and "model.ort" in card and "not on a phone" in card
 
-    options = "--json --runs 5 --seq 16 --backends ort,openvino,executorch-int8".split()
+    options = ["--json", "--runs", "5", "--seq", "16", "--backends", "ort,openvino,executorch-int8"]
     code, out, err = cli("bench", run / "models" / "student", *options)
     assert code == 0, err
     rows = json.loads(out)
