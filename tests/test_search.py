@@ -372,6 +372,13 @@ def test_report_refuses_empty_study(tmp_path, cli):
     assert code == 2 and "recipe 'r.yaml' not found" in err
     code, _, err = cli("finalize", tmp_path / "nothing-here")
     assert code == 2 and "not a study folder (no search.json)" in err
+    # a study name the storage does not hold: one line from report and finalize alike
+    quickstart = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.yaml"
+    info = {"study": "missing", "storage": url, "teacher": teacher.model_dump(mode="json"), "recipe": str(quickstart)}
+    (folder / "search.json").write_text(json.dumps(info))
+    for command in (("report", folder, "--out", tmp_path / "r"), ("finalize", folder)):
+        code, _, err = cli(*command)
+        assert code == 2 and "cannot open study 'missing'" in err and len(err.strip().splitlines()) == 1, err
 
 
 def arch(layers: int = 1, ms: float = 1.0) -> Architecture:

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from compress.core.arch import Architecture
-from compress.core.errors import CompressError, first_line
+from compress.core.errors import CompressError
 from compress.core.frontier import Frontier, FrontierEntry, TeacherReference, TrialScore
 from compress.core.records import FormEval, read_metrics
 from compress.study.info import StudyInfo, is_study, read_info
@@ -47,12 +47,7 @@ def load_points(source: Path, storage: str | None = None) -> tuple[pd.DataFrame,
 
 def _study_points(source: Path, storage: str | None) -> tuple[pd.DataFrame, Context]:
     info = read_info(source)
-    try:
-        study = info.open(storage)
-    except CompressError:
-        raise
-    except Exception as e:
-        raise CompressError(f"{source}: cannot open study {info.study!r} in {info.storage} ({first_line(e)})") from None
+    study = info.open(storage)
     frontier = _frontier(source)
     retimed = {t.trial: t.speedup for t in frontier.trials} if frontier else {}
     rows = [

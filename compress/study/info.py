@@ -14,7 +14,7 @@ import optuna
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from compress.core.atomic import atomic_write_json
-from compress.core.errors import CompressError
+from compress.core.errors import CompressError, first_line
 from compress.core.frontier import TeacherReference, TrialScore
 from compress.recipe import Recipe, load_recipe
 from compress.recipe.search import SearchSpec
@@ -47,8 +47,13 @@ class StudyInfo(BaseModel):
         return load_recipe(self.recipe, self.overrides)
 
     def open(self, storage: str | None = None) -> optuna.Study:
-        """The Optuna study; `storage` replaces the recorded URL (one recorded without its password)."""
-        return optuna.load_study(study_name=self.study, storage=reopen(self.storage, storage))
+        """The Optuna study; `storage` replaces the recorded URL (one recorded without its password). A study that
+        cannot be opened is one line (report and finalize alike)."""
+        store = reopen(self.storage, storage)  # its own errors are already one line that names the fix
+        try:
+            return optuna.load_study(study_name=self.study, storage=store)
+        except Exception as e:  # KeyError for a missing study name, storage errors of every backend
+            raise CompressError(f"cannot open study {self.study!r} in {self.storage} ({first_line(e)})") from None
 
 
 def is_study(folder: Path) -> bool:
@@ -64,12 +69,14 @@ def read_info(folder: Path) -> StudyInfo:
         )
     try:
         return StudyInfo.model_validate(json.loads(path.read_text()))
-    except (ValidationError, json.JSONDecodeError) as e:
-        where = next((str(err["loc"][0]) for err in e.errors()), "") if isinstance(e, ValidationError) else ""
-        why = f"{e.errors()[0]['msg']} at {e.errors()[0]['loc']}" if isinstance(e, ValidationError) else str(e)
-        what = "no teacher reference" if where == "teacher" else "no study record"
+    except json.JSONDecodeError as e:
+        raise CompressError(f"{path}: not JSON ({e}); rerun compress search --resume to write it again") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        what = "no teacher reference" if first["loc"][:1] == ("teacher",) else "no study record"
         raise CompressError(
-            f"{path}: {what} this compress version reads ({why}); rerun compress search --resume to measure it again"
+            f"{path}: {what} this compress version reads ({first['msg']} at {first['loc']}); rerun compress search "
+            "--resume to measure it again"
         ) from None
 
 
