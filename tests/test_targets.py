@@ -218,7 +218,7 @@ def test_a_report_on_executorch_says_its_milliseconds_are_not_a_phones(tmp_path)
         ]
     )
     info = StudyInfo(study="s", storage="sqlite:///x.db", teacher=teacher, target="executorch-xnnpack-fp32")
-    summary, picks = summarize(points, Context(teacher, None, info, tmp_path), {"r": teacher})
+    summary, picks = summarize(points, points.iloc[:0], Context(teacher, None, info, tmp_path / "r"), {"r": teacher})
     md = render_markdown(Page("r", points, points.iloc[:0], summary, picks, False))
     assert summary.target == "executorch-xnnpack-fp32"
     assert "Deploy target: **executorch-xnnpack-fp32**" in md and "not a phone's ARM ones" in md

@@ -264,7 +264,7 @@ def test_the_search_and_its_report_use_the_tasks_metric(tmp_path, kind, metric):
     points = pd.DataFrame(
         [{"source": "s", "kind": "trial", "name": "s#0", "trial": 0, "state": "COMPLETE", **_trial_row(trial)}]
     )
-    summary, picks = summarize(points, Context(teacher, None, None, tmp_path), {"s": teacher})
+    summary, picks = summarize(points, pareto(points), Context(teacher, None, None, tmp_path / "s"), {"s": teacher})
     assert summary.metric == metric and summary.teacher_score == {"validation": 0.7, "test": 0.7}
     md = render_markdown(Page("r", points, pareto(points), summary, picks, False))
     assert f"| val {metric} |" in md and f"test {metric} [95% CI]" in md and "val accuracy" not in md

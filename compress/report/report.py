@@ -31,7 +31,7 @@ def build(sources: list[Path], out: Path, storage: str | None = None) -> Path:
             f"{', '.join(map(str, sources))}: no finished trial to report yet; run compress search (or --resume) first"
         )
     front = pareto(points[points["kind"].isin(["trial", "student"])])
-    summary, picks = summarize(points, loaded[0][1], {c.source.name: c.teacher for _, c in loaded})
+    summary, picks = summarize(points, front, loaded[0][1], {c.source.name: c.teacher for _, c in loaded})
     with atomic_dir(out) as tmp:
         points.to_csv(tmp / "trials.csv", index=False)
         render_png(points, front, summary, tmp / "pareto.png")

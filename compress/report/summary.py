@@ -162,14 +162,13 @@ def predictor_quality(points: pd.DataFrame) -> Predictor:
 
 
 def summarize(
-    points: pd.DataFrame, context: Context, teachers: dict[str, TeacherReference]
+    points: pd.DataFrame, front: pd.DataFrame, context: Context, teachers: dict[str, TeacherReference]
 ) -> tuple[ReportSummary, Picks]:
-    """The summary of `points` (every source's rows), with the first source's `context`; `teachers`: each source's
-    teacher, for its own hypervolume."""
+    """The summary of `points` (every source's rows) and their proxy `front`, with the first source's `context`;
+    `teachers`: each source's teacher, for its own hypervolume."""
     teacher = context.teacher
     tv, tt = teacher.score("validation"), teacher.score("test")
     kind = points["kind"]
-    front = pareto(points[kind.isin(["trial", "student"])])
     finals, rivals = points[kind == "final"], pd.concat([points[kind == "teacher"], points[kind == "baseline"]])
     within = finals[finals["test_score"] >= tt - ONE_POINT] if tt is not None and not finals.empty else finals.iloc[:0]
     dominated = [_dominated(finals, r) for r in rivals.itertuples()]
@@ -231,7 +230,8 @@ def _timing(frontier: Frontier | None) -> Timing | None:
 
 
 def _budget(points: pd.DataFrame, context: Context) -> SearchBudget:
-    trials = points[points["kind"] == "trial"]
+    """The first source's trials against its study's targets (other sources overlaid have budgets of their own)."""
+    trials = points[(points["kind"] == "trial") & (points["source"] == context.source.name)]
     finished = int(trials["state"].isin(["COMPLETE", "PRUNED"]).sum())
     spec = context.info.search if context.info else None
     used = context.frontier.budget if context.frontier else None
