@@ -59,7 +59,7 @@ def finalize(
     if not any(s.feasible for _, s in trials):
         log.warning("no proxy trial is feasible (search.max_accuracy_drop / latency_budget_ms): finalizing among all")
     budget = Budget(spec.finalize.timeout)
-    # first: the students meant to beat them are chosen by their latency
+    # baselines first: the students meant to beat them are chosen by their latency
     peers = _baselines(folder, recipe, spec, retime)
     entries = [
         Entry("teacher", "teacher", None, folder / "reference", False, "teacher"),
@@ -133,9 +133,8 @@ def _finals(
     chosen = dict(pick(trials, k))
     against: dict[int, list[str]] = {}
     if spec.finalize.cover_baselines and peers:
-        for name, (number, score) in challengers(
-            trials, _predicted(folder, recipe, spec, peers), latency_error(trials)
-        ).items():
+        found = challengers(trials, _predicted(folder, recipe, spec, peers), latency_error(trials))
+        for name, (number, score) in found.items():
             chosen[number] = score
             against.setdefault(number, []).append(name)
     out: list[Entry] = []
@@ -200,11 +199,13 @@ def _check(folder: Path, recipe: Recipe, spec: SearchSpec, trials: Trials) -> li
         return timed
     rho, err = agreement([t.predicted_speedup for t in timed], [t.speedup for t in timed])
     own = [s for _, s in chosen if s.measured_speedup]
-    rho_own, err_own = agreement([s.predicted_speedup for s in own], [s.measured_speedup or 0.0 for s in own])
+    also = ""
+    if len(own) >= 2:  # trials timed in their own runs too (evaluate.latency): that figure beside it
+        rho_own, err_own = agreement([s.predicted_speedup for s in own], [s.measured_speedup or 0.0 for s in own])
+        also = f" (each in its own run: {rho_own:.3f}, {100 * err_own:.1f}%)"
     log.info(
-        "latency model on %d proxy trials re-timed together: rank correlation %.3f, median |error| %.1f%% "
-        "(each in its own run: %.3f, %.1f%%)",
-        *(len(timed), rho, 100 * err, rho_own, 100 * err_own),
+        "latency model on %d proxy trials re-timed together: rank correlation %.3f, median |error| %.1f%%%s",
+        *(len(timed), rho, 100 * err, also),
     )
     return timed
 
