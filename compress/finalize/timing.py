@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 
 from compress.core.arch import Architecture
-from compress.core.frontier import Frontier, FrontierEntry, TrialScore, TrialTiming
+from compress.core.frontier import Frontier, FrontierEntry, TrialTiming
 from compress.core.records import FormEval, Latency, NaturalLatency, fastest
 from compress.data.encoding import encode, single_batches
 from compress.data.sources import load_task
@@ -27,6 +27,7 @@ from compress.deploy.flops import flops_per_sequence
 from compress.deploy.forms import forms_on_disk
 from compress.deploy.latency import natural_lengths, real_inputs, repeated
 from compress.deploy.targets import get_target
+from compress.finalize.front import Trials
 from compress.modeling.loading import load_config, load_tokenizer
 from compress.modeling.runners import Runner
 from compress.recipe import Recipe
@@ -53,13 +54,8 @@ def _setup(recipe: Recipe, teacher_run: Path) -> tuple[Shape, int, Any, Any, dic
     torch.set_num_threads(threads)
     tokenizer = load_tokenizer(str(teacher_run / "models" / "teacher"))
     task = load_task(recipe.task, recipe.seed)
-    return (
-        shape,
-        threads,
-        tokenizer,
-        task,
-        real_inputs(tokenizer, task.splits["train"]["text"].tolist(), shape.batch, shape.seq),
-    )
+    feeds = real_inputs(tokenizer, task.splits["train"]["text"].tolist(), shape.batch, shape.seq)
+    return shape, threads, tokenizer, task, feeds
 
 
 def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Frontier:
@@ -121,9 +117,7 @@ def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Fro
     )
 
 
-def time_trials(
-    recipe: Recipe, spec: SearchSpec, teacher_run: Path, trials: list[tuple[int, TrialScore]]
-) -> list[TrialTiming]:
+def time_trials(recipe: Recipe, spec: SearchSpec, teacher_run: Path, trials: Trials) -> list[TrialTiming]:
     """The students of `trials` timed beside the teacher's forms in one interleaved session, repeated like the final
     timing run, each speed-up against the fastest of those forms: the latency model's check.
 
