@@ -83,6 +83,10 @@ def test_bad_options_are_rejected():
         Distill.Config(alpha=1.5)
     with pytest.raises(ValidationError, match="alpha"):
         Distill.Config(alpha=-0.1)
+    with pytest.raises(ValidationError, match="intermediate_epochs needs hidden_weight or attention_weight"):
+        Distill.Config(intermediate_epochs=2)
+    with pytest.raises(ValidationError, match="augment_prob"):
+        Distill.Config(augment=2, augment_prob=0)
 
 
 def _state(tmp_path, tiny_csv, tiny_teacher_dir, passes):
@@ -153,6 +157,23 @@ def test_all_losses_train_and_cache_matches_no_cache(tmp_path, tiny_csv, tiny_te
     assert results[True]["teacher_cache"] in ("miss", "hit") and results[False]["teacher_cache"] == "off"
     l1, l2 = results[True]["history"][0]["train_loss"], results[False]["history"][0]["train_loss"]
     assert l1 == pytest.approx(l2, rel=1e-2) and l1 > 0
+
+
+def test_layer_stage_then_predictions_on_augmented_texts(tmp_path, tiny_csv, tiny_teacher_dir):
+    """intermediate_epochs train the layer losses alone first; augment adds teacher-labelled copies of the training
+    texts (KD only), cached like the rest of the teacher's outputs."""
+    opts = {"epochs": 1, "intermediate_epochs": 2, "hidden_weight": 1.0, "augment": 2, "batch_size": 16}
+    recipe, state = _state(
+        tmp_path,
+        tiny_csv,
+        tiny_teacher_dir,
+        [{"name": "convert", "options": {"groups": "2,2,2,1,2,2"}}, {"name": "distill", "options": opts}],
+    )
+    for cls, cfg in resolve_passes(recipe):
+        state = cls().run(state, cfg)
+    report = state.reports["distill"]["student"]
+    assert len(report["history"]) == 3 and report["unlabeled_examples"] == 2 * report["examples"]
+    assert report["teacher_cache"].count("extra texts") == 1
 
 
 def test_distillation_on_teacher_labelled_texts(tmp_path, tiny_csv, tiny_teacher_dir):
@@ -256,3 +277,39 @@ def test_teacher_outputs_slice_and_concatenate_like_their_split(tmp_path, tokeni
             for j in joined.batch(batch, 16)[k]
         )
     assert torch.allclose(joined.logits, both.logits, atol=1e-6)
+
+
+@torch.no_grad()
+def test_intermediate_losses_line_up_permuted_channels_and_heads(tokenizer):
+    """A permuted but exact student (groups 1) matches its teacher's hidden states and attention maps once the
+    targets are reordered by the conversion's orders; compared channel by channel without them, it does not."""
+    from compress.convert.build import build_student, dense_layers
+    from compress.convert.perms import search_perms
+    from compress.core.groups import Groups
+    from compress.core.records import Conversion
+    from compress.passes.distill import _orders
+    from compress.train.losses import DistillLoss
+
+    teacher = tiny_bert(layers=2).eval()
+    dense = dense_layers(teacher, [0, 1])
+    perms = search_perms(dense, Groups(4, 4, 4, 1, 4, 4), heads=4)
+    assert not np.array_equal(perms.hidden, np.arange(len(perms.hidden)))
+    assert any(not np.array_equal(h, np.arange(len(h))) for h in perms.heads)
+    student = build_student(teacher, dense, perms, Groups()).eval()  # every block kept: the function is exact
+    x = tokenizer(["the movie was great fun", "awful service, slow food"], padding=True, return_tensors="pt")
+    batch = {**x, "labels": torch.tensor([0, 1]), "index": torch.tensor([0, 1])}
+    conv = Conversion(
+        teacher_layers=[0, 1],
+        groups=Groups().as_dict(),
+        intermediate_size=64,
+        init="permuted",
+        hidden_order=perms.hidden.tolist(),
+        head_orders=[h.tolist() for h in perms.heads],
+    )
+    common = {"teacher": teacher, "temperature": 1.0, "alpha": 1.0}
+    common |= {"hidden_map": [(1, 1), (2, 2)], "attention_map": [(0, 0)]}
+    kd = float(DistillLoss(**common)(student, batch))  # type: ignore[arg-type]
+    for weights in ({"hidden_weight": 1.0}, {"attention_weight": 1.0}):
+        aligned = float(DistillLoss(**common, **weights, **_orders(conv))(student, batch))  # type: ignore[arg-type]
+        unaligned = float(DistillLoss(**common, **weights)(student, batch))  # type: ignore[arg-type]
+        assert aligned - kd < 1e-4 < unaligned - kd, weights

@@ -250,5 +250,7 @@ def convert(
         "energy_kept_per_layer": mean(kept),
         "energy_kept_identity_per_layer": mean(base),
         "energy_kept_per_matrix": kept,
+        "hidden_order": perms.hidden.tolist(),
+        "head_orders": [h.tolist() for h in perms.heads],
     }
     return build_student(teacher, dense, perms, groups, moments), report

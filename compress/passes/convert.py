@@ -111,6 +111,8 @@ class Convert(Pass):
             groups=groups.as_dict(),
             intermediate_size=report["intermediate_size"],
             init=config.init,
+            hidden_order=report.pop("hidden_order", []),
+            head_orders=report.pop("head_orders", []),
         )
         state.report(self.name)[config.student] = report
         return state

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from compress.core.errors import CompressError
+from compress.core.records import Conversion
+from compress.data.augment import augment, neighbours, word_tokens
 from compress.data.encoding import Encoded, encode, tokenizer_fingerprint
 from compress.data.readers import read_texts
 from compress.modeling.loading import load_student, load_tokenizer
@@ -60,6 +63,23 @@ class Distill(Pass):
         unlabeled_column: str = Field(
             "text", description="text column of an unlabeled table (text_pair too for sentence-pair tasks)"
         )
+        augment: int = Field(
+            0,
+            ge=0,
+            description="teacher-labelled copies of each training text, words replaced by their embedding neighbours",
+        )
+        augment_prob: float = Field(0.3, gt=0, le=1, description="chance that a word of an augmented copy is replaced")
+        intermediate_epochs: int = Field(
+            0,
+            ge=0,
+            description="epochs of hidden-state/attention losses alone before `epochs` with the prediction loss",
+        )
+
+        @model_validator(mode="after")
+        def _stage_needs_a_layer_loss(self) -> Distill.Config:
+            if self.intermediate_epochs and not (self.hidden_weight or self.attention_weight):
+                raise ValueError("intermediate_epochs needs hidden_weight or attention_weight > 0 (what it trains on)")
+            return self
 
     def run(self, state: RunState, config: Config) -> RunState:
         if state.teacher is None:
@@ -98,11 +118,13 @@ class Distill(Pass):
             idx = np.sort(np.random.default_rng(state.seed).permutation(len(full))[: config.max_train_samples])
         train = full.subset(idx) if idx is not None else full
         labelled = len(train)
-        extra = _unlabeled(state, config) if config.unlabeled else None
-        if extra is not None:
+        extras = [_unlabeled(state, config)] if config.unlabeled else []
+        if config.augment:
+            extras.append(_augmented(state, config, train))
+        for extra in extras:
             train = train.concat(extra)
         t0 = time.perf_counter()
-        cached, cache_status = _teacher_outputs(state, config, full, idx, extra, hidden_map, attn_map)
+        cached, cache_status = _teacher_outputs(state, config, full, idx, extras, hidden_map, attn_map)
         cache_seconds = time.perf_counter() - t0
         proj = torch.nn.ModuleDict()
         if hidden_map and student.config.hidden_size != teacher.config.hidden_size:
@@ -120,22 +142,28 @@ class Distill(Pass):
             attention_weight=config.attention_weight,
             proj=proj,
             kind=state.task.kind,
+            **_orders(state.conversions.get(name)),
         )
         on_validation = state.on_validation
         report = (lambda epoch, acc: on_validation(name, epoch, acc, student)) if on_validation else None
-        history = fit(
-            student,
-            loss,
-            train,
-            state.encoded("validation"),
-            config.schedule(),
-            state.task,
-            device=state.device,
-            seed=state.seed,
-            desc=f"distill {name}",
-            extra_params=list(proj.parameters()),
-            on_epoch_end=report,
-        )
+        history: list[dict] = []
+        stages = [(loss, config.epochs, "")]
+        if config.intermediate_epochs:  # TinyBERT: the intermediate layers first, then the predictions
+            stages.insert(0, (replace(loss, prediction_weight=0.0), config.intermediate_epochs, "layers"))
+        for stage_loss, epochs, what in stages:
+            history += fit(
+                student,
+                stage_loss,
+                train,
+                state.encoded("validation"),
+                replace(config.schedule(), epochs=epochs),
+                state.task,
+                device=state.device,
+                seed=state.seed,
+                desc=f"distill {name}" + (f" ({what})" if what else ""),
+                extra_params=list(proj.parameters()),
+                on_epoch_end=report if not what else None,
+            )
         return {
             "history": history,
             "metric": state.task.metric,
@@ -169,18 +197,27 @@ def _layer_maps(state: RunState, config: Distill.Config, name: str) -> tuple[Lay
     return hidden, attention
 
 
+def _orders(conv: Conversion | None) -> dict:
+    """How the converted student's channels and heads line up with the teacher's (nothing: the same order, as for
+    a student loaded from a folder)."""
+    if conv is None:
+        return {}
+    hidden = torch.tensor(conv.hidden_order) if conv.hidden_order else None
+    return {"hidden_order": hidden, "head_orders": {i: torch.tensor(h) for i, h in enumerate(conv.head_orders)}}
+
+
 def _teacher_outputs(
     state: RunState,
     config: Distill.Config,
     full: Encoded,
     idx: np.ndarray | None,
-    extra: Encoded | None,
+    extras: list[Encoded],
     hidden_map: LayerMap,
     attn_map: LayerMap,
 ) -> tuple[TeacherOutputs | None, str]:
     """The teacher's outputs on the examples distilled, from the on-disk cache (or None: computed live), and how
-    the cache answered. Cached per whole split (the train split; the unlabeled texts) and sliced: a study's trials,
-    final students and baselines distill different subsets of one split and share one teacher pass over it."""
+    the cache answered. Cached per whole split (the train split; unlabeled and augmented texts) and sliced: a study's
+    trials, final students and baselines distill different subsets of one split and share one teacher pass over it."""
     if not config.cache_teacher:
         return None, "off"
     teacher = state.teacher
@@ -188,10 +225,25 @@ def _teacher_outputs(
     outputs = sorted({t for _, t in hidden_map}), sorted({t for _, t in attn_map})
     cached, status = load_or_compute(teacher, full, state.device, state.cache_dir, *outputs)
     cached = cached.select(idx) if idx is not None else cached
-    if extra is not None:
-        more, unlabeled = load_or_compute(teacher, extra, state.device, state.cache_dir, *outputs)
-        cached, status = cached.concat(more), f"{status}; unlabeled {unlabeled}"
+    for extra in extras:
+        more, extra_status = load_or_compute(teacher, extra, state.device, state.cache_dir, *outputs)
+        cached, status = cached.concat(more), f"{status}; extra texts {extra_status}"
     return cached, status
+
+
+def _augmented(state: RunState, config: Distill.Config, train: Encoded) -> Encoded:
+    """`config.augment` copies of the labelled training texts with words swapped for their neighbours in the
+    teacher's embedding space (`compress.data.augment`), for the teacher to label."""
+    if state.task.kind.name == "question_answering":
+        raise CompressError("distill.augment: question answering is not augmented (answer spans); set augment: 0")
+    assert state.teacher is not None
+    whole, piece = word_tokens(state.tokenizer)
+    weight = state.teacher.get_input_embeddings().weight
+    assert isinstance(weight, torch.Tensor)
+    near = neighbours(weight.detach().cpu(), whole)
+    extra = augment(train, config.augment, near, piece, config.augment_prob, state.seed)
+    log.info("distill: %d augmented texts (%d per training text)", len(extra), config.augment)
+    return extra
 
 
 def _unlabeled(state: RunState, config: Distill.Config) -> Encoded:

@@ -4,6 +4,7 @@
            (regression: alpha * MSE(s, t) + (1 - alpha) * MSE(s, labels); the task kind supplies both terms)
            + hidden_weight * mean MSE(proj(s_hidden[i]), t_hidden[j])   over the hidden-state layer map
            + attention_weight * mean KL(t_attn[j] || s_attn[i])         over the attention layer map
+    (the first two terms are scaled by prediction_weight: 0 in an intermediate-layers-only stage)
 
 Teacher outputs come from the on-disk cache (`teacher_cache`) when given, else from the live teacher.
 """
@@ -52,7 +53,12 @@ class DistillLoss:
     attention_map: list[tuple[int, int]] = field(default_factory=list)  # (student, teacher) layers
     attention_weight: float = 0.0
     proj: torch.nn.ModuleDict = field(default_factory=torch.nn.ModuleDict)  # student width -> teacher width
+    # A converted student's channels and heads are the teacher's reordered (`Conversion.hidden_order`,
+    # `.head_orders`): teacher targets are indexed by them so that each student channel/head learns its own.
+    hidden_order: torch.Tensor | None = None
+    head_orders: dict[int, torch.Tensor] = field(default_factory=dict)  # student layer -> teacher head per slot
     kind: TaskKind = KINDS["classification"]
+    prediction_weight: float = 1.0  # 0: intermediate layers only (TinyBERT's first stage)
 
     def teacher_outputs(self, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, Any]:
         if self.cached is not None:
@@ -86,13 +92,20 @@ class DistillLoss:
         loss = self.alpha * kd if self.alpha < 1 else kd
         if self.alpha < 1 and self.kind.has_labels(batch["labels"]):  # teacher-labelled texts have only the KD term
             loss = loss + (1 - self.alpha) * self.kind.supervised_loss(logits, batch["labels"])
+        loss = self.prediction_weight * loss
         mask = batch["attention_mask"].unsqueeze(-1).float()
         for s, tl in self.hidden_map:
-            sh = out.hidden_states[s]
-            sh = self.proj[str(s)](sh) if str(s) in self.proj else sh
-            loss = loss + self.hidden_weight / len(self.hidden_map) * hidden_mse(sh, t["hidden"][tl], mask)
+            sh, th = out.hidden_states[s], t["hidden"][tl]
+            if str(s) in self.proj:
+                sh = self.proj[str(s)](sh)
+            elif self.hidden_order is not None:
+                th = th[..., self.hidden_order.to(th.device)]
+            loss = loss + self.hidden_weight / len(self.hidden_map) * hidden_mse(sh, th, mask)
         for s, tl in self.attention_map:
+            ta = t["attention"][tl]
+            if s in self.head_orders:
+                ta = ta[:, self.head_orders[s].to(ta.device)]
             loss = loss + self.attention_weight / len(self.attention_map) * attention_kl(
-                out.attentions[s], t["attention"][tl], batch["attention_mask"]
+                out.attentions[s], ta, batch["attention_mask"]
             )
         return loss
