@@ -58,8 +58,9 @@ test-fast: install-test
 ## Benchmarks: tables on stdout, JSON in results/bench/ (distill first: speed uses its student).
 bench: bench-distill bench-speed bench-prune bench-frontier bench-targets bench-tasks
 
-## bench-NAME runs bench/NAME.py (distill, speed, prune, frontier, targets, tasks); not in .PHONY, where make
-## would skip the pattern rule
+## bench-NAME runs bench/NAME.py (distill, speed, prune, frontier, targets, tasks, real); not in .PHONY, where make
+## would skip the pattern rule. bench-real needs the public GLUE / CoNLL-2003 copies in real-data/ (README, Real
+## data), so `make bench` leaves it out.
 bench-%: install-test
 	$(BIN)/python bench/$*.py
 

@@ -114,6 +114,9 @@ def test_glue_table_on_generated_folders(tmp_path, tiny_teacher_dir, cli):
         r["student_form"] == "student.int8" and r["speedup"] > 0 and r["reference"].startswith("teacher")
         for r in rows.values()
     )
+    assert all(
+        r["groups"]["q"] == 2 and r["layers"] == 2 and r["ladder"][0]["form"] == "student.int8" for r in rows.values()
+    )
     assert summary["glue_score"]["teacher"] == sum(100 * r["teacher"] for r in rows.values()) / 4
     table = (tmp_path / "report" / "glue.md").read_text()
     assert "| CoLA | mcc |" in table and "GLUE score" in table
@@ -153,3 +156,38 @@ def test_mnli_without_its_mismatched_file_is_evaluated_matched_only(tmp_path, ti
     assert code == 0, err
     assert "no dev_mismatched.tsv; evaluating matched only" in err
     assert [r["task"] for r in json.loads((tmp_path / "report" / "glue.json").read_text())["rows"]] == ["MNLI-m"]
+
+
+def test_the_row_is_the_fastest_student_within_a_point_else_the_most_accurate():
+    from compress.core.records import FormEval, Latency, SplitScores
+    from compress.glue.glue import pick
+
+    def form(name: str, score: float, speedup: float) -> FormEval:
+        shape = {"runtime": "onnxruntime", "precision": "int8", "batch": 1, "seq": 128, "threads": 2, "runs": 5}
+        times = {"p10_ms": 1.0, "median_ms": 1.0, "p90_ms": 1.0, "iqr_ms": 0.0, "cv": 0.0, "params": 1, "gflops": 1.0}
+        latency = Latency(**shape, **times, speedup=speedup, reference="teacher.int8")
+        return FormEval(
+            form=name, model=name.split(".")[0], runtime="onnxruntime", precision="int8",
+            splits={"test": SplitScores(n=10, metrics={"pearson": score})}, latency=latency,
+        )  # fmt: skip
+
+    forms = [form("a.int8", 0.795, 3.0), form("b.int8", 0.802, 2.0), form("c.int8", 0.80, 2.5)]
+    score = lambda f: f.splits["test"]["pearson"]
+    assert pick(forms, 0.81, score).form == "c.int8"  # a is 1.5 pt short; c is the faster of b and c
+    assert pick(forms, 0.83, score).form == "b.int8"  # none within a point: the most accurate
+
+
+def test_real_file_quirks_are_read(tmp_path):
+    """MRPC copies that start with a byte-order mark, QQP rows with a missing field or an extra tab: read, and the
+    broken rows left out rather than shifted into the wrong columns."""
+    from compress.glue.glue import TASKS, read_tsv
+
+    mrpc = tmp_path / "mrpc.tsv"
+    mrpc.write_text("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tA cat sat.\tThe cat sat.\n", "utf-8")
+    df = read_tsv(mrpc, TASKS["MRPC"])
+    assert df.to_dict("records") == [{"text": "A cat sat.", "label": "1", "text_pair": "The cat sat."}]
+    qqp = tmp_path / "qqp.tsv"
+    rows = ["id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate", "1\t1\t2\tWhy?\tHow?\t0", "2\t3\t4\tWhat?\t1"]
+    qqp.write_text("\n".join([*rows, "3\t5\t6\tWho?\tWhom?\textra\t1", "4\t7\t8\tWhen?\tWhere?\t1"]) + "\n")
+    df = read_tsv(qqp, TASKS["QQP"])
+    assert df["text"].tolist() == ["Why?", "When?"] and df["label"].tolist() == ["0", "1"]

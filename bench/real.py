@@ -1,0 +1,145 @@
+"""Real tasks: GLUE, CoNLL-2003 (and SQuAD v1.1 when present) through `compress glue`'s shipped template.
+
+Each task runs the template's recipe once (one process, one interleaved timing run): the teacher fine-tuned, a
+ladder of SqueezeBERT students converted, distilled and quantized, every form scored on the task's test set
+(GLUE's dev set; CoNLL-2003's test file) and timed at seq 128, batch 1, 2 threads against the teacher's fastest
+deploy form. Per task: the teacher, the fastest student form within one point of it, the best at >= 2x and
+>= 3x, and a GLUE score row like the SqueezeBERT paper's. Large training sets are subsampled by the template's
+`task.max_train_samples` (stated in the output).
+
+The data is not in the repository (see README, "Real data"): lay it out as
+
+    DATA/glue/<GLUE task folders: SST-2/, STS-B/, MRPC/, ...>     DATA/conll2003/{train,valid,test}.txt
+    DATA/squad/{train,validation}.json (optional)
+
+    python bench/real.py --data real-data [--tasks STS-B,MRPC,CoNLL-2003] [--reuse]   # ~15 min a task, 2 cores
+
+Writes results/bench/real.json (keys `tasks.<name>.teacher`, `.student`, `.speedup`, `.groups`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from compress.core.records import read_metrics
+from compress.glue.glue import TASKS, TEMPLATE, prepare, row, task_recipe
+from compress.pipeline.runner import run_recipe
+from compress.recipe import Recipe, load_recipe, parse_recipe
+
+from common import ROOT
+
+OTHER = {  # non-GLUE tasks: folder under DATA, the task section, metric
+    "CoNLL-2003": ("conll2003", {"kind": "token_classification", "metric": "f1"}, "f1"),
+    "SQuAD": ("squad", {"kind": "question_answering", "metric": "f1", "max_length": 256}, "f1"),
+}
+
+
+def cpu() -> str:
+    """The CPU and the int8-relevant flags beside every figure (which teacher form wins depends on them)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return f"{model or platform.processor()} ({', '.join(f for f in wanted if f in flags) or 'no AVX2'})"
+
+
+def recipes(data: Path, template: Recipe, names: list[str], work: Path) -> dict[str, tuple[dict, str]]:
+    """Per task found under `data`: the template's recipe pointed at it, and its metric."""
+    out: dict[str, tuple[dict, str]] = {}
+    for name in names:
+        if name in TASKS:
+            prepared = prepare(data / "glue", name, TASKS[name], work / "glue-data")
+            if prepared is not None:
+                out[name] = (task_recipe(template, name, TASKS[name], prepared), TASKS[name].metric)
+        elif name in OTHER:
+            folder, task, metric = OTHER[name]
+            if not (data / folder / "train.json").exists() and not (data / folder / "train.txt").exists():
+                print(f"{name}: no {data / folder}/train.*; skipped")
+                continue
+            raw = template.raw(name=f"{template.name}-{name}")
+            keep = {k: v for k, v in raw["task"].items() if k.startswith("max_")}
+            raw["task"] = keep | task | {"dataset": str(data / folder)}
+            out[name] = (raw, metric)
+    return out
+
+
+def summarize(name: str, metric: str, metrics) -> dict[str, Any]:
+    """The glue table's row plus the best student at >= 2x and >= 3x."""
+    r = row(name, metric, metrics)
+    for x in (2, 3):
+        fast = [f for f in r["ladder"] if (f["speedup"] or 0) >= x]
+        r[f"best_at_{x}x"] = max(fast, key=lambda f: f["score"]) if fast else None
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT / "real-data", help="folder with glue/, conll2003/, squad/")
+    ap.add_argument("--tasks", default="SST-2,STS-B,MRPC,RTE,CoLA,QNLI,QQP,MNLI-m,CoNLL-2003,SQuAD")
+    ap.add_argument("--template", type=Path, default=TEMPLATE, help="recipe template (default: compress glue's)")
+    ap.add_argument("--reuse", action="store_true", help="summarize finished runs instead of running them again")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    out = ROOT / "results" / "bench"
+    work = out / "real"
+    template = load_recipe(args.template, [f"output_dir={work}"])
+    results: dict[str, Any] = {}
+    for name, (raw, metric) in recipes(args.data, template, args.tasks.split(","), work).items():
+        t0 = time.time()
+        done = work / raw["name"] / "metrics.json"
+        if args.reuse and done.is_file() and read_metrics(done).status == "complete":
+            metrics = read_metrics(done)
+        else:
+            metrics = run_recipe(parse_recipe(raw, f"bench/real.py ({name})"), "bench/real.py").metrics
+        results[name] = summarize(name, metric, metrics) | {
+            "minutes": (time.time() - t0) / 60,
+            "max_train_samples": raw["task"].get("max_train_samples"),
+        }
+    glue = [r for n, r in results.items() if n in TASKS]
+    summary = {
+        "machine": cpu(),
+        "template": str(args.template),
+        "tasks": results,
+        "glue_score": {
+            "tasks": [r["task"] for r in glue],
+            "teacher": 100 * sum(r["teacher"] for r in glue) / len(glue) if glue else None,
+            "student": 100 * sum(r["student"] for r in glue) / len(glue) if glue else None,
+        },
+        "missing": [n for n in args.tasks.split(",") if n not in results],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "real.json").write_text(json.dumps(summary, indent=2))
+    table = Table(title=f"real tasks ({summary['machine']})")
+    for c in ("task", "metric", "teacher", "student (within 1 pt)", "form", "x fastest", "best >= 2x", "best >= 3x"):
+        table.add_column(c)
+    cell = lambda b: f"{100 * b['score']:.1f} ({b['speedup']:.2f}x)" if b else "-"
+    for name, r in results.items():
+        table.add_row(
+            name,
+            r["metric"],
+            f"{100 * r['teacher']:.1f}",
+            f"{100 * r['student']:.1f}" + ("" if r["within_one_point"] else " *"),
+            r["student_form"],
+            f"{r['speedup']:.2f}",
+            cell(r["best_at_2x"]),
+            cell(r["best_at_3x"]),
+        )
+    Console().print(table)
+    g = summary["glue_score"]
+    if glue:
+        print(f"GLUE score over {len(glue)} tasks: teacher {g['teacher']:.1f}, students {g['student']:.1f}")
+    print(f"missing: {summary['missing']}; wrote {out / 'real.json'}")
+
+
+if __name__ == "__main__":
+    main()
