@@ -287,8 +287,7 @@ def test_intermediate_losses_line_up_permuted_channels_and_heads(tokenizer):
     from compress.convert.perms import search_perms
     from compress.core.groups import Groups
     from compress.core.records import Conversion
-    from compress.passes.distill import _orders
-    from compress.train.losses import DistillLoss
+    from compress.train.losses import DistillLoss, orders_of
 
     teacher = tiny_bert(layers=2).eval()
     dense = dense_layers(teacher, [0, 1])
@@ -310,6 +309,6 @@ def test_intermediate_losses_line_up_permuted_channels_and_heads(tokenizer):
     common |= {"hidden_map": [(1, 1), (2, 2)], "attention_map": [(0, 0)]}
     kd = float(DistillLoss(**common)(student, batch))  # type: ignore[arg-type]
     for weights in ({"hidden_weight": 1.0}, {"attention_weight": 1.0}):
-        aligned = float(DistillLoss(**common, **weights, **_orders(conv))(student, batch))  # type: ignore[arg-type]
+        aligned = float(DistillLoss(**common, **weights, **orders_of(conv))(student, batch))  # type: ignore[arg-type]
         unaligned = float(DistillLoss(**common, **weights)(student, batch))  # type: ignore[arg-type]
         assert aligned - kd < 1e-4 < unaligned - kd, weights

@@ -10,6 +10,8 @@ The new rows carry no labels: the distillation pass trains them on the teacher's
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 
@@ -59,7 +61,7 @@ def augment(enc: Encoded, copies: int, near: np.ndarray, piece: np.ndarray, prob
     offsets = np.concatenate([[0], np.cumsum(np.tile(enc.lengths(), copies))]).astype(np.int64)
     size = len(ids) if enc.per_token else n * copies
     labels = np.full(size, np.nan, np.float32) if enc.labels.dtype.kind == "f" else np.full(size, NO_LABEL)
-    key = stable_hash([enc.key, "augment", copies, near[:, 0].tobytes().hex()[:64], prob, seed])
+    key = stable_hash([enc.key, "augment", hashlib.sha256(ids.tobytes()).hexdigest()])  # the new tokens themselves
     return Encoded(
         ids.astype(enc.input_ids.dtype),
         np.tile(enc.token_type_ids, copies),

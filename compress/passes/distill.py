@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,6 @@ import torch
 from pydantic import Field, PositiveInt, model_validator
 
 from compress.core.errors import CompressError
-from compress.core.records import Conversion
 from compress.data.augment import augment, neighbours, word_tokens
 from compress.data.encoding import Encoded, encode, tokenizer_fingerprint
 from compress.data.readers import read_texts
@@ -25,7 +25,7 @@ from compress.passes.options import TrainOptions
 from compress.pipeline.registry import Pass
 from compress.pipeline.state import RunState
 from compress.train.loop import fit
-from compress.train.losses import DistillLoss
+from compress.train.losses import DistillLoss, orders_of
 from compress.train.teacher_cache import TeacherOutputs, load_or_compute
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,9 @@ class Distill(Pass):
                 f"distill: no student {missing or ''} in this run (have {list(state.students)}); add a convert pass "
                 "before distill"
             )
+        data = _training_data(state, config)  # the same texts for every student: built (and augmented) once
         for name in names:
-            state.report(self.name)[name] = self._distill(state, config, name)
+            state.report(self.name)[name] = self._distill(state, config, name, data)
         return state
 
     def _load_external(self, state: RunState, path: str) -> None:
@@ -108,21 +109,11 @@ class Distill(Pass):
             )
         state.students[path.rstrip("/").split("/")[-1]] = student
 
-    def _distill(self, state: RunState, config: Config, name: str) -> dict:
+    def _distill(self, state: RunState, config: Config, name: str, data: TrainingData) -> dict:
         student, teacher = state.students[name], state.teacher
         assert teacher is not None
         hidden_map, attn_map = _layer_maps(state, config, name)
-        full = state.encoded("train")
-        idx = None
-        if config.max_train_samples and config.max_train_samples < len(full):
-            idx = np.sort(np.random.default_rng(state.seed).permutation(len(full))[: config.max_train_samples])
-        train = full.subset(idx) if idx is not None else full
-        labelled = len(train)
-        extras = [_unlabeled(state, config)] if config.unlabeled else []
-        if config.augment:
-            extras.append(_augmented(state, config, train))
-        for extra in extras:
-            train = train.concat(extra)
+        full, idx, train, extras, labelled = data
         t0 = time.perf_counter()
         cached, cache_status = _teacher_outputs(state, config, full, idx, extras, hidden_map, attn_map)
         cache_seconds = time.perf_counter() - t0
@@ -142,7 +133,7 @@ class Distill(Pass):
             attention_weight=config.attention_weight,
             proj=proj,
             kind=state.task.kind,
-            **_orders(state.conversions.get(name)),
+            **orders_of(state.conversions.get(name)),
         )
         on_validation = state.on_validation
         report = (lambda epoch, acc: on_validation(name, epoch, acc, student)) if on_validation else None
@@ -179,6 +170,30 @@ class Distill(Pass):
 LayerMap = list[tuple[int, int]]  # (student, teacher) indices
 
 
+class TrainingData(NamedTuple):
+    full: Encoded  # the task's whole train split (what the teacher cache is keyed by)
+    idx: np.ndarray | None  # the labelled rows distilled (None: all)
+    train: Encoded  # those rows, then the extra texts
+    extras: list[Encoded]  # teacher-labelled texts: unlabeled rows, augmented copies
+    labelled: int
+
+
+def _training_data(state: RunState, config: Distill.Config) -> TrainingData:
+    """The texts every student of the pass is distilled on: a seeded subset of the train split plus the extras."""
+    full = state.encoded("train")
+    idx = None
+    if config.max_train_samples and config.max_train_samples < len(full):
+        idx = np.sort(np.random.default_rng(state.seed).permutation(len(full))[: config.max_train_samples])
+    train = full.subset(idx) if idx is not None else full
+    extras = [_unlabeled(state, config)] if config.unlabeled else []
+    if config.augment:
+        extras.append(_augmented(state, config, train))
+    labelled = len(train)
+    for extra in extras:
+        train = train.concat(extra)
+    return TrainingData(full, idx, train, extras, labelled)
+
+
 def _layer_maps(state: RunState, config: Distill.Config, name: str) -> tuple[LayerMap, LayerMap]:
     """(hidden-state map, attention map): which teacher layer each student layer learns from; by default the
     layer it was converted from (empty when that loss is off)."""
@@ -195,15 +210,6 @@ def _layer_maps(state: RunState, config: Distill.Config, name: str) -> tuple[Lay
             config.attention_map, list(enumerate(layers)), student, teacher, "attention_map", offset=0
         )
     return hidden, attention
-
-
-def _orders(conv: Conversion | None) -> dict:
-    """How the converted student's channels and heads line up with the teacher's (nothing: the same order, as for
-    a student loaded from a folder)."""
-    if conv is None:
-        return {}
-    hidden = torch.tensor(conv.hidden_order) if conv.hidden_order else None
-    return {"hidden_order": hidden, "head_orders": {i: torch.tensor(h) for i, h in enumerate(conv.head_orders)}}
 
 
 def _teacher_outputs(

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from compress.core.records import Conversion
 from compress.data.encoding import MODEL_INPUTS
 from compress.modeling.heads import logits_of
 from compress.tasks.kinds import KINDS, TaskKind
@@ -38,6 +39,15 @@ def attention_kl(
     kl = (teacher_probs * (torch.log(teacher_probs.clamp_min(1e-8)) - s_log)).sum(-1)  # [B, heads, L]
     qmask = attention_mask[:, None, :].float()
     return (kl * qmask).sum() / (qmask.sum() * kl.shape[1])
+
+
+def orders_of(conv: Conversion | None) -> dict[str, Any]:
+    """`DistillLoss`'s hidden_order and head_orders for a converted student (nothing: the teacher's order, as for a
+    student loaded from a folder)."""
+    if conv is None:
+        return {}
+    hidden = torch.tensor(conv.hidden_order) if conv.hidden_order else None
+    return {"hidden_order": hidden, "head_orders": {i: torch.tensor(h) for i, h in enumerate(conv.head_orders)}}
 
 
 @dataclass
