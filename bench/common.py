@@ -6,6 +6,7 @@ The teacher is fine-tuned as in recipes/quickstart.yaml and cached under results
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 from compress.recipe import Recipe, parse_recipe
@@ -34,3 +35,12 @@ def bench_recipe(name: str, out: Path, passes: list[dict], *, task: dict | None 
         "passes": passes,
     }
     return parse_recipe(raw, f"bench {name}")
+
+
+def cpu() -> str:
+    """The CPU and the int8-relevant flags beside every figure (which teacher form wins depends on them)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return f"{model or platform.processor()} ({', '.join(f for f in wanted if f in flags) or 'no AVX2'})"

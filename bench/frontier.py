@@ -1,14 +1,14 @@
 """Frontier benchmark on the embedded default: does the honest front beat what users get without compress?
 
-Runs recipes/quickstart.yaml's passes at benchmark size (8,000 labelled tweets, 1,000 validation, 2,000
-test) over a wider space (2-5 layers, every group count up to 12 that divides the channels, FFN 1536, 1152
-or 768; dense students seeded) as a study of --trials proxy trials (each distilling --proxy-samples tweets x
---proxy-epochs at --lr, the lr of everything the benchmark trains), then `finalize`: the peer baselines
-(layerdrop, pruned) are trained at full budget (all labelled training tweets + --unlabeled teacher-labelled
-unused tweets, --epochs epochs), and so are the --top-k distinct front students and, for each baseline, a
-challenger (the slowest of the best proxies predicted faster than it); all are timed with the teacher's deploy
-forms in one interleaved run of --repeats repeats. Then that timing run is repeated in --remeasure separate
-processes. The recipe it runs is written to results/bench/<study>.yaml.
+Runs recipes/quickstart.yaml's passes at benchmark size (8,000 labelled tweets, 1,000 validation, 2,000 test)
+over a wider space (2-5 layers, every group count up to 12 that divides the channels, FFN 1536, 1152 or 768,
+with --widths also narrower residual streams; dense students seeded) as a study of --trials proxy trials (each
+distilling --proxy-samples tweets x --proxy-epochs at --lr, the lr of everything the benchmark trains), then
+`finalize`: the peer baselines (layerdrop, pruned) are trained at full budget (all labelled training tweets +
+--unlabeled teacher-labelled unused tweets, --epochs epochs), and so are the --top-k distinct front students
+and, for each baseline, a challenger (the slowest of the best proxies predicted faster than it); all are timed
+with the teacher's deploy forms in one interleaved run of --repeats repeats. Then that timing run is repeated
+in --remeasure separate processes. The recipe it runs is written to results/bench/<study>.yaml.
 Writes results/bench/<study>.json (default: frontier.json) with:
 
     best_speedup_vs_teacher_fastest_within_1pt   fastest final student within 1 pt of the teacher (test)
@@ -83,6 +83,12 @@ def main() -> None:
         default=7,
         help="repeats of each timing run (a few minutes of a shared machine's speed steps then move the median little)",
     )
+    ap.add_argument(
+        "--widths",
+        default="",
+        help="residual widths to search besides the teacher's (e.g. 256,192: convert.hidden_size); default none, "
+        "the space of the figures in README",
+    )
     ap.add_argument("--remeasure", type=int, default=3, help="separate processes that time the final front again")
     ap.add_argument("--study", default="bench-frontier")
     ap.add_argument(
@@ -131,7 +137,12 @@ def main() -> None:
             "passes.convert.groups": {"groups_up_to": 12},
             "passes.convert.layers": {"choices": [2, 3, 4, 5]},
             "passes.convert.intermediate_size": {"choices": [None, 1152, 768]},
-        },
+        }
+        | (
+            {"passes.convert.hidden_size": {"choices": [None, *map(int, args.widths.split(","))]}}
+            if args.widths
+            else {}
+        ),
     }
     path = ROOT / "results" / "bench" / f"{args.study}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,10 @@ The data is not in the repository (see README, "Real data"): lay it out as
     DATA/glue/<GLUE task folders: SST-2/, STS-B/, MRPC/, ...>     DATA/conll2003/{train,valid,test}.txt
     DATA/squad/{train,validation}.json (optional)
 
-    python bench/real.py --data real-data [--tasks STS-B,MRPC,CoNLL-2003] [--reuse]   # ~15 min a task, 2 cores
+    python bench/real.py --data real-data [--tasks STS-B,MRPC,CoNLL-2003] [--reuse]   # ~20 min a task, 2 cores
+    python bench/real.py --template bench/templates/width.yaml --tasks SST-2,MRPC --out results/bench/width.json
 
-Writes results/bench/real.json (keys `tasks.<name>.teacher`, `.student`, `.speedup`, `.groups`).
+Writes results/bench/real.json (or --out) (keys `tasks.<name>.teacher`, `.student`, `.speedup`, `.groups`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -36,21 +36,12 @@ from compress.glue.glue import TASKS, TEMPLATE, prepare, row, task_recipe
 from compress.pipeline.runner import run_recipe
 from compress.recipe import Recipe, load_recipe, parse_recipe
 
-from common import ROOT
+from common import ROOT, cpu
 
 OTHER = {  # non-GLUE tasks: folder under DATA, the task section, metric
     "CoNLL-2003": ("conll2003", {"kind": "token_classification", "metric": "f1"}, "f1"),
     "SQuAD": ("squad", {"kind": "question_answering", "metric": "f1", "max_length": 256}, "f1"),
 }
-
-
-def cpu() -> str:
-    """The CPU and the int8-relevant flags beside every figure (which teacher form wins depends on them)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return f"{model or platform.processor()} ({', '.join(f for f in wanted if f in flags) or 'no AVX2'})"
 
 
 def recipes(data: Path, template: Recipe, names: list[str], work: Path) -> dict[str, tuple[dict, str]]:
@@ -88,6 +79,7 @@ def main() -> None:
     ap.add_argument("--tasks", default="SST-2,STS-B,MRPC,RTE,CoLA,QNLI,QQP,MNLI-m,CoNLL-2003,SQuAD")
     ap.add_argument("--template", type=Path, default=TEMPLATE, help="recipe template (default: compress glue's)")
     ap.add_argument("--reuse", action="store_true", help="summarize finished runs instead of running them again")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "real.json", help="the summary JSON")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
     out = ROOT / "results" / "bench"
@@ -117,8 +109,8 @@ def main() -> None:
         },
         "missing": [n for n in args.tasks.split(",") if n not in results],
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "real.json").write_text(json.dumps(summary, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2))
     table = Table(title=f"real tasks ({summary['machine']})")
     for c in ("task", "metric", "teacher", "student (within 1 pt)", "form", "x fastest", "best >= 2x", "best >= 3x"):
         table.add_column(c)
@@ -138,7 +130,7 @@ def main() -> None:
     g = summary["glue_score"]
     if glue:
         print(f"GLUE score over {len(glue)} tasks: teacher {g['teacher']:.1f}, students {g['student']:.1f}")
-    print(f"missing: {summary['missing']}; wrote {out / 'real.json'}")
+    print(f"missing: {summary['missing']}; wrote {args.out}")
 
 
 if __name__ == "__main__":

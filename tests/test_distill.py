@@ -312,3 +312,37 @@ def test_intermediate_losses_line_up_permuted_channels_and_heads(tokenizer):
         aligned = float(DistillLoss(**common, **weights, **orders_of(conv))(student, batch))  # type: ignore[arg-type]
         unaligned = float(DistillLoss(**common, **weights)(student, batch))  # type: ignore[arg-type]
         assert aligned - kd < 1e-4 < unaligned - kd, weights
+
+
+def test_narrow_student_learns_the_teachers_kept_channels_and_heads(tmp_path, tiny_csv, tiny_teacher_dir, monkeypatch):
+    """convert.hidden_size: the layer losses compare the narrowed student's channels and heads with the teacher's
+    same channels and heads (no projection: a learned one would let the student's channels drift from the ones it
+    was cut from); then the student exports, quantizes and is evaluated like any other."""
+    opts = {"epochs": 1, "hidden_weight": 1.0, "attention_weight": 1.0, "batch_size": 16}
+    passes = [
+        {"name": "convert", "options": {"groups": "2,2,2,1,2,2", "hidden_size": 16}},
+        {"name": "distill", "options": opts},
+        {"name": "export", "options": {"models": ["student"]}},
+        {"name": "quantize", "options": {}},
+        {"name": "evaluate", "options": {"models": ["student.int8"], "latency": False}},
+    ]
+    from compress.train.losses import DistillLoss
+
+    recipe, state = _state(tmp_path, tiny_csv, tiny_teacher_dir, passes)
+    seen: list[torch.nn.ModuleDict] = []
+
+    def spy(*args, **kwargs):
+        loss = DistillLoss(*args, **kwargs)
+        seen.append(loss.proj)
+        return loss
+
+    monkeypatch.setattr("compress.passes.distill.DistillLoss", spy)
+    for cls, cfg in resolve_passes(recipe):
+        state = cls().run(state, cfg)
+    student, conv = state.students["student"], state.conversions["student"]
+    teacher_width = state.teacher.config.hidden_size
+    assert student.config.hidden_size == conv.hidden_size == 16 < teacher_width
+    assert len(conv.hidden_order) == 16 and all(len(h) == student.config.num_attention_heads for h in conv.head_orders)
+    assert seen and all(len(p) == 0 for p in seen)
+    history = state.reports["distill"]["student"]["history"]
+    assert np.isfinite(history[0]["train_loss"]) and "student.int8" in state.reports["quantize"]

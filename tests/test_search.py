@@ -458,6 +458,21 @@ def test_groups_up_to_offers_the_divisors(tmp_path, tiny_csv, tiny_teacher_dir):
     )
     check_space(recipe, recipe.search, "r.yaml")
     assert recipe.search.space["passes.convert.groups"].groups == [1, 2, 4, 8]  # hidden 32, FFN 64
+    # a searched width narrows what every student may use (hidden 8: at most 8 groups; 16: 16), and a fixed group
+    # count that a searched width cannot take is refused before any training
+    space = {"passes.convert.groups": {"groups_up_to": 32}, "passes.convert.hidden_size": {"choices": [32, 8]}}
+    recipe = load_recipe(write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, space=space))
+    check_space(recipe, recipe.search, "r.yaml")
+    assert recipe.search.space["passes.convert.groups"].groups == [1, 2, 4, 8]
+    space = {
+        "passes.convert.groups": {"choices": ["1,1,1,1,16,16"]},
+        "passes.convert.hidden_size": {"choices": [32, 8]},
+    }
+    recipe = load_recipe(write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, space=space))
+    with pytest.raises(
+        CompressError, match=r"search.space.passes.convert.groups: groups.intermediate=16 must divide its 8"
+    ):
+        check_space(recipe, recipe.search, "r.yaml")
 
 
 def test_front_of_a_subset_keeps_row_labels():

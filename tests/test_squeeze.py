@@ -155,3 +155,37 @@ def test_narrow_ffn_from_activations_beats_the_weight_cut(tokenizer):
     assert report["least_squares_fit"] and fitted.config.intermediate_size == plain.config.intermediate_size == ffn
     err = lambda s: sum(float(((s(**b).logits - teacher(**b).logits) ** 2).mean()) for b in calib)
     assert err(fitted) < err(plain)
+
+
+@torch.no_grad()
+def test_narrow_student_is_the_teachers_channels_and_heads(tmp_path, tokenizer):
+    """hidden_size: a student with fewer residual channels and heads (head size kept) whose every weight is the
+    teacher's at the channels and heads the report names; it reloads as a plain transformers model."""
+    from conftest import make_rows
+
+    teacher = tiny_bert(layers=2, hidden=32, heads=4, seed=4)  # head size 8
+    texts = make_rows(32)["text"].tolist()
+    calib = [dict(tokenizer(texts[i : i + 16], padding=True, return_tensors="pt")) for i in range(0, 32, 16)]
+    for batches in (None, calib):  # scores from weights only, and from activations on task text
+        student, report = convert(teacher, hidden_size=16, init="identity", calib_batches=batches)
+        c = student.config
+        assert (c.hidden_size, c.embedding_size, c.num_attention_heads) == (16, 16, 2) and report["hidden_size"] == 16
+        hid, heads = torch.tensor(report["hidden_order"]), report["head_orders"]
+        assert len(hid) == 16 == len(set(hid.tolist())) and all(len(h) == 2 for h in heads)
+        rows = torch.tensor([h * 8 + j for h in heads[0] for j in range(8)])
+        t0, s0 = teacher.bert.encoder.layer[report["layers"][0]], student.transformer.encoder.layers[0]
+        assert torch.equal(s0.attention.query.weight[..., 0], t0.attention.self.query.weight[rows][:, hid])
+        assert torch.equal(s0.output.conv1d.weight[..., 0], t0.output.dense.weight[hid])
+        words = teacher.bert.embeddings.word_embeddings.weight[:, hid]
+        assert torch.equal(student.transformer.embeddings.word_embeddings.weight, words)
+        assert torch.isfinite(student(**_inputs(tokenizer)).logits).all()
+    student.save_pretrained(tmp_path)
+    again = SqueezeBertForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert torch.equal(again(**_inputs(tokenizer)).logits, student(**_inputs(tokenizer)).logits)
+    grouped, _ = convert(teacher, hidden_size=16, groups=Groups(2, 2, 2, 1, 2, 2), calib_batches=calib)
+    assert grouped.config.q_groups == 2 and torch.isfinite(grouped(**_inputs(tokenizer)).logits).all()
+    with pytest.raises(CompressError, match=r"hidden_size=20: use a multiple of the teacher's head size 8 up to"):
+        convert(teacher, hidden_size=20)
+    convert(teacher, groups=Groups(1, 1, 1, 1, 16, 1))  # valid at the full width, not at 8 channels:
+    with pytest.raises(CompressError, match=r"hidden_size 8, heads 1: groups.intermediate=16 must divide its 8 input"):
+        convert(teacher, hidden_size=8, groups=Groups(1, 1, 1, 1, 16, 1))

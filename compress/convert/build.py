@@ -3,7 +3,8 @@
 A SqueezeBERT layer is a BERT layer whose position-wise dense layers are 1x1 convolutions. With one
 group the conversion is exact (Linear [out, in] -> Conv1d [out, in, 1]; key renames). With g groups a
 conv is a block-diagonal matrix: only g blocks of each dense matrix survive; `perms` decides which
-(permutation search) and `blockfit` how to fill them (least-squares fit on activation statistics).
+(permutation search) and `blockfit` how to fill them (least-squares fit on activation statistics); `width` cuts
+narrower students (FFN channels, residual channels and heads) before that.
 """
 
 from __future__ import annotations
@@ -14,13 +15,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, SqueezeBertConfig
 
-from compress.convert.blockfit import (
-    collect_moments,
-    fit_blocks,
-    fit_columns,
-    moment_for,
-    permute_moment,
-)
+from compress.convert.blockfit import collect_moments, fit_blocks, moment_for, permute_moment
 from compress.convert.perms import (
     Perms,
     head_rows,
@@ -29,6 +24,7 @@ from compress.convert.perms import (
     retained_energy,
     search_perms,
 )
+from compress.convert.width import narrow, pooled_rows, shrink_ffn
 from compress.core.errors import CompressError
 from compress.core.groups import MATRICES, Groups, check_groups
 from compress.modeling.heads import head_of, model_class
@@ -81,32 +77,6 @@ def dense_layers(teacher, keep: list[int]) -> list[dict[str, torch.Tensor]]:
     return [{k: v.detach().clone().float() for k, v in d.items()} for d in out]
 
 
-def shrink_ffn(layer: dict[str, torch.Tensor], size: int, moments: dict | None = None) -> None:
-    """Keep `size` FFN channels (in place, original order).
-
-    Without activation statistics: the largest |w_in| * |w_out| (weights only). With the teacher's `moments` on task
-    text: the channels whose loss costs the least output energy, Var(a_j) |w_out_j|^2 (a channel's mean can be
-    folded into the bias), and the output matrix and bias are refitted in least squares so the kept channels
-    reproduce the full FFN's output. Importance-only pruning (torch-pruning's) leaves the kept weights as they are;
-    the refit is what lets a student start from a narrow FFN close to the teacher's function.
-    """
-    A = moments.get("ffn") if moments is not None else None
-    if A is None:
-        score = layer["intermediate"].norm(dim=1) * layer["output"].norm(dim=0)
-    else:
-        mean, second = A[:-1, -1], A.diagonal()[:-1]
-        score = (second - mean**2).clamp_min(0).float() * layer["output"].norm(dim=0) ** 2
-    idx = torch.sort(torch.topk(score, size).indices).values
-    if A is not None:
-        wa = torch.cat([layer["output"], layer["output_b"][:, None]], 1).double()
-        sol = fit_columns(wa, A, idx)
-        layer["output"], layer["output_b"] = sol[:, :-1].float(), sol[:, -1].float()
-        moments["ffn"] = permute_moment(A, idx.numpy())  # type: ignore[index]
-    else:
-        layer["output"] = layer["output"][:, idx]
-    layer["intermediate"], layer["intermediate_b"] = layer["intermediate"][idx], layer["intermediate_b"][idx]
-
-
 # --- building the student -----------------------------------------------------------------------
 
 
@@ -116,14 +86,19 @@ def _grouped(w: torch.Tensor, g: int) -> torch.Tensor:
     return torch.cat([w[j * o : (j + 1) * o, j * i : (j + 1) * i] for j in range(g)], 0).unsqueeze(-1).contiguous()
 
 
-def student_config(teacher_config, n_layers: int, groups: Groups, ffn: int) -> SqueezeBertConfig:
+def student_config(
+    teacher_config, n_layers: int, groups: Groups, ffn: int, hidden: int | None = None
+) -> SqueezeBertConfig:
+    """The student's transformers config: the teacher's settings, `hidden` channels (default the teacher's) and as
+    many heads of the teacher's head size as fit in them."""
     c = teacher_config
+    hidden = hidden or c.hidden_size
     return SqueezeBertConfig(
         vocab_size=c.vocab_size,
-        hidden_size=c.hidden_size,
-        embedding_size=c.hidden_size,
+        hidden_size=hidden,
+        embedding_size=hidden,
         num_hidden_layers=n_layers,
-        num_attention_heads=c.num_attention_heads,
+        num_attention_heads=hidden // (c.hidden_size // c.num_attention_heads),
         intermediate_size=ffn,
         hidden_act=c.hidden_act,
         hidden_dropout_prob=c.hidden_dropout_prob,
@@ -148,21 +123,29 @@ def student_config(teacher_config, n_layers: int, groups: Groups, ffn: int) -> S
 
 @torch.no_grad()
 def build_student(
-    teacher, layers: list[dict], perms: Perms, groups: Groups, moments: list[dict] | None = None
+    teacher,
+    layers: list[dict],
+    perms: Perms,
+    groups: Groups,
+    moments: list[dict] | None = None,
+    kept: torch.Tensor | None = None,
 ) -> PreTrainedModel:
     """A SqueezeBERT with the teacher's head whose weights are the teacher's, reordered by `perms`, cut to the
-    grouped blocks (least-squares fitted to the dense layer's output when activation `moments` are given)."""
+    grouped blocks (least-squares fitted to the dense layer's output when activation `moments` are given).
+    `kept`: the teacher's residual channels the (narrowed, `narrow`) layers hold, in order."""
     tc = teacher.config
     head = head_of(teacher)
+    width = layers[0]["q"].shape[1]
     student = model_class(head.name, "squeezebert")(
-        student_config(tc, len(layers), groups, layers[0]["intermediate"].shape[0])
+        student_config(tc, len(layers), groups, layers[0]["intermediate"].shape[0], width)
     )
-    hid = torch.from_numpy(perms.hidden)
+    hid = torch.from_numpy(perms.hidden)  # student channel -> channel of the narrowed layers
+    teacher_hid = hid if kept is None else kept[hid]  # student channel -> teacher channel
     te, se = teacher.bert.embeddings, student.transformer.embeddings
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-        getattr(se, name).weight.copy_(getattr(te, name).weight[:, hid])
-    se.LayerNorm.weight.copy_(te.LayerNorm.weight[hid])
-    se.LayerNorm.bias.copy_(te.LayerNorm.bias[hid])
+        getattr(se, name).weight.copy_(getattr(te, name).weight[:, teacher_hid])
+    se.LayerNorm.weight.copy_(te.LayerNorm.weight[teacher_hid])
+    se.LayerNorm.bias.copy_(te.LayerNorm.bias[teacher_hid])
     d = tc.hidden_size // tc.num_attention_heads
     student_layers: list[Any] = list(student.transformer.encoder.layers)  # transformers' modules: attributes by name
     for i, (L, S) in enumerate(zip(layers, student_layers, strict=True)):
@@ -189,11 +172,14 @@ def build_student(
             ln.bias.copy_(L[f"{key}_b"][hid])
     t_head, s_head = getattr(teacher, head.module), getattr(student, head.module)
     if head.pooled:  # the pooler maps the permuted hidden order back, so the head's weights stay as they are
-        student.transformer.pooler.dense.weight.copy_(teacher.bert.pooler.dense.weight[:, hid])
-        student.transformer.pooler.dense.bias.copy_(teacher.bert.pooler.dense.bias)
-        s_head.load_state_dict(t_head.state_dict())
+        pooled = pooled_rows(teacher.bert.pooler.dense.weight, t_head, width)
+        student.transformer.pooler.dense.weight.copy_(teacher.bert.pooler.dense.weight[pooled][:, teacher_hid])
+        student.transformer.pooler.dense.bias.copy_(teacher.bert.pooler.dense.bias[pooled])
+        head_state = dict(t_head.state_dict())
+        head_state["weight"] = head_state["weight"][:, pooled]
+        s_head.load_state_dict(head_state)
     else:  # a per-token head reads the hidden state itself, in the student's (permuted) order
-        s_head.weight.copy_(t_head.weight[:, hid])
+        s_head.weight.copy_(t_head.weight[:, teacher_hid])
         s_head.bias.copy_(t_head.bias)
     return student.eval()
 
@@ -206,10 +192,13 @@ def convert(
     init: str = "permuted",
     iterations: int = 3,
     calib_batches=None,
+    hidden_size: int | None = None,
 ) -> tuple[PreTrainedModel, dict]:
     """BERT with a task head -> SqueezeBERT student with the same head, plus a report (layers, energy kept per layer).
 
-    `calib_batches` (padded task batches) switch on the least-squares block fit for `permuted` init.
+    `calib_batches` (padded task batches) switch on the least-squares block fit for `permuted` init and the
+    activation-based scores of `intermediate_size` and `hidden_size` (a narrower residual stream and attention:
+    `narrow`).
     """
     tc = teacher.config
     groups = groups or Groups()
@@ -219,38 +208,62 @@ def convert(
     ffn = intermediate_size or tc.intermediate_size
     if not 1 <= ffn <= tc.intermediate_size:
         raise CompressError(f"intermediate_size={ffn}: must be between 1 and the teacher's {tc.intermediate_size}")
+    d = tc.hidden_size // tc.num_attention_heads
+    width = hidden_size or tc.hidden_size
+    if width % d or not d <= width <= tc.hidden_size:
+        raise CompressError(
+            f"hidden_size={width}: use a multiple of the teacher's head size {d} up to its {tc.hidden_size} "
+            f"(e.g. {', '.join(str(d * h) for h in range(tc.num_attention_heads, 0, -1)[:4])})"
+        )
+    heads = width // d
     try:
-        check_groups(groups, tc.hidden_size, ffn)
+        check_groups(groups, width, ffn)
     except ValueError as e:
-        raise CompressError(str(e)) from None
+        raise CompressError(f"hidden_size {width}, heads {heads}: {e}" if width < tc.hidden_size else str(e)) from None
     if init not in ("permuted", "identity", "random"):
         raise CompressError(f"init={init!r}: use permuted, identity or random")
     if init == "random":
-        student = model_class(head_of(teacher).name, "squeezebert")(student_config(tc, len(keep), groups, ffn)).eval()
-        return student, {"layers": keep, "groups": groups.as_dict(), "intermediate_size": ffn, "init": init}
+        student = model_class(head_of(teacher).name, "squeezebert")(student_config(tc, len(keep), groups, ffn, width))
+        return student.eval(), {
+            "layers": keep,
+            "groups": groups.as_dict(),
+            "intermediate_size": ffn,
+            "hidden_size": width,
+            "init": init,
+        }
     dense = dense_layers(teacher, keep)
     grouped = any(g > 1 for g in groups.as_dict().values())
-    shrink = ffn < tc.intermediate_size
-    fit = init == "permuted" and (grouped or shrink) and calib_batches is not None
+    shrink, thin = ffn < tc.intermediate_size, width < tc.hidden_size
+    fit = init == "permuted" and (grouped or shrink or thin) and calib_batches is not None
     moments = collect_moments(teacher, keep, calib_batches) if fit else None
+    channels, kept_heads = None, None
+    if thin:
+        emb = teacher.bert.embeddings.LayerNorm
+        channels, kept_heads = narrow(
+            dense, (emb.weight.detach(), emb.bias.detach()), tc.num_attention_heads, width, moments
+        )
     if shrink:
         for i, L in enumerate(dense):
             shrink_ffn(L, ffn, moments[i] if moments else None)
-    ident = identity_perms(tc.hidden_size, tc.num_attention_heads, ffn, len(keep))
-    perms = search_perms(dense, groups, tc.num_attention_heads, iterations) if init == "permuted" else ident
-    kept = retained_energy(dense, perms, groups, tc.num_attention_heads)
-    base = retained_energy(dense, ident, groups, tc.num_attention_heads) if init == "permuted" else kept
+    ident = identity_perms(width, heads, ffn, len(keep))
+    perms = search_perms(dense, groups, heads, iterations) if init == "permuted" else ident
+    kept = retained_energy(dense, perms, groups, heads)
+    base = retained_energy(dense, ident, groups, heads) if init == "permuted" else kept
     mean = lambda rows: [float(np.mean([r[m] for m in MATRICES if getattr(groups, m) > 1] or [1.0])) for r in rows]
     report = {
         "layers": keep,
         "groups": groups.as_dict(),
         "intermediate_size": ffn,
+        "hidden_size": width,
         "init": init,
         "least_squares_fit": moments is not None,
         "energy_kept_per_layer": mean(kept),
         "energy_kept_identity_per_layer": mean(base),
         "energy_kept_per_matrix": kept,
-        "hidden_order": perms.hidden.tolist(),
-        "head_orders": [h.tolist() for h in perms.heads],
+        # student channel / head -> the teacher's (the distillation losses line the teacher's targets up with them)
+        "hidden_order": (perms.hidden if channels is None else channels.numpy()[perms.hidden]).tolist(),
+        "head_orders": [
+            (h if kept_heads is None else kept_heads[i].numpy()[h]).tolist() for i, h in enumerate(perms.heads)
+        ],
     }
-    return build_student(teacher, dense, perms, groups, moments), report
+    return build_student(teacher, dense, perms, groups, moments, channels), report

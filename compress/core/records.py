@@ -144,10 +144,11 @@ class Conversion(Record):
     groups: dict[str, int]
     intermediate_size: int
     init: str
-    # The student's residual stream and heads are the teacher's, reordered so that grouped blocks keep the most
-    # weight: student channel j is teacher channel hidden_order[j]; head slot s of student layer i is teacher head
-    # head_orders[i][s]. Losses that compare hidden states or attention maps must line them up by these (empty:
-    # identity, e.g. init: identity or random).
+    hidden_size: int | None = None  # below the teacher's: a narrowed student (convert.hidden_size)
+    # The student's residual stream and heads are the teacher's (a subset of them when narrowed), reordered so
+    # that grouped blocks keep the most weight: student channel j is teacher channel hidden_order[j]; head slot s
+    # of student layer i is teacher head head_orders[i][s]. Losses that compare hidden states or attention maps
+    # must line them up by these (empty: identity, e.g. init: identity or random).
     hidden_order: list[int] = []
     head_orders: list[list[int]] = []
 

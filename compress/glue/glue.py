@@ -141,6 +141,7 @@ def row(name: str, metric: str, metrics: RunMetrics) -> dict[str, Any]:
         "student_form": best.form,
         "groups": conv.groups if conv else None,
         "layers": len(conv.teacher_layers) if conv else None,
+        "hidden": conv.hidden_size if conv else None,  # residual width (None: recorded before widths were searched)
         "within_one_point": score(best) >= score(teacher) - ONE_POINT,
         "speedup": best.latency.speedup,
         "reference": best.latency.reference,
@@ -207,13 +208,14 @@ def markdown(summary: dict[str, Any]) -> str:
         "of the teacher (* none was: the most accurate). Speed-up against the teacher's fastest deploy form, timed "
         "in the same run.",
         "",
-        "| task | metric | teacher | student | student form | layers, groups (q,k,v,post,ffn in,out) | "
+        "| task | metric | teacher | student | student form | layers, width, groups (q,k,v,post,ffn in,out) | "
         "x teacher's fastest |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in summary["rows"]:
         x = f"{r['speedup']:.2f}x ({r['reference']})" if r["speedup"] else "-"
-        shape = f"{r['layers']}, {','.join(map(str, r['groups'].values()))}" if r.get("groups") else "-"
+        width = f"{r['hidden']}, " if r.get("hidden") else ""
+        shape = f"{r['layers']}, {width}{','.join(map(str, r['groups'].values()))}" if r.get("groups") else "-"
         star = "" if r.get("within_one_point", True) else " *"
         lines.append(
             f"| {r['task']} | {r['metric']} | {100 * r['teacher']:.1f} | {100 * r['student']:.1f}{star} | "

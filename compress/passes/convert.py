@@ -51,6 +51,13 @@ class Convert(Pass):
                 "smaller FFN width: the channels of most output energy on fit_samples texts, output matrix refitted"
             ),
         )
+        hidden_size: PositiveInt | None = Field(
+            None,
+            description=(
+                "narrower residual stream and attention (a multiple of the teacher's head size; heads = "
+                "hidden_size / head size): the channels and heads of most energy on fit_samples texts"
+            ),
+        )
         init: Literal["permuted", "identity", "random"] = "permuted"
         iterations: PositiveInt = Field(3, description="alternating permutation-search rounds")
         fit_samples: int = Field(
@@ -78,6 +85,7 @@ class Convert(Pass):
             init,
             config.iterations,
             calib_batches=self._calibration(state, config.fit_samples) if fit and config.fit_samples else None,
+            hidden_size=config.hidden_size,
         )
         student, report = build(config.init)
         if config.init != "random":
@@ -110,6 +118,7 @@ class Convert(Pass):
             teacher_layers=report["layers"],
             groups=groups.as_dict(),
             intermediate_size=report["intermediate_size"],
+            hidden_size=report["hidden_size"],
             init=config.init,
             hidden_order=report.pop("hidden_order", []),
             head_orders=report.pop("head_orders", []),

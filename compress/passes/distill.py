@@ -117,9 +117,10 @@ class Distill(Pass):
         t0 = time.perf_counter()
         cached, cache_status = _teacher_outputs(state, config, full, idx, extras, hidden_map, attn_map)
         cache_seconds = time.perf_counter() - t0
-        proj = torch.nn.ModuleDict()
-        if hidden_map and student.config.hidden_size != teacher.config.hidden_size:
-            for s, _ in hidden_map:  # learned projection to the teacher's width
+        proj, orders = torch.nn.ModuleDict(), orders_of(state.conversions.get(name))
+        narrowed = (h := orders.get("hidden_order")) is not None and len(h) == student.config.hidden_size
+        if hidden_map and student.config.hidden_size != teacher.config.hidden_size and not narrowed:
+            for s, _ in hidden_map:  # learned projection to the teacher's width (a narrowed student: its channels)
                 proj[str(s)] = torch.nn.Linear(student.config.hidden_size, teacher.config.hidden_size).to(state.device)
         teacher.eval().to(state.device)
         loss = DistillLoss(
@@ -133,7 +134,7 @@ class Distill(Pass):
             attention_weight=config.attention_weight,
             proj=proj,
             kind=state.task.kind,
-            **orders_of(state.conversions.get(name)),
+            **orders,
         )
         on_validation = state.on_validation
         report = (lambda epoch, acc: on_validation(name, epoch, acc, student)) if on_validation else None

@@ -96,7 +96,12 @@ def _conversion(state: RunState, name: str) -> Section:
     conv = state.conversions.get(name)
     if not conv:
         return []
-    return [f"Converted from the teacher: layers {conv.teacher_layers}, groups {conv.groups}, init {conv.init}.", ""]
+    width = f", width {conv.hidden_size}" if conv.hidden_size else ""
+    return [
+        f"Converted from the teacher: layers {conv.teacher_layers}{width}, FFN {conv.intermediate_size}, groups "
+        f"{conv.groups}, init {conv.init}.",
+        "",
+    ]
 
 
 def _scores(state: RunState, name: str) -> Section:

@@ -113,6 +113,7 @@ def _scores(splits: dict[str, Any], metric: str) -> dict[str, Any]:
 def _arch_cols(a: Architecture) -> dict[str, Any]:
     return {
         "layers": len(a.heads),
+        "hidden": a.hidden,  # residual width (below the teacher's: a narrowed student)
         "intermediate_size": a.ffn,
         "groups": ",".join(str(g) for g in a.groups.values()),
         "heads": a.heads[0] if a.heads else None,

@@ -172,7 +172,8 @@ def _hover(rows: pd.DataFrame) -> list[str]:
         latency = getattr(r, "latency_ms", None)
         measured = f"<br>measured {num(latency)} ms p10" if latency is not None else ""
         layers, ffn = num(getattr(r, "layers", None), ".0f"), num(getattr(r, "intermediate_size", None), ".0f")
-        arch = f"groups {escape(getattr(r, 'groups', '-'))}, layers {layers}, FFN {ffn}"
+        width = num(getattr(r, "hidden", None), ".0f")
+        arch = f"groups {escape(getattr(r, 'groups', '-'))}, layers {layers}, width {width}, FFN {ffn}"
         out.append(
             f"{escape(r.name)} {escape(r.form)}<br>test {fmt_ci(r)}, val {num(r.val_score, '.4f')}<br>"
             f"{num(r.speedup)}x the teacher's fastest "

@@ -21,6 +21,7 @@ FINAL_COLUMNS = [
     "ms natural (x)",
     "x teacher PyTorch fp32",
     "layers",
+    "width",
     "groups",
     "FFN",
 ]
@@ -43,6 +44,7 @@ PROXY_COLUMNS = [
     "measured x",
     "re-timed x",
     "layers",
+    "width",
     "groups",
     "FFN",
 ]
@@ -87,6 +89,7 @@ def final_rows(points: pd.DataFrame) -> list[list[str]]:
                 natural,
                 num(getattr(r, "speedup_vs_torch", None), suffix="x"),
                 num(getattr(r, "layers", None), ".0f"),
+                num(getattr(r, "hidden", None), ".0f"),
                 str(getattr(r, "groups", "") or "-"),
                 num(getattr(r, "intermediate_size", None), ".0f"),
             ]
@@ -129,6 +132,7 @@ def proxy_rows(front: pd.DataFrame) -> list[list[str]]:
             num(getattr(r, "measured_speedup", None), suffix="x"),
             num(getattr(r, "retimed_speedup", None), suffix="x"),
             num(getattr(r, "layers", None), ".0f"),
+            num(getattr(r, "hidden", None), ".0f"),
             str(getattr(r, "groups", "") or "-"),
             num(getattr(r, "intermediate_size", None), ".0f"),
         ]

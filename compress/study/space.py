@@ -62,13 +62,14 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
     if not groups:
         return
     config = load_config(recipe.teacher.model, recipe.teacher.revision)
-    ffns = {config.intermediate_size} | {
-        int(v) for k, p in spec.space.items() if k.endswith(".intermediate_size") for v in (p.choices or []) if v
-    }
+    ffns, hiddens = (
+        _widths(spec, ".intermediate_size", config.intermediate_size),
+        _widths(spec, ".hidden_size", config.hidden_size),
+    )
     for key, param in groups.items():
         if param.groups_up_to is not None:  # every count that divides every channel count, up to the limit
             ok = set.intersection(
-                *[set(valid_groups(*io)) for ffn in ffns for io in channels(config.hidden_size, ffn).values()]
+                *[set(valid_groups(*io)) for h in hiddens for ffn in ffns for io in channels(h, ffn).values()]
             )
             param = spec.space[key] = Param(groups=sorted(g for g in ok if g <= param.groups_up_to))
         try:
@@ -76,10 +77,16 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
                 Groups(**dict.fromkeys(MATRICES, g)) for g in param.groups or []
             ]
             for g in candidates:
-                for ffn in sorted(ffns):
-                    check_groups(g, config.hidden_size, ffn)
+                for h in sorted(hiddens):
+                    for ffn in sorted(ffns):
+                        check_groups(g, h, ffn)
         except ValueError as e:
             raise CompressError(f"{source}: search.space.{key}: {e}") from None
+
+
+def _widths(spec: SearchSpec, option: str, full: int) -> set[int]:
+    """The channel counts a searched width option (`.intermediate_size`, `.hidden_size`) may give a student."""
+    return {full} | {int(v) for k, p in spec.space.items() if k.endswith(option) for v in (p.choices or []) if v}
 
 
 def seed_params(spec: SearchSpec, source: str) -> list[dict[str, Any]]:
