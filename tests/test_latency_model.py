@@ -205,3 +205,23 @@ def test_agreement_ranks_and_sizes_the_error():
     assert rho == pytest.approx(0.8) and err == pytest.approx(1 / 6)  # errors 0, 1/2, 1/3, 0: median 1/6
     rho, err = agreement([2.0], [1.0])
     assert rho != rho and err != err  # NaN: one pair says nothing
+
+
+def test_probes_cover_every_width_the_space_reaches(tmp_path, tiny_csv, tiny_teacher_dir):
+    """A searched convert.hidden_size: its widths' blocks are probed up front and one narrow anchor joins the fit
+    (blocks of another width are another share of the whole model)."""
+    from compress.modeling.loading import load_config
+    from compress.recipe import load_recipe
+    from compress.study.latency import probes
+    from conftest import write_recipe
+
+    space = {"passes.convert.groups": {"groups": [1, 2]}, "passes.convert.hidden_size": {"choices": [None, 16]}}
+    recipe = load_recipe(write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, space=space))
+    assert recipe.search is not None
+    config = load_config(recipe.teacher.model, recipe.teacher.revision)
+    found, anchors = probes(recipe, recipe.search, config)
+    d = config.hidden_size // config.num_attention_heads
+    assert {a.hidden for a in found} == {config.hidden_size, 16} == {a.hidden for a in anchors}
+    assert all(a.heads == [16 // d] * len(a.heads) for a in [*found, *anchors] if a.hidden == 16)
+    narrow = {k for a in found if a.hidden == 16 for k in plan(a)}
+    assert any(k.startswith("ffn:hidden=16") for k in narrow) and any(k.startswith("qkv:hidden=16") for k in narrow)

@@ -25,6 +25,7 @@ from compress.deploy.targets import form_name, get_target
 from compress.modeling.loading import load_config, load_tokenizer
 from compress.recipe import Recipe
 from compress.recipe.search import SearchSpec
+from compress.study.space import reachable
 from compress.study.target import pass_configs, timing_shape
 
 log = logging.getLogger(__name__)
@@ -43,26 +44,30 @@ def _space_groups(recipe: Recipe, spec: SearchSpec) -> list[int]:
 def probes(recipe: Recipe, spec: SearchSpec, config: Any) -> tuple[list[Architecture], list[Architecture]]:
     """(architectures whose blocks cover the space, whole anchor models) for calibration.
 
-    Probes are one-layer models for each group count and FFN width the space can reach, uniform and with Q
-    and each FFN half on its own, so every block a trial can use is timed; what they miss (e.g. pruned
-    head counts) is timed when first needed. Anchors: the teacher, one model per group count, one mixed."""
+    Probes are one-layer models for each group count, FFN width and residual width the space can reach, uniform
+    and with Q and each FFN half on its own, so every block a trial can use is timed; what they miss (e.g. pruned
+    head counts) is timed when first needed. Anchors: the teacher, one model per group count, one mixed, and one
+    per narrower width (blocks of another width cost another share of the whole: the fit must see one)."""
     teacher = Architecture.of(config)
     gs = _space_groups(recipe, spec)
-    ffns = {teacher.ffn} | {
-        int(v) for k, p in spec.space.items() if k.endswith("intermediate_size") for v in p.choices or [] if v
-    }
-    layer = {"hidden": teacher.hidden, "head_size": teacher.head_size, "labels": teacher.labels}
+    ffns = reachable(spec, ".intermediate_size", teacher.ffn)
+    widths = sorted(reachable(spec, ".hidden_size", teacher.hidden), reverse=True)
     found = []
-    for g in gs:
-        other = 1 if g > 1 else 2
-        for f in sorted(ffns):
-            for groups in ((g,) * 6, (g, other, g, g, g, other), (g, g, g, g, other, g)):
-                if all(f % x == 0 and teacher.hidden % x == 0 for x in groups):
-                    found.append(
-                        Architecture(
-                            heads=[teacher.heads[0]], ffn=f, groups=dict(zip(MATRICES, groups, strict=True)), **layer
+    for width in widths:
+        layer = {"hidden": width, "head_size": teacher.head_size, "labels": teacher.labels}
+        for g in gs:
+            other = 1 if g > 1 else 2
+            for f in sorted(ffns):
+                for groups in ((g,) * 6, (g, other, g, g, g, other), (g, g, g, g, other, g)):
+                    if all(f % x == 0 and width % x == 0 for x in groups):
+                        found.append(
+                            Architecture(
+                                heads=[width // teacher.head_size],
+                                ffn=f,
+                                groups=dict(zip(MATRICES, groups, strict=True)),
+                                **layer,
+                            )
                         )
-                    )
     half = max(1, len(teacher.heads) // 2)
     cycle = (gs * 6)[:6]
     anchors = [teacher] + [
@@ -73,6 +78,7 @@ def probes(recipe: Recipe, spec: SearchSpec, config: Any) -> tuple[list[Architec
     anchors.append(
         teacher.model_copy(update={"heads": teacher.heads[:half], "groups": dict(zip(MATRICES, cycle, strict=True))})
     )
+    anchors += [teacher.model_copy(update={"hidden": w, "heads": [w // teacher.head_size] * half}) for w in widths[1:]]
     return found, anchors
 
 

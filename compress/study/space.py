@@ -63,8 +63,8 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
         return
     config = load_config(recipe.teacher.model, recipe.teacher.revision)
     ffns, hiddens = (
-        _widths(spec, ".intermediate_size", config.intermediate_size),
-        _widths(spec, ".hidden_size", config.hidden_size),
+        reachable(spec, ".intermediate_size", config.intermediate_size),
+        reachable(spec, ".hidden_size", config.hidden_size),
     )
     for key, param in groups.items():
         if param.groups_up_to is not None:  # every count that divides every channel count, up to the limit
@@ -84,7 +84,7 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
             raise CompressError(f"{source}: search.space.{key}: {e}") from None
 
 
-def _widths(spec: SearchSpec, option: str, full: int) -> set[int]:
+def reachable(spec: SearchSpec, option: str, full: int) -> set[int]:
     """The channel counts a searched width option (`.intermediate_size`, `.hidden_size`) may give a student."""
     return {full} | {int(v) for k, p in spec.space.items() if k.endswith(option) for v in (p.choices or []) if v}
 
