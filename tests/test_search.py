@@ -473,6 +473,11 @@ def test_groups_up_to_offers_the_divisors(tmp_path, tiny_csv, tiny_teacher_dir):
         CompressError, match=r"search.space.passes.convert.groups: groups.intermediate=16 must divide its 8"
     ):
         check_space(recipe, recipe.search, "r.yaml")
+    # a width no student can have is refused before any training, with or without group counts in the space
+    space = {"passes.convert.hidden_size": {"choices": [None, 12]}}
+    recipe = load_recipe(write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, space=space))
+    with pytest.raises(CompressError, match=r"hidden_size: \[12\] - use multiples of the teacher's head size 8 up"):
+        check_space(recipe, recipe.search, "r.yaml")
 
 
 def test_front_of_a_subset_keeps_row_labels():

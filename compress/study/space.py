@@ -58,10 +58,17 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
         set_path(final, key, value, f"{source}: search.finalize.set.{key}")
     where = f"{source} (search.finalize.set)"
     resolve_passes(parse_recipe(final, where), where)
+    config = load_config(recipe.teacher.model, recipe.teacher.revision)
+    d = config.hidden_size // config.num_attention_heads
+    bad = sorted(w for w in reachable(spec, ".hidden_size", config.hidden_size) if w % d or w > config.hidden_size)
+    if bad:
+        raise CompressError(
+            f"{source}: search.space passes.convert.hidden_size: {bad} - use multiples of the teacher's head size {d} "
+            f"up to its {config.hidden_size}"
+        )
     groups = {k: p for k, p in spec.space.items() if k.endswith(".groups")}
     if not groups:
         return
-    config = load_config(recipe.teacher.model, recipe.teacher.revision)
     ffns, hiddens = (
         reachable(spec, ".intermediate_size", config.intermediate_size),
         reachable(spec, ".hidden_size", config.hidden_size),
