@@ -51,6 +51,28 @@ ROOT = Path(__file__).resolve().parent.parent
 # (channels chosen and refitted on activations) buys the time: 3 layers x 1152 just under layer-drop's 3 x 1536;
 # under the pruned teacher's 6 layers, 4 layers at full width and 5 at 768.
 SEEDS = [(2, None), (3, 1152), (4, None), (4, 768), (5, 768)]  # (layers, FFN width; None: the teacher's)
+# With --widths: the narrow rungs of the tweets' width ladder (bench/templates/width-tweets.yaml; README, Width and
+# FFN together) that stayed within 1 pt, dense: (layers, FFN width, residual width).
+WIDTH_SEEDS = [(2, 768, 256), (3, 768, 256)]
+
+
+def seeds(widths: list[int]) -> list[dict]:
+    """The dense students tried first: SEEDS, and the WIDTH_SEEDS whose width the space searches."""
+    out = [
+        {"passes.convert.groups": "1,1,1,1,1,1", "passes.convert.layers": n, "passes.convert.intermediate_size": f}
+        | ({"passes.convert.hidden_size": None} if widths else {})
+        for n, f in SEEDS
+    ]
+    return out + [
+        {
+            "passes.convert.groups": "1,1,1,1,1,1",
+            "passes.convert.layers": n,
+            "passes.convert.intermediate_size": f,
+            "passes.convert.hidden_size": w,
+        }
+        for n, f, w in WIDTH_SEEDS
+        if w in widths
+    ]
 
 
 def main() -> None:
@@ -98,6 +120,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    widths = [int(w) for w in args.widths.split(",") if w]
     recipe = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
     recipe["task"] |= {"max_train_samples": 8000, "max_validation_samples": 1000, "max_test_samples": 2000}
     recipe["output_dir"], recipe["cache_dir"] = str(ROOT / "results"), str(ROOT / "results" / "cache")
@@ -105,7 +128,7 @@ def main() -> None:
     convert["options"] |= {"iterations": 3, "fit_samples": 256}
     evaluate = next(p for p in recipe["passes"] if p["name"] == "evaluate")
     # each trial's measured latency, which the latency model is checked against
-    evaluate["options"] |= {"latency_runs": 60}
+    evaluate["options"] |= {"latency": True, "latency_runs": 60}
     distill = next(p for p in recipe["passes"] if p["name"] == "distill")
     # proxies distill at the finals' lr: a rate sampled per proxy (94 steps) does not transfer to 16x the steps
     # (README), and with one rate the proxies differ by architecture alone, which is what finalize picks by
@@ -114,6 +137,8 @@ def main() -> None:
         "study": args.study,
         "trials": args.trials,
         "population": 6,
+        "timeout": None,  # the quickstart's is the demo's minutes; the benchmark runs every trial
+        "calibration_runs": 30,  # the default (the quickstart lowers it for the demo's minutes)
         "baselines": ["layerdrop", "pruned"],
         "finalize": {
             "top_k": args.top_k,
@@ -127,22 +152,13 @@ def main() -> None:
                 "passes.distill.hidden_weight": args.hidden_weight,
             },
         },
-        "seeds": []
-        if args.no_seeds
-        else [
-            {"passes.convert.groups": "1,1,1,1,1,1", "passes.convert.layers": n, "passes.convert.intermediate_size": f}
-            for n, f in SEEDS
-        ],
+        "seeds": [] if args.no_seeds else seeds(widths),
         "space": {
             "passes.convert.groups": {"groups_up_to": 12},
             "passes.convert.layers": {"choices": [2, 3, 4, 5]},
             "passes.convert.intermediate_size": {"choices": [None, 1152, 768]},
         }
-        | (
-            {"passes.convert.hidden_size": {"choices": [None, *map(int, args.widths.split(","))]}}
-            if args.widths
-            else {}
-        ),
+        | ({"passes.convert.hidden_size": {"choices": [None, *widths]}} if widths else {}),
     }
     path = ROOT / "results" / "bench" / f"{args.study}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ from compress.study.latency import probes
 from common import ROOT, bench_recipe, cpu
 
 SPACE = {
+    "passes.convert.layers": {"choices": [2, 3, 4]},
     "passes.convert.groups": {"groups": [1, 2, 4]},
     "passes.convert.hidden_size": {"choices": [None, 256, 192]},
     "passes.convert.intermediate_size": {"choices": [None, 768, 384]},

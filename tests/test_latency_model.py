@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -197,6 +198,17 @@ def test_fit_never_ranks_backwards(caplog):
     assert fit([0.5], [1.5]) == pytest.approx((3.0, 0.0))
 
 
+def test_fit_weighs_small_models_by_their_relative_error():
+    """Speed-ups are ratios: where no line passes through every anchor, the fit splits the misses in proportion to
+    each model's time, so the small anchor is not sacrificed to the big one (an unweighted line misses the 1 ms
+    model by 37% to stay within 3% of the 10 ms one; this one misses no anchor by more than 13%)."""
+    raw, measured = [1.0, 5.0, 10.0], [1.0, 4.0, 10.0]
+    scale, offset = fit(raw, measured)
+    rel = [abs((scale * r + offset) / m - 1) for r, m in zip(raw, measured, strict=True)]
+    plain = np.polyval(np.polyfit(raw, measured, 1), raw) / np.asarray(measured) - 1
+    assert max(rel) < 0.13 and abs(plain[0]) > 0.3
+
+
 def test_agreement_ranks_and_sizes_the_error():
     """A prediction 10% high everywhere ranks perfectly but is 10% off; one swapped pair lowers the rank correlation."""
     measured = [1.0, 2.0, 3.0, 4.0]
@@ -225,3 +237,25 @@ def test_probes_cover_every_width_the_space_reaches(tmp_path, tiny_csv, tiny_tea
     assert all(a.heads == [16 // d] * len(a.heads) for a in [*found, *anchors] if a.hidden == 16)
     narrow = {k for a in found if a.hidden == 16 for k in plan(a)}
     assert any(k.startswith("ffn:hidden=16") for k in narrow) and any(k.startswith("qkv:hidden=16") for k in narrow)
+
+
+def test_probes_anchor_the_smallest_corner_of_the_space(tmp_path, tiny_csv, tiny_teacher_dir):
+    """The fit must not extrapolate below its anchors: the fewest layers, narrowest width and smallest FFN the space
+    reaches make one anchor."""
+    from compress.modeling.loading import load_config
+    from compress.recipe import load_recipe
+    from compress.study.latency import probes
+    from conftest import write_recipe
+
+    space = {
+        "passes.convert.layers": {"choices": [1, 2]},
+        "passes.convert.hidden_size": {"choices": [None, 16]},
+        "passes.convert.intermediate_size": {"choices": [None, 32]},
+    }
+    recipe = load_recipe(write_recipe(tmp_path, tiny_csv, tiny_teacher_dir, space=space))
+    assert recipe.search is not None
+    config = load_config(recipe.teacher.model, recipe.teacher.revision)
+    _, anchors = probes(recipe, recipe.search, config)
+    d = config.hidden_size // config.num_attention_heads
+    assert any(a.hidden == 16 and a.ffn == 32 and a.heads == [16 // d] for a in anchors)
+    assert len(anchors) == len(set(map(str, anchors)))
