@@ -181,7 +181,8 @@ def main() -> None:
         if e.kind == "final":
             same = [next(f for f in r.entries if f.name == e.name).best().latency for r in retimes]
             x = [lat.speedup or 0.0 for lat in same if lat]
-            spreads[e.name] = float((max(x) - min(x)) / np.median(x))
+            if len(x) > 1:  # a spread needs two processes
+                spreads[e.name] = float((max(x) - min(x)) / np.median(x))
     p = summary["predictor"]
     result = {
         "best_speedup_vs_teacher_fastest_within_1pt": summary["best_speedup_vs_teacher_fastest_within_1pt"],
@@ -216,6 +217,7 @@ def main() -> None:
         "x teacher's fastest",
         "x (natural lengths)",
         "layers",
+        "width",
         "groups",
         "FFN",
         "best final as fast: diff [paired CI]",
@@ -232,6 +234,7 @@ def main() -> None:
             f"{r['speedup']:.2f}",
             f"{r['natural_speedup']:.2f}" if r.get("natural_speedup") else "-",
             str(r.get("layers") or "-"),
+            str(r.get("hidden") or "-"),
             str(r.get("groups") or "-"),
             str(r.get("intermediate_size") or "-"),
             f"{c['student']}: {c['diff']:+.4f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if c else "-",

@@ -143,6 +143,8 @@ def test_report_of_a_finished_study(finished_study, tmp_path, cli):
     assert summary["baselines_total"] == forms + 2  # the peers and the teacher in every deploy form
     finals = [e for e in frontier.entries if e.kind == "final"]
     assert summary["reference"] == frontier.reference and len(summary["finals"]) == len(finals)
+    teacher_width = json.loads((folder / "reference" / "models" / "teacher" / "config.json").read_text())["hidden_size"]
+    assert all(f["layers"] >= 1 and f["hidden"] == teacher_width for f in summary["finals"]), summary["finals"]
     p = summary["predictor"]
     assert p["trials"] == len(frontier.trials) >= 2 and -1 <= p["spearman"] <= 1 and p["measured"] == "re-timed"
     assert p["own_runs"]["trials"] == len(scored(study))

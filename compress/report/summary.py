@@ -38,6 +38,7 @@ class Row(Summary):
     natural_speedup: float | None = None
     speedup_vs_torch: float | None = None
     layers: int | None = None
+    hidden: int | None = None  # residual width (below the teacher's: a narrowed student)
     groups: str | None = None
     intermediate_size: int | None = None
     trial: int | None = None
@@ -48,7 +49,8 @@ class Row(Summary):
     def of(cls, r: pd.Series) -> Row:
         values = {k: r[k] for k in cls.model_fields if k in r and not pd.isna(r[k])}
         values = {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}  # numpy scalars
-        counts = {k: int(v) for k in ("layers", "intermediate_size", "trial") if (v := values.get(k)) is not None}
+        ints = ("layers", "hidden", "intermediate_size", "trial")
+        counts = {k: int(v) for k in ints if (v := values.get(k)) is not None}
         return cls.model_validate(values | counts)
 
 
