@@ -9,6 +9,7 @@ an earlier test made, as a user's second run would. Tests of the caches themselv
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import shutil
@@ -31,6 +32,9 @@ from transformers import BertConfig, BertForSequenceClassification
 from compress.modeling.loading import load_tokenizer
 
 SHARED_CACHE = Path(tempfile.mkdtemp(prefix="compress-tests-cache-"))
+# Every process that imports this file makes one (xdist's controller too, which runs no session fixture): each
+# removes its own on exit.
+atexit.register(shutil.rmtree, SHARED_CACHE, ignore_errors=True)
 
 WORDS = [
     "good",
