@@ -25,7 +25,7 @@ from compress.deploy.targets import form_name, get_target
 from compress.modeling.loading import load_config, load_tokenizer
 from compress.recipe import Recipe
 from compress.recipe.search import SearchSpec
-from compress.study.space import reachable
+from compress.study.space import reachable, reachable_layers
 from compress.study.target import pass_configs, timing_shape
 
 log = logging.getLogger(__name__)
@@ -81,22 +81,13 @@ def probes(recipe: Recipe, spec: SearchSpec, config: Any) -> tuple[list[Architec
     anchors += [teacher.model_copy(update={"hidden": w, "heads": [w // teacher.head_size] * half}) for w in widths[1:]]
     # The space's smallest corner: without it the fit extrapolates below its anchors, where per-layer costs that no
     # block carries (measured: up to 39% optimistic for 2 layers x 192 x FFN 384) are a growing share of the whole.
-    least = min(_space_layers(spec) or [half])
+    least = min(reachable_layers(spec) or [half])
     corner = teacher.model_copy(
         update={"hidden": widths[-1], "heads": [widths[-1] // teacher.head_size] * least, "ffn": min(ffns)}
     )
     if corner not in anchors:
         anchors.append(corner)
     return found, anchors
-
-
-def _space_layers(spec: SearchSpec) -> list[int]:
-    """The layer counts a searched `.layers` option may give a student (its choices, or its range's low end)."""
-    out: list[int] = []
-    for key, p in spec.space.items():
-        if key.endswith(".layers"):
-            out += [int(c) for c in p.choices or [] if c] + ([int(p.low)] if p.low is not None else [])
-    return out
 
 
 def model_path(folder: Path, spec: SearchSpec) -> Path:

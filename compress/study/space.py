@@ -47,7 +47,8 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
     where = f"{source} (search.space values)"
     resolve_passes(parse_recipe(raw, where), where)
     baselines.check(spec.baselines, source)
-    teacher_layers = load_config(recipe.teacher.model, recipe.teacher.revision).num_hidden_layers
+    config = load_config(recipe.teacher.model, recipe.teacher.revision)
+    teacher_layers = config.num_hidden_layers
     for b in spec.baselines:  # each baseline's passes (pruned: the prune pass's options) checked as its run will be
         peer = recipe.raw()
         peer["passes"] = baselines.baseline_passes(b, peer["passes"], teacher_layers, spec.student)
@@ -58,7 +59,6 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
         set_path(final, key, value, f"{source}: search.finalize.set.{key}")
     where = f"{source} (search.finalize.set)"
     resolve_passes(parse_recipe(final, where), where)
-    config = load_config(recipe.teacher.model, recipe.teacher.revision)
     d = config.hidden_size // config.num_attention_heads
     bad = sorted(w for w in reachable(spec, ".hidden_size", config.hidden_size) if w % d or w > config.hidden_size)
     if bad:
@@ -94,6 +94,15 @@ def check_space(recipe: Recipe, spec: SearchSpec, source: str) -> None:
 def reachable(spec: SearchSpec, option: str, full: int) -> set[int]:
     """The channel counts a searched width option (`.intermediate_size`, `.hidden_size`) may give a student."""
     return {full} | {int(v) for k, p in spec.space.items() if k.endswith(option) for v in (p.choices or []) if v}
+
+
+def reachable_layers(spec: SearchSpec) -> list[int]:
+    """The layer counts a searched `.layers` option may give a student (its choices, or its range's low end)."""
+    out: list[int] = []
+    for key, p in spec.space.items():
+        if key.endswith(".layers"):
+            out += [int(c) for c in p.choices or [] if c] + ([int(p.low)] if p.low is not None else [])
+    return out
 
 
 def seed_params(spec: SearchSpec, source: str) -> list[dict[str, Any]]:
