@@ -6,9 +6,10 @@ with --widths also narrower residual streams; dense students seeded) as a study 
 distilling --proxy-samples tweets x --proxy-epochs at --lr, the lr of everything the benchmark trains), then
 `finalize`: the peer baselines (layerdrop, pruned) are trained at full budget (all labelled training tweets +
 --unlabeled teacher-labelled unused tweets, --epochs epochs), and so are the --top-k distinct front students
-and, for each baseline, a challenger (the slowest of the best proxies predicted faster than it); all are timed
-with the teacher's deploy forms in one interleaved run of --repeats repeats. Then that timing run is repeated
-in --remeasure separate processes. The recipe it runs is written to results/bench/<study>.yaml.
+and, for each baseline, a challenger (the slowest of the best proxies predicted faster than it); each of them is
+also built in every deploy form the teacher is timed in (search.finalize.forms: all), and all are timed with the
+teacher's forms in one interleaved run of --repeats repeats, each model compared in its fastest form. Then that
+timing run is repeated in --remeasure separate processes. The recipe it runs is written to results/bench/<study>.yaml.
 Writes results/bench/<study>.json (default: frontier.json) with:
 
     best_speedup_vs_teacher_fastest_within_1pt   fastest final student within 1 pt of the teacher (test)

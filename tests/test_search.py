@@ -16,7 +16,9 @@ from compress.core.arch import Architecture
 from compress.core.errors import CompressError
 from compress.core.frontier import BudgetUse, Frontier, TeacherReference, TrialScore
 from compress.core.records import SplitScores, read_metrics
+from compress.deploy.forms import added_forms
 from compress.deploy.latency_model import LatencyModel
+from compress.finalize.forms import add_forms, teacher_targets
 from compress.recipe.search import Param
 from compress.report.frontier import hypervolume, knee, pareto
 from compress.report.summary import ReportSummary
@@ -86,6 +88,29 @@ def test_finalize_retrains_the_front_and_times_it_with_the_baselines(finished_st
 
 
 @pytest.mark.integration
+def test_final_students_and_baselines_are_compared_in_every_form_the_teacher_is_timed_in(finished_study):
+    """Trials build only the target (ONNX Runtime int8); finalize adds every other form the teacher is timed in,
+    scored on the run's splits, in <run>/forms.json (the run's own metrics.json untouched), and each entry is
+    reported in its fastest form."""
+    frontier = frontier_of(finished_study.folder)
+    teacher = {(f.runtime, f.precision) for f in frontier.entries[0].forms.values()}
+    assert len(teacher) >= 3  # PyTorch, ONNX Runtime fp32 and int8 (and OpenVINO's two when installed)
+    targets = teacher_targets(finished_study.folder / "reference")
+    for e in frontier.entries[1:]:
+        run = Path(e.path)
+        assert {(f.runtime, f.precision) for f in e.forms.values()} == teacher, e.name
+        assert all(f.latency and f.latency.p10_ms > 0 and "test" in f.splits for f in e.forms.values())
+        assert e.best().latency.p10_ms == min(f.latency.p10_ms for f in e.forms.values())
+        own = set(read_metrics(run / "metrics.json").forms_of("student"))
+        added = added_forms(run)
+        assert own.isdisjoint(added) and own | set(added) == set(e.forms)
+        assert {f.path for f in added.values() if f.path} <= {str(p.relative_to(run)) for p in run.rglob("*")}
+        fp32 = [f.splits["test"]["accuracy"] for f in e.forms.values() if f.precision == "fp32"]
+        assert max(fp32) - min(fp32) <= 0.02  # one fp32 model in every runtime: the same predictions, near enough
+        assert add_forms(run, "student", targets, 1) == []  # nothing rebuilt a second time
+
+
+@pytest.mark.integration
 def test_every_final_student_is_compared_with_every_rival_on_the_same_texts(finished_study):
     frontier = frontier_of(finished_study.folder)
     teacher = frontier.entries[0]
@@ -150,6 +175,10 @@ def test_report_of_a_finished_study(finished_study, tmp_path, cli):
     assert p["own_runs"]["trials"] == len(scored(study))
     retimed = csv.set_index("trial")["retimed_speedup"].dropna().to_dict()
     assert retimed == pytest.approx({t.trial: t.speedup for t in frontier.trials})
+    for f in summary["finals"]:  # natural lengths: the entry's fastest form there, named, which may be another
+        entry = next(e for e in finals if e.name == f["name"])
+        natural = {k: ev.natural.mean_ms for k, ev in entry.forms.items()}
+        assert f["natural_form"] == min(natural, key=natural.get) and f["natural_ms"] == min(natural.values())
     speed = {f["name"]: f["speedup"] for f in summary["finals"]}
     for b in summary["baselines"]:  # the most accurate final student at least as fast, when one is
         c = b["paired"]

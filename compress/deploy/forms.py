@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from compress.core.records import FormEval, read_metrics
@@ -9,18 +10,47 @@ from compress.deploy.targets import open_runner, target_of
 from compress.modeling.loading import load_student
 from compress.modeling.runners import Runner, torch_runner
 
+# Forms added to a finished run after it ran (compress.finalize.forms: finalize builds every final student in every
+# deploy form the teacher is timed in); the run's own metrics.json stays what its passes measured.
+ADDED = "forms.json"
+
+
+def added_forms(run: Path) -> dict[str, FormEval]:
+    """The forms recorded in `<run>/forms.json` (none when absent)."""
+    path = Path(run) / ADDED
+    if not path.is_file():
+        return {}
+    return {k: FormEval.model_validate(v) for k, v in json.loads(path.read_text()).items()}
+
+
+def evaluated_forms(run: Path, model: str) -> dict[str, FormEval]:
+    """The scored forms of `model` in a finished run that can be rebuilt from disk (PyTorch weights, a deploy
+    artifact): its own (metrics.json) and those added later (forms.json)."""
+    added = {k: f for k, f in added_forms(run).items() if f.model == model}
+    forms = read_metrics(run / "metrics.json").forms_of(model) | added
+    return {k: f for k, f in forms.items() if f.splits and (_is_torch(f) or _deployed(f))}
+
+
+def _is_torch(form: FormEval) -> bool:
+    return form.runtime == "torch" and form.precision == "fp32"
+
+
+def _deployed(form: FormEval) -> bool:
+    return bool(form.path) and target_of(form.runtime, form.precision) is not None
+
 
 def forms_on_disk(
     run: Path, model: str, threads: int | None, only: str | None = None
 ) -> dict[str, tuple[FormEval, Runner]]:
-    """The evaluated forms of `model` in a finished run that can be rebuilt from disk (PyTorch weights, deploy
-    artifacts); `only`: just the form of that name."""
+    """The forms of `evaluated_forms`, each opened as a runner; `only`: just the form of that name."""
     out = {}
-    for name, form in read_metrics(run / "metrics.json").forms_of(model).items():
-        if not form.splits or (only is not None and name != only):
+    for name, form in evaluated_forms(run, model).items():
+        if only is not None and name != only:
             continue
-        if form.runtime == "torch" and form.precision == "fp32":
+        if _is_torch(form):
             out[name] = (form, torch_runner(load_student(run / "models" / model)))
-        elif form.path and (target := target_of(form.runtime, form.precision)) is not None:
+        else:
+            target = target_of(form.runtime, form.precision)
+            assert target is not None and form.path is not None  # evaluated_forms keeps only these
             out[name] = (form, open_runner(target, run / form.path, threads))
     return out

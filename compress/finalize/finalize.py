@@ -2,6 +2,7 @@
 
     proxy trials -> distinct front students (spread along the front) -> retrained at full budget
     peer baselines (search.baselines) -> trained with the same budget
+    each of them -> also built in every deploy form the teacher is timed in (compress.finalize.forms)
     teacher forms + final students + baselines -> one interleaved, repeated timing run -> final/frontier.json
     each final student vs each rival (teacher forms, baselines) -> paired test differences (compress.finalize.paired)
 
@@ -11,6 +12,7 @@ finished one with the same resolved recipe exists, so an interrupted finalize re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -25,8 +27,10 @@ from compress.core.atomic import atomic_write_json
 from compress.core.errors import CompressError
 from compress.core.frontier import BudgetUse, Frontier, TrialTiming
 from compress.core.records import read_metrics
+from compress.deploy.forms import evaluated_forms
 from compress.deploy.latency_model import agreement
 from compress.deploy.targets import get_target
+from compress.finalize.forms import add_forms, teacher_targets
 from compress.finalize.front import Trials, challengers, latency_error, pick, spread
 from compress.finalize.paired import closest, compare
 from compress.finalize.timing import Entry, time_frontier, time_trials
@@ -66,10 +70,13 @@ def finalize(
         *_finals(folder, recipe, spec, trials, peers, top_k or spec.finalize.top_k or 1, retime, budget),
         *peers,
     ]
+    if spec.finalize.forms == "all":
+        entries = _every_form(entries, recipe.threads)
     path = out or folder / "final" / "frontier.json"
     if not retime and not any(e.fresh for e in entries) and path.is_file():
         old = Frontier.model_validate(json.loads(path.read_text()))
-        if [(e.name, e.path) for e in old.entries] == [(e.name, str(e.run)) for e in entries]:
+        timed = [(e.name, e.path, sorted(e.forms)) for e in old.entries]
+        if timed == [(e.name, str(e.run), sorted(evaluated_forms(e.run, e.model))) for e in entries]:
             log.info(
                 "final students, baselines and their timing are unchanged since %s; --retime times them again", path
             )
@@ -145,6 +152,17 @@ def _finals(
         raw = yaml.safe_load((Path(score.path) / "recipe.yaml").read_text())
         run, fresh = _run(raw | {"name": name, "output_dir": str(folder / "final")}, spec.finalize.set, retime)
         out.append(Entry(name, "final", number, run, fresh, spec.student, tuple(against.get(number, ()))))
+    return out
+
+
+def _every_form(entries: list[Entry], threads: int | None) -> list[Entry]:
+    """Each final student and baseline also in every deploy form the teacher is timed in (compress.finalize.forms);
+    an entry that gained a form is timed again."""
+    targets = teacher_targets(entries[0].run)
+    out = []
+    for e in entries:
+        added = add_forms(e.run, e.model, targets, threads) if e.kind != "teacher" else []
+        out.append(dataclasses.replace(e, fresh=True) if added else e)
     return out
 
 

@@ -116,6 +116,12 @@ class FinalizeSpec(BaseModel):
         gt=0,
         description="seconds of wall clock for retraining: no final student starts after it (the first always trains)",
     )
+    forms: Literal["all", "target"] = Field(
+        "all",
+        description="all: each final student and baseline is also built and scored in every deploy form the teacher "
+        "is timed in, and compared in its fastest, as the teacher is (compress.finalize.forms); target: only the "
+        "study's target form",
+    )
     cover_baselines: bool = Field(
         True,
         description="also retrain, for each peer baseline, the student meant to beat it: the slowest of the proxies "

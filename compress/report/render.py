@@ -134,7 +134,8 @@ def render_markdown(page: Page) -> str:
         *_table(columns(FINAL_COLUMNS, summary), final_rows(page.points)),
         "",
         FINALS_NOTE
-        + " `ms natural`: batch 1 over validation texts at their own lengths (mean), with its speed-up per text.",
+        + " `ms natural`: batch 1 over validation texts at their own lengths (mean), with its speed-up per text; a"
+        " student's fastest form there can be another than at the padded length (then named).",
         "",
         "### Each rival against the final students (paired test comparison)",
         "",

@@ -36,6 +36,7 @@ class Row(Summary):
     natural_ms: float | None = None
     speedup: float | None = None
     natural_speedup: float | None = None
+    natural_form: str | None = None  # the form natural_ms is of: the fastest at natural lengths, maybe not `form`
     speedup_vs_torch: float | None = None
     layers: int | None = None
     hidden: int | None = None  # residual width (below the teacher's: a narrowed student)

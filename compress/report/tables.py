@@ -79,6 +79,8 @@ def final_rows(points: pd.DataFrame) -> list[list[str]]:
     ranked = shown.sort_values(["_o", "speedup"], ascending=[True, False])
     for r in ranked.itertuples():
         natural = f"{num(getattr(r, 'natural_ms', None))} ({num(getattr(r, 'natural_speedup', None), suffix='x')})"
+        if isinstance(other := getattr(r, "natural_form", None), str) and other != r.form:
+            natural += f" in {other}"  # another form of the model is the fastest at natural lengths
         rows.append(
             [
                 str(r.name) + (f" (challenger of {c})" if isinstance(c := getattr(r, "challenges", None), str) else ""),
