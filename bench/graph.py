@@ -8,9 +8,10 @@ layouts (random weights: the graph, not the accuracy, is measured), each model i
     inference (which lets the session fuse every residual Add + LayerNorm);
   * ONNX Runtime static int8 (QDQ, calibrated on 64 embedded tweets: timing only);
   * OpenVINO NNCF int8 (random-token calibration: timing only).
-Each ONNX Runtime graph is profiled (per-operator kernel time as shares of the run: the layout share is
-Transpose + Reshape + unfused Add) and every variant is timed interleaved in one run, median of repeat
-medians (compress.deploy.latency), seq 128, batch 1, 2 threads.
+Each graph is profiled: ONNX Runtime's per-operator kernel time as shares of the run (the layout share is
+Transpose + Reshape + unfused Add), OpenVINO's performance counters per node kind after its own fusions (layout:
+Transpose + Reshape + the Reorders it inserts; an unfused Add is one of its Eltwise nodes); and every variant is
+timed interleaved in one run, median of repeat medians (compress.deploy.latency), seq 128, batch 1, 2 threads.
 
     python bench/graph.py [--runs 60] [--repeats 3] [--profile-runs 100]
 """
@@ -52,22 +53,27 @@ from compress.recipe.task import TaskSpec
 from common import CACHE, ROOT, TASK, cpu
 
 LAYOUT_OPS = ("Transpose", "Reshape", "Add")  # layout shuffles and adds no kernel fused
-# name -> (layers, groups q,k,v,post_attention,intermediate,output); None: the dense BERT teacher
-MODELS: dict[str, tuple[int, str | None]] = {
-    "teacher (BERT 6L)": (6, None),
-    "student 4L 4,1,4,1,2,1 (demo finalist)": (4, "4,1,4,1,2,1"),
-    "student 3L 4,4,4,1,4,4 (paper)": (3, "4,4,4,1,4,4"),
-    "student 3L 1,1,1,1,2,2 (real-task ladder)": (3, "1,1,1,1,2,2"),
+# OpenVINO's CPU plugin names its (fused) nodes by kind: layout work is Transpose, Reshape and the Reorders it
+# inserts between memory layouts; an Add it could not fuse into a neighbour stays an Eltwise node of its own.
+OV_LAYOUT_OPS = ("Transpose", "Reshape", "Reorder")
+# name -> (layers, groups q,k,v,post_attention,intermediate,output; None: the dense BERT teacher, width, FFN)
+MODELS: dict[str, tuple[int, str | None, int, int]] = {
+    "teacher (BERT 6L)": (6, None, 384, 1536),
+    "student 4L 4,1,4,1,2,1 (demo finalist)": (4, "4,1,4,1,2,1", 384, 1536),
+    "student 3L 4,4,4,1,4,4 (paper)": (3, "4,4,4,1,4,4", 384, 1536),
+    "student 3L 1,1,1,1,2,2 (real-task ladder)": (3, "1,1,1,1,2,2", 384, 1536),
+    "student 2L x 256, FFN 768, dense (frontier's best)": (2, "1,1,1,1,1,1", 256, 768),
 }
 
 
-def model(layers: int, groups: str | None) -> torch.nn.Module:
+def model(layers: int, groups: str | None, hidden: int = 384, ffn: int = 1536) -> torch.nn.Module:
     torch.manual_seed(0)
-    width = {"hidden_size": 384, "num_hidden_layers": layers, "num_attention_heads": 12, "intermediate_size": 1536}
+    width = {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": hidden // 32}
+    width |= {"intermediate_size": ffn}  # head size 32, the teacher's (a narrowed student keeps it)
     if groups is None:
         return BertForSequenceClassification(BertConfig(**width, num_labels=2)).eval()
     g = {f"{m}_groups": n for m, n in Groups.parse(groups).as_dict().items()}
-    config = SqueezeBertConfig(**width, embedding_size=384, num_labels=2, **g)
+    config = SqueezeBertConfig(**width, embedding_size=hidden, num_labels=2, **g)
     return SqueezeBertForSequenceClassification(config).eval()
 
 
@@ -95,6 +101,22 @@ def op_shares(path: Path, feed: dict[str, np.ndarray], runs: int, disabled: list
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             time[e["args"]["op_name"]] += e["dur"]
+    total = sum(time.values())
+    return {op: 100 * t / total for op, t in time.most_common()}
+
+
+def ov_op_shares(xml: Path, feed: dict[str, np.ndarray], runs: int) -> dict[str, float]:
+    """Percent of time per node kind over `runs` calls (OpenVINO's CPU performance counters, 2 threads, the
+    settings compress runs OpenVINO with)."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(xml), "CPU", openvino._config(2) | {"PERF_COUNT": True})
+    request, names = compiled.create_infer_request(), {i.any_name for i in compiled.inputs}
+    time: Counter[str] = Counter()
+    for _ in range(runs):
+        request.infer({k: v for k, v in feed.items() if k in names})
+        for p in request.profiling_info:
+            time[p.node_type] += p.real_time.total_seconds()
     total = sum(time.values())
     return {op: 100 * t / total for op, t in time.most_common()}
 
@@ -133,8 +155,14 @@ def build(
     folder.mkdir(parents=True)
     if runtime == "openvino":
         target = TARGETS["openvino-int8"]  # calibrated on random token ids: this benchmark times, it does not score
-        run = openvino.runner(build_target(m, target, folder / target.artifact))
-        return run, {}
+        xml = build_target(m, target, folder / target.artifact)
+        assert xml is not None
+        shares = ov_op_shares(xml, feed, profile_runs)
+        info = {
+            "op_shares": {k: round(v, 2) for k, v in shares.items()},
+            "layout_share": round(sum(shares.get(op, 0.0) for op in OV_LAYOUT_OPS), 2),
+        }
+        return openvino.runner(xml), info
     fp32 = folder / "model.onnx"
     export(m, fp32, form)
     if shapes:
@@ -167,8 +195,8 @@ def main() -> None:
     fns = {}
     calib = calibration_texts()
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (layers, groups) in MODELS.items():
-            m = model(layers, groups)
+        for name, (layers, groups, hidden, ffn) in MODELS.items():
+            m = model(layers, groups, hidden, ffn)
             for variant in VARIANTS:
                 run, info = build(m, variant, Path(tmp) / str(len(rows)), feed, args.profile_runs, calib)
                 rows[f"{name} / {variant}"] = {"model": name, "variant": variant, "groups": groups or "dense"} | info
