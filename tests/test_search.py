@@ -566,6 +566,7 @@ def test_finalists_are_distinct_front_architectures_spread_along_it():
     assert [n for n, _ in pick(trials, 10)] == [0, 1, 2, 3, 6]
     assert [n for n, _ in pick(trials, 3)] == [0, 2, 6]  # from the fastest to the most accurate
     assert [n for n, _ in pick(trials, 1)] == [2]  # one: the middle of the front
+    assert [n for n, _ in pick(trials, 2, "fastest")] == [0, 1]  # finalize.pick: fastest (5 is infeasible)
 
     none_feasible = [(n, s.model_copy(update={"feasible": False})) for n, s in trials]
     assert [n for n, _ in pick(none_feasible, 3)] == [5]  # none feasible: front of all

@@ -135,9 +135,9 @@ def _finals(
     retime: bool,
     budget: Budget,
 ) -> list[Entry]:
-    """The chosen proxy students retrained at full budget: `k` spread along the front, then one challenger per
+    """The chosen proxy students retrained at full budget: `k` of the front (finalize.pick), then one challenger per
     baseline (finalize.cover_baselines); each in order of predicted latency, while `budget` lasts."""
-    chosen = dict(pick(trials, k))
+    chosen = dict(pick(trials, k, spec.finalize.pick))
     against: dict[int, list[str]] = {}
     if spec.finalize.cover_baselines and peers:
         found = challengers(trials, _predicted(folder, recipe, spec, peers), latency_error(trials))

@@ -5,7 +5,7 @@ baseline the challenger meant to beat it. Pure functions of the trials' scores (
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -22,15 +22,16 @@ def candidates(trials: Trials) -> Trials:
     return [(n, s) for n, s in trials if s.feasible] or trials
 
 
-def pick(trials: Trials, k: int) -> Trials:
-    """Up to `k` distinct architectures of the feasible front (validation accuracy vs predicted latency),
-    spread evenly along it from the fastest to the most accurate (one: its middle)."""
+def pick(trials: Trials, k: int, how: Literal["spread", "fastest"] = "spread") -> Trials:
+    """Up to `k` distinct architectures of the feasible front (validation accuracy vs predicted latency): spread
+    evenly along it from the fastest to the most accurate (one: its middle), or the `k` fastest (`how`)."""
     ok = candidates(trials)
     front = [(n, s) for n, s in ok if not any(_dominates(o, s) for _, o in ok)]
     distinct: dict[str, tuple[int, TrialScore]] = {}
     for n, s in sorted(front, key=lambda t: -t[1].value):
         distinct.setdefault(s.arch.model_dump_json(), (n, s))
-    return spread(sorted(distinct.values(), key=lambda t: t[1].predicted_ms), k)
+    ordered = sorted(distinct.values(), key=lambda t: t[1].predicted_ms)
+    return ordered[:k] if how == "fastest" else spread(ordered, k)
 
 
 def spread(ordered: list[Any], k: int) -> list[Any]:

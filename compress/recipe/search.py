@@ -92,6 +92,11 @@ class FinalizeSpec(BaseModel):
     top_k: int = Field(
         0, ge=0, description="front students to retrain when the search ends (0: only by compress finalize)"
     )
+    pick: Literal["spread", "fastest"] = Field(
+        "spread",
+        description="which top_k students of the feasible front: spread from the fastest to the most accurate (one: "
+        "its middle), or the fastest (the constraints, e.g. max_accuracy_drop, say what is accurate enough)",
+    )
     set: dict[str, Any] = Field(
         default_factory=lambda: {"passes.distill.max_train_samples": None},
         description=(
