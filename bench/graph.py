@@ -10,7 +10,7 @@ layouts (random weights: the graph, not the accuracy, is measured), each model i
   * OpenVINO NNCF int8 (random-token calibration: timing only).
 Each graph is profiled: ONNX Runtime's per-operator kernel time as shares of the run (the layout share is
 Transpose + Reshape + unfused Add), OpenVINO's performance counters per node kind after its own fusions (layout:
-Transpose + Reshape + the Reorders it inserts; an unfused Add is one of its Eltwise nodes); and every variant is
+Transpose + Reshape + the Reorders it inserts + an Add it did not fuse); and every variant is
 timed interleaved in one run, median of repeat medians (compress.deploy.latency), seq 128, batch 1, 2 threads.
 
     python bench/graph.py [--runs 60] [--repeats 3] [--profile-runs 100]
@@ -53,9 +53,9 @@ from compress.recipe.task import TaskSpec
 from common import CACHE, ROOT, TASK, cpu
 
 LAYOUT_OPS = ("Transpose", "Reshape", "Add")  # layout shuffles and adds no kernel fused
-# OpenVINO's CPU plugin names its (fused) nodes by kind: layout work is Transpose, Reshape and the Reorders it
-# inserts between memory layouts; an Add it could not fuse into a neighbour stays an Eltwise node of its own.
-OV_LAYOUT_OPS = ("Transpose", "Reshape", "Reorder")
+# OpenVINO's CPU plugin reports its nodes after its own fusions: layout work is Transpose, Reshape and the Reorders
+# it inserts between memory layouts; an Add it could not fuse into a neighbour stays a node of type Add.
+OV_LAYOUT_OPS = ("Transpose", "Reshape", "Reorder", "Add")
 # name -> (layers, groups q,k,v,post_attention,intermediate,output; None: the dense BERT teacher, width, FFN)
 MODELS: dict[str, tuple[int, str | None, int, int]] = {
     "teacher (BERT 6L)": (6, None, 384, 1536),
