@@ -16,19 +16,14 @@ from compress.core.arch import Architecture
 from compress.core.errors import CompressError
 from compress.core.frontier import BudgetUse, Frontier, TeacherReference, TrialScore
 from compress.core.records import SplitScores, read_metrics
-from compress.data.encoding import encode
-from compress.data.sources import load_task
 from compress.deploy.forms import added_forms
 from compress.deploy.latency_model import LatencyModel
 from compress.finalize.forms import add_forms, teacher_targets
-from compress.modeling.loading import load_tokenizer
-from compress.recipe import parse_recipe
 from compress.recipe.search import Param
 from compress.report.frontier import hypervolume, knee, pareto
 from compress.report.summary import ReportSummary
 from compress.study.info import read_info
-from compress.study.target import Shape, natural, timing_shape
-from conftest import FINALIZE, SPACE, TRIAL_PASSES, latency, teacher_forms, tiny_recipe, write_recipe
+from conftest import FINALIZE, SPACE, latency, teacher_forms, write_recipe
 
 
 def load(path: Path, name: str = "tiny") -> optuna.Study:
@@ -719,18 +714,3 @@ def test_seeds_are_tried_first(finished_study):
     assert set(groups[0].values()) == {1} and trials[0].params["passes.convert.layers"] == 1 and len(groups[0]) == 6
     assert set(groups[1].values()) == {2} and "passes.convert.layers" in trials[1].params  # sampled
     assert trials[0].user_attrs["config"]["passes.convert.groups"] == "1,1,1,1,1,1"
-
-
-def test_natural_latency_shape_times_batch_1_at_the_tasks_mean_length(tmp_path, tiny_csv, tiny_teacher_dir):
-    """search.latency_shape natural: every evaluate pass (so the reference run, the latency model, the trials and
-    the final timing run) times batch 1 at the validation texts' mean token length; padded keeps the recipe's."""
-    passes = [dict(p) for p in TRIAL_PASSES]
-    passes[-1] = {"name": "evaluate", "options": {"latency": True, "latency_seq": 64, "latency_batch": 4}}
-    search = {"space": SPACE, "latency_shape": "natural"}
-    recipe = parse_recipe(tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes, search=search), "test")
-    task = load_task(recipe.task, recipe.seed)
-    enc = encode(task.splits["validation"], load_tokenizer(str(tiny_teacher_dir)), recipe.task.max_length, None)
-    mean = float(enc.lengths().mean())
-    assert timing_shape(natural(recipe)) == Shape(seq=max(8, round(mean)), batch=1) != timing_shape(recipe)
-    padded = recipe.model_copy(update={"search": recipe.search.model_copy(update={"latency_shape": "padded"})})
-    assert natural(padded) is padded and timing_shape(padded) == Shape(seq=64, batch=4)

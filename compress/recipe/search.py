@@ -149,12 +149,6 @@ class SearchSpec(BaseModel):
         description="seconds of wall clock for the proxy trials (every worker): no trial starts after it; "
         "the study stops with the trials it finished (Optuna's optimize timeout)",
     )
-    latency_shape: Literal["padded", "natural"] = Field(
-        "padded",
-        description="what latency means: padded, the evaluate pass's shape (latency_batch x latency_seq, default 1 x "
-        "128); natural, batch 1 at the task's mean token length (validation texts, the teacher's tokenizer): what a "
-        "stream of single requests costs, which the search then optimizes (compress.study.target.natural)",
-    )
     sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
     population: PositiveInt | None = Field(None, description="NSGA-II population; default: about a third of the trials")
     objectives: list[Literal["accuracy", "latency", "size"]] = Field(["accuracy", "latency"], min_length=2)

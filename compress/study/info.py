@@ -19,7 +19,6 @@ from compress.core.frontier import TeacherReference, TrialScore
 from compress.recipe import Recipe, load_recipe
 from compress.recipe.search import SearchSpec
 from compress.study.storage import reopen
-from compress.study.target import natural
 
 INFO = "search.json"
 
@@ -44,8 +43,8 @@ class StudyInfo(BaseModel):
         atomic_write_json(folder / INFO, self.model_dump(mode="json"))
 
     def load_recipe(self) -> Recipe:
-        """The study's recipe with the overrides it was searched with, its latency shape resolved as the search did."""
-        return natural(load_recipe(self.recipe, self.overrides))
+        """The study's recipe with the overrides it was searched with."""
+        return load_recipe(self.recipe, self.overrides)
 
     def open(self, storage: str | None = None) -> optuna.Study:
         """The Optuna study; `storage` replaces the recorded URL (one recorded without its password). A study that

@@ -34,7 +34,7 @@ from compress.study.objective import Objective, TrialFailed
 from compress.study.reference import teacher_reference
 from compress.study.space import check_space, fingerprint, seed_params
 from compress.study.storage import STORAGE_ENV, fail_stale, masked, open_storage
-from compress.study.target import natural, target_form
+from compress.study.target import target_form
 from compress.study.workers import gpu_per_worker, spawn, visible_gpus
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,6 @@ def search(
     source = str(recipe_path)
     recipe = load_recipe(recipe_path, overrides)
     spec = check_study(recipe, source)
-    recipe = natural(recipe)  # search.latency_shape: natural -> the evaluate passes' timing shape
     folder = study_folder(recipe)
     name = spec.study or recipe.name
     url = storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{(folder / 'study.db').resolve()}"

@@ -8,20 +8,14 @@ default changed in a pass can never diverge from what the search assumes.
 from __future__ import annotations
 
 import fnmatch
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 from compress.core.errors import CompressError
-from compress.data.sources import load_task
-from compress.data.splits import encode_split
 from compress.deploy.targets import Target, check_installed, get_target
-from compress.modeling.loading import load_tokenizer
 from compress.pipeline.registry import resolve_passes
-from compress.recipe import Recipe, parse_recipe
+from compress.recipe import Recipe
 from compress.recipe.search import SearchSpec
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,29 +29,6 @@ class Shape:
 def pass_configs(recipe: Recipe, name: str, source: str = "recipe") -> list[Any]:
     """The typed options (each pass's `Config`, defaults filled) of every enabled pass called `name`, in order."""
     return [config for cls, config in resolve_passes(recipe, source) if cls.name == name]
-
-
-def natural(recipe: Recipe) -> Recipe:
-    """The recipe with `search.latency_shape: natural` resolved: every evaluate pass times batch 1 at the task's mean
-    token length (its validation texts as the teacher's tokenizer cuts them), so the reference run, the latency
-    model, the trials and the final timing run all time and predict what a stream of single requests costs.
-
-    Why one length and not the distribution: at batch 1 a model's time grows about linearly with the length over
-    the short texts of a task, so the time at the mean length is the mean time; the final timing run also times
-    every model over real texts at their own lengths (finalize.natural_texts), which checks it. A recipe without it
-    (or `padded`) is returned as it is; the same recipe and data always resolve to the same length."""
-    if recipe.search is None or recipe.search.latency_shape == "padded":
-        return recipe
-    task = load_task(recipe.task, recipe.seed)
-    tokenizer = load_tokenizer(recipe.teacher.model, recipe.teacher.revision)
-    lengths = encode_split(task, recipe.task, tokenizer, "validation", recipe.cache_path()).lengths()
-    seq = max(8, round(float(lengths.mean())))
-    raw = recipe.model_dump(mode="json")
-    for p in raw["passes"]:
-        if p["name"] == "evaluate":
-            p["options"] = (p.get("options") or {}) | {"latency_seq": seq, "latency_batch": 1}
-    log.info("search.latency_shape natural: latency is batch 1 at %d tokens, the validation texts' mean", seq)
-    return parse_recipe(raw, "search.latency_shape natural")
 
 
 def timing_shape(recipe: Recipe) -> Shape:
