@@ -341,3 +341,16 @@ def test_gpu_latency_without_a_gpu_is_an_error(tmp_path, tiny_csv, tiny_teacher_
     code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
     assert code == 2 and "latency_device is cuda but no CUDA GPU is visible; use latency_device: cpu" in err, err
     assert not (tmp_path / "results" / "tiny").exists()  # no half-written result
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"student.openvino": {"form": 3}}'])
+def test_a_damaged_forms_record_is_one_line_naming_the_fix(tmp_path, text):
+    """<run>/forms.json (the forms finalize added to a finished run): a damaged one is refused in one line."""
+    from compress.core.errors import CompressError
+    from compress.deploy.forms import ADDED, added_forms
+
+    assert added_forms(tmp_path) == {}  # none added yet
+    (tmp_path / ADDED).write_text(text)
+    with pytest.raises(CompressError, match="delete it and run compress finalize again") as e:
+        added_forms(tmp_path)
+    assert "\n" not in str(e.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from compress.core.errors import CompressError, first_line
 from compress.core.records import FormEval, read_metrics
 from compress.deploy.targets import open_runner, target_of
 from compress.modeling.loading import load_student
@@ -20,7 +21,13 @@ def added_forms(run: Path) -> dict[str, FormEval]:
     path = Path(run) / ADDED
     if not path.is_file():
         return {}
-    return {k: FormEval.model_validate(v) for k, v in json.loads(path.read_text()).items()}
+    try:
+        return {k: FormEval.model_validate(v) for k, v in json.loads(path.read_text()).items()}
+    except (ValueError, AttributeError) as e:  # bad JSON, not a mapping, or records of another shape
+        raise CompressError(
+            f"{path}: not a record of deploy forms ({first_line(e)}); delete it and run compress finalize again "
+            "(the forms are rebuilt)"
+        ) from None
 
 
 def evaluated_forms(run: Path, model: str) -> dict[str, FormEval]:
