@@ -2,8 +2,9 @@
 
 A study scores its trials in one target (`search.target`), so a final run builds just that form. But the teacher is
 timed in all of its forms and every speed-up is against the fastest of them; a student compared in one form only is
-handicapped wherever another runtime suits it better (measured here: narrow students ran 8-12% faster in OpenVINO
-NNCF int8 than in the ONNX Runtime int8 target). So finalize builds each missing form from the run's saved model,
+handicapped wherever another runtime suits it better (measured on the frontier benchmark's machine: every final
+student ran 24-47% faster in OpenVINO NNCF int8 than in the ONNX Runtime int8 target; which runtime wins moves with
+the CPU and the model). So finalize builds each missing form from the run's saved model,
 scores it on the run's evaluation splits, and the timing run picks each model's fastest form, as it does the
 teacher's.
 
