@@ -42,14 +42,17 @@ def test_grouped_linear_equals_grouped_conv(mode):
         assert torch.allclose(lin(x.transpose(1, 2)), conv(x).transpose(1, 2), atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["split", "batched"])
-def test_inference_form_matches_transformers(tokenizer, mode):
+@pytest.mark.parametrize(("mode", "fuse_dense_qkv"), [("split", True), ("batched", True), ("batched", False)])
+def test_inference_form_matches_transformers(tokenizer, mode, fuse_dense_qkv):
     b = _batch(tokenizer)
     for model in (tiny_squeeze(), tiny_bert()):
+        form = EncoderForInference(model, mode, fuse_dense_qkv)
         with torch.no_grad():
             ref = model(**b).logits
-            got = EncoderForInference(model, mode)(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            got = form(b["input_ids"], b["attention_mask"], b["token_type_ids"])
         assert (ref - got).abs().max() < 1e-5
+        if model.config.model_type == "bert" and mode == "batched":  # dense Q/K/V: one MatMul only when asked
+            assert all((layer.qkv is not None) == fuse_dense_qkv for layer in form.layers)
 
 
 def test_onnx_export_dynamic_axes_and_int8(tmp_path, tokenizer):

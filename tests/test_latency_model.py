@@ -50,6 +50,11 @@ def test_plan_mirrors_how_the_inference_form_fuses():
         and unfused["out:hidden=32:ffn=64:g=2"] == 2
         and unfused["base:hidden=32:labels=3"] == 1
     )
+    # OpenVINO's exporter keeps dense Q, K, V apart (its attention kernel absorbs their head transposes); grouped fuse
+    dense = arch((1, 1, 1, 1, 1, 1))
+    assert plan(dense)["qkv:hidden=32:heads=4:head_size=8:g=1"] == 2
+    assert plan(dense, fuse_dense_qkv=False)["proj:hidden=32:heads=4:head_size=8:g=1"] == 6
+    assert plan(arch((2, 2, 2, 1, 2, 2)), fuse_dense_qkv=False) == fused
     # 8 groups cannot split 4 heads: Q, K, V apart
     assert "qkv:hidden=32:heads=4:head_size=8:g=8" not in plan(arch((8,) * 6, heads=4))
     model = torch.nn.Module()

@@ -42,13 +42,14 @@ def parse(block: str) -> tuple[str, dict[str, int]]:
     return kind, {p.split("=")[0]: int(p.split("=")[1]) for p in parts}
 
 
-def plan(arch: Architecture) -> Counter[str]:
-    """The blocks a forward pass runs, with their counts; mirrors how `Layer` fuses (batched form)."""
+def plan(arch: Architecture, fuse_dense_qkv: bool = True) -> Counter[str]:
+    """The blocks a forward pass runs, with their counts; mirrors how `Layer` fuses (batched form; `fuse_dense_qkv`
+    as the target's exporter sets it)."""
     g = Groups(**arch.groups)
     out: Counter[str] = Counter({key("base", hidden=arch.hidden, labels=arch.labels): 1})
     for heads in arch.heads:
         shape = {"hidden": arch.hidden, "heads": heads, "head_size": arch.head_size}
-        if g.q == g.k == g.v and heads % g.q == 0:
+        if g.q == g.k == g.v and heads % g.q == 0 and (g.q > 1 or fuse_dense_qkv):
             out[key("qkv", **shape, g=g.q)] += 1
         else:
             for m in (g.q, g.k, g.v):

@@ -32,7 +32,8 @@ from compress.core.arch import Architecture
 from compress.core.atomic import atomic_write_json
 from compress.deploy.blocks import block, plan
 from compress.deploy.latency import repeated
-from compress.deploy.targets import Target, build, compile_module, open_runner
+from compress.deploy.matmul_form import FORM_VERSION
+from compress.deploy.targets import Target, build, compile_module, get_target, open_runner
 from compress.modeling.runners import torch_runner
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Fingerprint(BaseModel):
     seq: int
     batch: int
     threads: int
+    inference_form: int = 1  # `matmul_form.FORM_VERSION` the blocks were exported with (1: files from before it)
 
 
 def fingerprint(target: Target, seq: int, batch: int, threads: int) -> Fingerprint:
@@ -65,6 +67,7 @@ def fingerprint(target: Target, seq: int, batch: int, threads: int) -> Fingerpri
         seq=seq,
         batch=batch,
         threads=threads,
+        inference_form=FORM_VERSION,
     )
 
 
@@ -96,14 +99,18 @@ class LatencyModel(BaseModel):
 
     def raw(self, arch: Architecture) -> float:
         """Sum of the blocks, each without the call overhead it paid alone (paid once per model)."""
-        return self.overhead_ms + sum(n * (self.blocks[k] - self.overhead_ms) for k, n in plan(arch).items())
+        blocks = plan(arch, self._fuse_dense_qkv())
+        return self.overhead_ms + sum(n * (self.blocks[k] - self.overhead_ms) for k, n in blocks.items())
+
+    def _fuse_dense_qkv(self) -> bool:
+        return get_target(self.fingerprint.target).fuse_dense_qkv
 
     def predict(self, arch: Architecture) -> float:
         """Predicted p10 latency in ms (call `extend` first for architectures with unseen blocks)."""
         return max(self.scale * self.raw(arch) + self.offset, 1e-3)
 
     def missing(self, archs: Iterable[Architecture]) -> set[str]:
-        return {k for a in archs for k in plan(a) if k not in self.blocks}
+        return {k for a in archs for k in plan(a, self._fuse_dense_qkv()) if k not in self.blocks}
 
     def reference_ms(self) -> float | None:
         """The teacher's fastest form, as timed with the blocks."""
@@ -178,7 +185,8 @@ def calibrate(
     `reference`: the teacher's architecture and the name of its form in `target` among `teacher`: the real
     teacher is then one more anchor, so the fit passes through the very model speed-ups are measured against
     (anchors with random weights run at the same speed - measured - but one anchor fewer is one build less)."""
-    keys = sorted({k for a in [*archs, *anchors, *([reference[0]] if reference else [])] for k in plan(a)})
+    every = [*archs, *anchors, *([reference[0]] if reference else [])]
+    keys = sorted({k for a in every for k in plan(a, target.fuse_dense_qkv)})
     with tempfile.TemporaryDirectory() as tmp:
         whole = {}
         for i, arch in enumerate(anchors):

@@ -19,6 +19,9 @@ from torch import nn
 from compress.core.errors import CompressError
 from compress.modeling.heads import head_of
 
+# Bumped whenever an exported graph changes for the same model: latency models timed on the old graphs recalibrate.
+FORM_VERSION = 2  # 2: dense Q/K/V unfused where the target's runtime prefers it (`Layer`)
+
 
 class GroupedLinear(nn.Module):
     """y = x @ blockdiag(W_1..W_g) + b on [B, L, C]; equal to a grouped 1x1 Conv1d on [B, C, L].
@@ -132,11 +135,23 @@ class FusedFFN(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, mats: dict[str, GroupedLinear], ln1: nn.LayerNorm, ln2: nn.LayerNorm, heads: int):
+    """One encoder layer. `fuse_dense_qkv`: whether Q, K and V with one group each run as one FusedQKV MatMul (one
+    5-D permute into head layout) or as three MatMuls, each reshaped and transposed on its own (the 4-D [0, 2, 1, 3]
+    transposes OpenVINO folds into its attention kernel). Grouped Q/K/V always fuse (measured faster in both)."""
+
+    def __init__(
+        self,
+        mats: dict[str, GroupedLinear],
+        ln1: nn.LayerNorm,
+        ln2: nn.LayerNorm,
+        heads: int,
+        fuse_dense_qkv: bool = True,
+    ):
         super().__init__()
         q, k, v = mats["q"], mats["k"], mats["v"]
         # Fused only in batched mode: split mode keeps nn.Linear parts so torch's dynamic quantization sees them.
         fusable = q.mode == "batched" and q.groups == k.groups == v.groups and heads % q.groups == 0
+        fusable = fusable and (q.groups > 1 or fuse_dense_qkv)
         self.qkv = FusedQKV(q, k, v, heads) if fusable else None
         if not fusable:
             self.q, self.k, self.v = q, k, v
@@ -191,7 +206,7 @@ class EncoderForInference(nn.Module):
     """BERT / SqueezeBERT with a task head: (input_ids, attention_mask, token_type_ids) -> logits
     ([batch, labels] for a sequence head, [batch, seq, labels] for a per-token head)."""
 
-    def __init__(self, model, mode: str = "split"):
+    def __init__(self, model, mode: str = "split", fuse_dense_qkv: bool = True):
         super().__init__()
         c = model.config
         if c.model_type == "squeezebert":
@@ -210,7 +225,13 @@ class EncoderForInference(nn.Module):
                     "output": GroupedLinear(L.output.conv1d.weight, L.output.conv1d.bias, c.output_groups, mode),
                 }
                 layers.append(
-                    Layer(mats, _ln(L.post_attention.layernorm), _ln(L.output.layernorm), c.num_attention_heads)
+                    Layer(
+                        mats,
+                        _ln(L.post_attention.layernorm),
+                        _ln(L.output.layernorm),
+                        c.num_attention_heads,
+                        fuse_dense_qkv,
+                    )
                 )
         elif c.model_type == "bert":
             base, layers = model.bert, []
@@ -226,7 +247,8 @@ class EncoderForInference(nn.Module):
                     "output": lin(L.output.dense),
                 }
                 # heads per layer from the module: transformers' prune_heads leaves layers with different head counts
-                layers.append(Layer(mats, _ln(a.output.LayerNorm), _ln(L.output.LayerNorm), a.self.num_attention_heads))
+                heads = a.self.num_attention_heads
+                layers.append(Layer(mats, _ln(a.output.LayerNorm), _ln(L.output.LayerNorm), heads, fuse_dense_qkv))
         else:
             raise ValueError(f"no inference form for model_type {c.model_type!r}")
         if c.hidden_act not in ("gelu", "gelu_python"):
@@ -251,10 +273,10 @@ class EncoderForInference(nn.Module):
         return self.classifier(torch.tanh(self.pooler(x[:, 0])))
 
 
-def inference_form(model: nn.Module, mode: str = "batched") -> EncoderForInference:
+def inference_form(model: nn.Module, mode: str = "batched", fuse_dense_qkv: bool = True) -> EncoderForInference:
     """`model` in the inference form for an exporter (on the CPU, eval mode), or one line saying what it supports."""
     try:
-        return EncoderForInference(model.cpu().eval(), mode).eval()
+        return EncoderForInference(model.cpu().eval(), mode, fuse_dense_qkv).eval()
     except ValueError as e:
         raise CompressError(
             f"cannot export: {e}; export supports BERT and SqueezeBERT with sequence or token heads"

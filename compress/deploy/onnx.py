@@ -28,10 +28,12 @@ INT8_OPS = {
 }
 
 
-def export(model: torch.nn.Module, path: Path, mode: str = "batched", opset: int = 17) -> EncoderForInference:
+def export(
+    model: torch.nn.Module, path: Path, mode: str = "batched", opset: int = 17, fuse_dense_qkv: bool = True
+) -> EncoderForInference:
     """Write `model` (BERT or SqueezeBERT with a sequence or token head) as ONNX with dynamic batch and sequence
-    axes."""
-    form = inference_form(model, mode)
+    axes (`fuse_dense_qkv`: see `matmul_form.Layer`)."""
+    form = inference_form(model, mode, fuse_dense_qkv)
     dummy = placeholder_inputs(2, 8)
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")

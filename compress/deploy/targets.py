@@ -40,16 +40,18 @@ class Target:
     precision: str
     suffix: str  # the variant name of a model in this target: "<model>.<suffix>" ("" = the model itself)
     artifact: str = ""  # its file inside a model folder ("" for torch)
+    fuse_dense_qkv: bool = True  # how the exporter lays out dense Q/K/V for this runtime (`matmul_form.Layer`)
 
 
+_OV_QKV = openvino.FUSE_DENSE_QKV
 TARGETS = {
     t.name: t
     for t in (
         Target("torch-fp32", "torch", "fp32", ""),
         Target("onnxruntime-fp32", "onnxruntime", "fp32", "onnx", "model.onnx"),
         Target("onnxruntime-int8", "onnxruntime", "int8", "int8", "model.int8.onnx"),
-        Target("openvino-fp32", "openvino", "fp32", "openvino", f"openvino/{openvino.XML}"),
-        Target("openvino-int8", "openvino", "int8", "openvino-int8", f"openvino-int8/{openvino.XML}"),
+        Target("openvino-fp32", "openvino", "fp32", "openvino", f"openvino/{openvino.XML}", _OV_QKV),
+        Target("openvino-int8", "openvino", "int8", "openvino-int8", f"openvino-int8/{openvino.XML}", _OV_QKV),
         Target("executorch-xnnpack-fp32", "executorch", "fp32", "pte", "model.pte"),
         Target("executorch-xnnpack-int8", "executorch", "int8", "pte-int8", "model.int8.pte"),
     )

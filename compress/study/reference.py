@@ -12,6 +12,7 @@ from pathlib import Path
 from compress.core.atomic import atomic_write_json
 from compress.core.frontier import TeacherReference
 from compress.core.hashing import stable_hash
+from compress.deploy.matmul_form import FORM_VERSION
 from compress.deploy.targets import baseline_runtimes, get_target
 from compress.pipeline.runner import run_recipe
 from compress.recipe import Recipe, parse_recipe
@@ -41,7 +42,8 @@ def teacher_reference(recipe: Recipe, folder: Path) -> TeacherReference:
         {"name": "quantize", "options": {"models": ["teacher"], "backend": "onnxruntime", "mode": "dynamic"}},
         {"name": "evaluate", "options": {"models": ["teacher*"], "latency": True, "latency_natural": natural} | timing},
     ]
-    key = stable_hash(raw | {"threads": None})
+    # The inference form's version too: teacher forms exported by an older graph would time a different model.
+    key = stable_hash(raw | {"threads": None, "inference_form": FORM_VERSION})
     done = folder / "reference" / "reference.json"
     if done.is_file():
         old = json.loads(done.read_text())
