@@ -16,8 +16,9 @@ from compress.core.arch import Architecture
 from compress.core.errors import CompressError
 from compress.core.frontier import BudgetUse, Frontier, TeacherReference, TrialScore
 from compress.core.records import SplitScores, read_metrics
-from compress.deploy.forms import added_forms
+from compress.deploy.forms import ADDED, added_forms
 from compress.deploy.latency_model import LatencyModel
+from compress.deploy.matmul_form import FORM_VERSION
 from compress.finalize.forms import add_forms, teacher_targets
 from compress.recipe.search import Param
 from compress.report.frontier import hypervolume, knee, pareto
@@ -108,6 +109,13 @@ def test_final_students_and_baselines_are_compared_in_every_form_the_teacher_is_
         fp32 = [f.splits["test"]["accuracy"] for f in e.forms.values() if f.precision == "fp32"]
         assert max(fp32) - min(fp32) <= 0.02  # one fp32 model in every runtime: the same predictions, near enough
         assert add_forms(run, "student", targets, 1) == []  # nothing rebuilt a second time
+    # forms an older exporter added (forms.json before it kept the inference-form version) are rebuilt, not reused
+    (run / ADDED).write_text(json.dumps({k: v.model_dump(mode="json") for k, v in added.items()}))
+    built = {f.path: (run / f.path).stat().st_mtime_ns for f in added.values() if f.path}
+    assert set(add_forms(run, "student", targets, 1)) == set(added)
+    assert json.loads((run / ADDED).read_text())["inference_form"] == FORM_VERSION
+    assert set(added_forms(run)) == set(added)
+    assert all((run / path).stat().st_mtime_ns > t for path, t in built.items())  # the artifacts too, not reused
 
 
 @pytest.mark.integration

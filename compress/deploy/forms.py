@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from compress.core.atomic import atomic_write_json
 from compress.core.errors import CompressError, first_line
 from compress.core.records import FormEval, read_metrics
+from compress.deploy.matmul_form import FORM_VERSION
 from compress.deploy.targets import open_runner, target_of
 from compress.modeling.loading import load_student
 from compress.modeling.runners import Runner, torch_runner
@@ -18,16 +20,32 @@ ADDED = "forms.json"
 
 def added_forms(run: Path) -> dict[str, FormEval]:
     """The forms recorded in `<run>/forms.json` (none when absent)."""
+    return read_added(run)[1]
+
+
+def read_added(run: Path) -> tuple[int, dict[str, FormEval]]:
+    """(the inference-form version the forms were built with, the forms) of `<run>/forms.json`; a record written
+    before versions were kept (a bare mapping of forms) is version 1."""
     path = Path(run) / ADDED
     if not path.is_file():
-        return {}
+        return FORM_VERSION, {}
     try:
-        return {k: FormEval.model_validate(v) for k, v in json.loads(path.read_text()).items()}
-    except (ValueError, AttributeError) as e:  # bad JSON, not a mapping, or records of another shape
+        raw = json.loads(path.read_text())
+        version, forms = (raw["inference_form"], raw["forms"]) if "inference_form" in raw else (1, raw)
+        return int(version), {k: FormEval.model_validate(v) for k, v in forms.items()}
+    except (ValueError, AttributeError, TypeError, KeyError) as e:  # bad JSON, not a mapping, records of another shape
         raise CompressError(
             f"{path}: not a record of deploy forms ({first_line(e)}); delete it and run compress finalize again "
             "(the forms are rebuilt)"
         ) from None
+
+
+def write_added(run: Path, forms: dict[str, FormEval]) -> None:
+    """Record `forms` in `<run>/forms.json` with the inference-form version that built them."""
+    atomic_write_json(
+        Path(run) / ADDED,
+        {"inference_form": FORM_VERSION, "forms": {k: v.model_dump(mode="json") for k, v in forms.items()}},
+    )
 
 
 def evaluated_forms(run: Path, model: str) -> dict[str, FormEval]:

@@ -16,17 +16,18 @@ own `metrics.json` stays what its passes measured. Artifacts go where the export
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import yaml
 
-from compress.core.atomic import atomic_write_json
 from compress.core.records import FormEval, SplitScores, read_metrics
 from compress.data.encoding import Encoded
 from compress.data.sources import load_task
 from compress.data.splits import encode_split
 from compress.deploy import openvino
-from compress.deploy.forms import ADDED, added_forms, evaluated_forms
+from compress.deploy.forms import ADDED, added_forms, evaluated_forms, read_added, write_added
+from compress.deploy.matmul_form import FORM_VERSION
 from compress.deploy.targets import Target, build, form_name, open_runner, target_of
 from compress.modeling.loading import load_student, load_tokenizer
 from compress.modeling.runners import predict_with, torch_runner
@@ -45,6 +46,7 @@ def add_forms(run: Path, model: str, targets: list[Target], threads: int | None)
     """Build `model` of the finished `run` in each of `targets` it lacks, score each form on the splits its run
     evaluated (the run's own recipe: same task, same seed), and record them in `<run>/forms.json`.
     Returns the names of the forms added (empty: nothing was missing)."""
+    _drop_stale(run)
     todo = missing_targets(run, model, targets)
     if not todo:
         return []
@@ -85,8 +87,26 @@ def add_forms(run: Path, model: str, targets: list[Target], threads: int | None)
         )
         shown = ", ".join(f"{s} {v[task.metric]:.4f}" for s, v in scores.items())
         log.info("%s: %s added for the final timing run (%s)", run.name, name, shown)
-        atomic_write_json(run / ADDED, {k: v.model_dump(mode="json") for k, v in added.items()})
+        write_added(run, added)
     return [form_name(model, t) for t in todo]
+
+
+def _drop_stale(run: Path) -> None:
+    """Forms added by a compress whose exporter wrote other graphs (an older `matmul_form.FORM_VERSION`): their
+    artifacts and records go, so they are rebuilt and timed as this compress would ship them."""
+    version, added = read_added(run)
+    if version == FORM_VERSION or not added:
+        return
+    for form in added.values():
+        target = target_of(form.runtime, form.precision)
+        if form.path and target is not None and target.artifact:
+            path = run / form.path
+            if "/" in target.artifact:  # a folder of its own (OpenVINO's xml and bin)
+                shutil.rmtree(path.parent, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    (run / ADDED).unlink()
+    log.info("%s: %d added form(s) were built by an older inference form; rebuilding them", run.name, len(added))
 
 
 def _evaluated_splits(run: Path, model: str) -> list[str]:
