@@ -112,6 +112,12 @@ def main() -> None:
         help="residual widths to search besides the teacher's (e.g. 256,192: convert.hidden_size); default none, "
         "the space of the figures in README",
     )
+    ap.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=0.05,
+        help="proxies within this of the teacher are feasible (the quickstart's 0.08 suits the demo's briefer proxies)",
+    )
     ap.add_argument("--remeasure", type=int, default=3, help="separate processes that time the final front again")
     ap.add_argument("--study", default="bench-frontier")
     ap.add_argument(
@@ -139,6 +145,7 @@ def main() -> None:
         "trials": args.trials,
         "population": 6,
         "timeout": None,  # the quickstart's is the demo's minutes; the benchmark runs every trial
+        "max_accuracy_drop": args.max_accuracy_drop,
         "calibration_runs": 30,  # the default (the quickstart lowers it for the demo's minutes)
         "baselines": ["layerdrop", "pruned"],
         "finalize": {

@@ -85,7 +85,7 @@ def main() -> None:
             path = build(anchor_model(a), target, Path(tmp) / str(i) / target.artifact)
             assert path is not None
             runners["teacher" if i == 0 else a.label()] = open_runner(target, path, 2)
-        model = calibrate(target, fp, blocks, anchors, {}, feeds, runs=args.runs)
+        model = calibrate(target, fp, blocks, anchors, {}, [feeds], runs=args.runs)
         extended = model.extend(students, target, runs=args.runs)
         timed, redone = repeated({k: (lambda r=r: r(feeds)) for k, r in runners.items()}, runs=args.runs, repeats=5)
     measured = {k: t.p10_ms for k, t in timed.items()}

@@ -85,7 +85,8 @@ def test_calibration_fits_anchors_and_predicts_more_for_more_work(tokenizer, tmp
     fp = fingerprint(target, seq=16, batch=1, threads=1)
     feeds = real_inputs(tokenizer, ["a short text", "another one here"], 1, 16)
     anchors = [arch((1,) * 6, layers=2), arch((2,) * 6, layers=1), arch((4, 4, 4, 1, 4, 4), layers=2)]
-    model = calibrate(target, fp, [arch((2, 1, 2, 1, 2, 1))], anchors, {"teacher": lambda: None}, feeds, runs=8)
+    teacher = {"teacher": lambda b: None}
+    model = calibrate(target, fp, [arch((2, 1, 2, 1, 2, 1))], anchors, teacher, [feeds], runs=8)
     assert model.blocks and model.overhead_ms > 0 and len(model.anchors) == 3 and "teacher" in model.teacher_ms
     assert model.predict(arch((1,) * 6, layers=4)) > model.predict(arch((1,) * 6, layers=1)) > 0
     assert not model.missing([arch((2, 1, 2, 1, 2, 1))]) and model.missing([arch((1,) * 6, ffn=32)])
@@ -264,3 +265,21 @@ def test_probes_anchor_the_smallest_corner_of_the_space(tmp_path, tiny_csv, tiny
     d = config.hidden_size // config.num_attention_heads
     assert any(a.hidden == 16 and a.ffn == 32 and a.heads == [16 // d] for a in anchors)
     assert len(anchors) == len(set(map(str, anchors)))
+
+
+def test_whole_models_are_timed_per_input(tokenizer):
+    """A whole model's timed call runs every input in turn (natural lengths: one text each); its time is per input."""
+    import time
+
+    target = TARGETS["onnxruntime-int8"]
+    fp = fingerprint(target, seq=16, batch=1, threads=1, shape="natural")
+    inputs = [real_inputs(tokenizer, ["a short text"], 1, n) for n in (4, 9, 16)]
+    seen: list[int] = []
+
+    def teacher(b):
+        seen.append(b["input_ids"].shape[1])
+        time.sleep(0.004)
+
+    model = calibrate(target, fp, [], [], {"teacher": teacher}, inputs, runs=5)
+    assert 3.9 < model.teacher_ms["teacher"] < 6.0  # 4 ms per input, not 12 per call
+    assert set(seen) == {4, 9, 16} and model.fingerprint.shape == "natural"

@@ -722,3 +722,46 @@ def test_seeds_are_tried_first(finished_study):
     assert set(groups[0].values()) == {1} and trials[0].params["passes.convert.layers"] == 1 and len(groups[0]) == 6
     assert set(groups[1].values()) == {2} and "passes.convert.layers" in trials[1].params  # sampled
     assert trials[0].user_attrs["config"]["passes.convert.groups"] == "1,1,1,1,1,1"
+
+
+@pytest.mark.integration
+def test_a_natural_length_study_predicts_times_and_reports_per_text(tmp_path, tiny_teacher_dir, cli):
+    """search.latency_shape natural: the latency model is fitted on whole models run over real validation texts at
+    their own lengths (per text), trials are ranked by that, and finalize times everything the same way."""
+    import yaml
+
+    from compress.data.encoding import encode
+    from compress.data.sources import load_task
+    from compress.modeling.loading import load_tokenizer
+    from compress.recipe import parse_recipe
+    from compress.study.latency import NATURAL_TEXTS
+    from conftest import make_rows
+
+    rows = make_rows(240)
+    rows["text"] = [t + " and so on" * (i % 4) for i, t in enumerate(rows["text"])]  # texts of several lengths
+    csv = tmp_path / "varied.csv"
+    rows.to_csv(csv, index=False)
+    finalize = {"top_k": 1, "runs": 3, "repeats": 1, "natural_texts": 4, "check_trials": 2}
+    recipe = write_recipe(tmp_path, csv, tiny_teacher_dir, trials=2, latency_shape="natural", finalize=finalize)
+    code, _, err = cli("search", recipe)
+    assert code == 0, err
+    folder = tmp_path / "results" / "tiny"
+    r = parse_recipe(yaml.safe_load(recipe.read_text()), "test")
+    validation = encode(load_task(r.task, r.seed).splits["validation"], load_tokenizer(str(tiny_teacher_dir)), 16, None)
+    lengths = validation.lengths()
+    assert lengths.min() < lengths.max() <= 16  # real texts of several lengths, none padded to the maximum
+    model = LatencyModel.model_validate_json((folder / "latency_model.onnxruntime-int8.json").read_text())
+    fp = model.fingerprint
+    assert fp.shape == "natural" and fp.batch == 1 and lengths.min() <= fp.seq < lengths.max()
+    assert len(validation) <= NATURAL_TEXTS and fp.seq == round(float(lengths.mean()))  # all drawn; blocks at the mean
+    for t in load(folder / "study.db").get_trials(states=COMPLETE):
+        s = TrialScore.model_validate(t.user_attrs["score"])
+        assert s.latency is None and s.predicted_speedup > 0  # its own padded timing is not what was predicted
+    frontier = frontier_of(folder)
+    assert frontier.latency_shape == "natural" and frontier.seq == fp.seq and len(frontier.trials) == 2
+    for e in frontier.entries:
+        assert all(f.latency.shape == "natural" and f.latency.seq == fp.seq for f in e.forms.values())
+    assert frontier.entries[0].forms[frontier.reference.split("/")[1]].latency.speedup == 1.0
+    code, _, err = cli("report", folder, "--out", tmp_path / "report")
+    assert code == 0, err
+    assert "batch 1 over real texts at their own lengths" in (tmp_path / "report" / "report.md").read_text()

@@ -128,6 +128,7 @@ class Frontier(Record):
     reference: str  # the teacher's fastest form: every speedup is against it
     reference_ms: float
     seq: int
+    latency_shape: Literal["padded", "natural"] = "padded"  # search.latency_shape: what every latency here is
     threads: int
     runs: int
     repeats: int

@@ -63,7 +63,8 @@ class Latency(Record):
     precision: str  # fp32 | int8
     device: str = "cpu"
     batch: int
-    seq: int
+    seq: int  # padded: the timed length; natural: the texts' mean token count
+    shape: Literal["padded", "natural"] = "padded"  # natural: per text, over real texts at their own lengths
     threads: int
     p10_ms: float
     median_ms: float

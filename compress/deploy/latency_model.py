@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from compress.deploy.blocks import block, plan
 from compress.deploy.latency import repeated
 from compress.deploy.matmul_form import FORM_VERSION
 from compress.deploy.targets import Target, build, compile_module, get_target, open_runner
-from compress.modeling.runners import torch_runner
+from compress.modeling.runners import Batch, Runner, torch_runner
 
 log = logging.getLogger(__name__)
 REPEATS = 3  # independent timing sessions of a calibration (measured: one session's anchor error ranged 1.8-5.9%)
@@ -51,9 +52,14 @@ class Fingerprint(BaseModel):
     batch: int
     threads: int
     inference_form: int = 1  # `matmul_form.FORM_VERSION` the blocks were exported with (1: files from before it)
+    # padded: whole models timed at batch x seq; natural: batch 1 over real texts at their own lengths, per text (blocks
+    # at `seq`, the texts' mean token count; the anchors' fit carries what varying shapes cost on top)
+    shape: Literal["padded", "natural"] = "padded"
 
 
-def fingerprint(target: Target, seq: int, batch: int, threads: int) -> Fingerprint:
+def fingerprint(
+    target: Target, seq: int, batch: int, threads: int, shape: Literal["padded", "natural"] = "padded"
+) -> Fingerprint:
     import onnxruntime
 
     cpu = next(
@@ -68,6 +74,7 @@ def fingerprint(target: Target, seq: int, batch: int, threads: int) -> Fingerpri
         batch=batch,
         threads=threads,
         inference_form=FORM_VERSION,
+        shape=shape,
     )
 
 
@@ -174,13 +181,16 @@ def calibrate(
     fp: Fingerprint,
     archs: list[Architecture],
     anchors: list[Architecture],
-    teacher: Mapping[str, Callable[[], object]],
-    feeds: dict[str, torch.Tensor],
+    teacher: Mapping[str, Runner],
+    inputs: Sequence[Batch],
     runs: int = 40,
     reference: tuple[Architecture, str] | None = None,
 ) -> LatencyModel:
     """Time the blocks of `archs` and `anchors`; then the anchors whole and the teacher's forms; fit the one to the
     other.
+
+    `inputs`: what a whole model is timed on; each timed call runs every one of them in turn, and its time counts per
+    input (one padded batch; or real texts at their own lengths, whose shapes vary from call to call as in service).
 
     `reference`: the teacher's architecture and the name of its form in `target` among `teacher`: the real
     teacher is then one more anchor, so the fit passes through the very model speed-ups are measured against
@@ -193,14 +203,13 @@ def calibrate(
             net = anchor_model(arch)
             path = build(net, target, Path(tmp) / f"anchor{i}" / target.artifact) if target.artifact else None
             run = torch_runner(net) if path is None else open_runner(target, path, fp.threads)
-            whole[f"anchor:{i}"] = partial(run, feeds)
+            whole[f"anchor:{i}"] = partial(run_each, run, inputs)
         blocks, overhead, _ = _time_blocks(keys, target, fp, runs)
         # Whole models in a session of their own, like a trial's or the final timing run: timed among dozens of tiny
         # blocks, small models measured up to 15% slower relative to the teacher than among a few models.
-        timed, _ = repeated(
-            whole | {f"teacher:{k}": f for k, f in teacher.items()}, runs=runs, repeats=REPEATS, max_redo=2
-        )
-        extra = {k: t.p10_ms for k, t in timed.items()}
+        mine = {f"teacher:{k}": partial(run_each, r, inputs) for k, r in teacher.items()}
+        timed, _ = repeated(whole | mine, runs=runs, repeats=REPEATS, max_redo=2)
+        extra = {k: t.p10_ms / len(inputs) for k, t in timed.items()}
     teacher_ms = {k.split(":", 1)[1]: v for k, v in extra.items() if k.startswith("teacher:")}
     model = LatencyModel(fingerprint=fp, blocks=blocks, overhead_ms=overhead, teacher_ms=teacher_ms)
     pairs = [(a, extra[f"anchor:{i}"]) for i, a in enumerate(anchors)] + (
@@ -210,9 +219,10 @@ def calibrate(
     model.scale, model.offset = fit(raw, [m for _, m in pairs])
     model.anchors = [Anchor(arch=a, raw_ms=r, measured_ms=m) for (a, m), r in zip(pairs, raw, strict=True)]
     log.info(
-        "latency model (%s, seq %d, %d threads): %d blocks, %d anchors, fit %.3f x + %.2f ms, median anchor error "
-        "%.1f%%",
+        "latency model (%s, %s seq %d, %d threads): %d blocks, %d anchors, fit %.3f x + %.2f ms, median anchor "
+        "error %.1f%%",
         target.name,
+        fp.shape,
         fp.seq,
         fp.threads,
         len(blocks),
@@ -222,6 +232,12 @@ def calibrate(
         100 * model.anchor_error(),
     )
     return model
+
+
+def run_each(run: Runner, inputs: Sequence[Batch]) -> None:
+    """One timed call of a whole model: `run` on each of `inputs` in turn."""
+    for b in inputs:
+        run(b)
 
 
 class _Empty(torch.nn.Module):

@@ -25,16 +25,33 @@ from compress.data.encoding import encode, single_batches
 from compress.data.sources import load_task
 from compress.deploy.flops import flops_per_sequence
 from compress.deploy.forms import forms_on_disk
-from compress.deploy.latency import natural_lengths, real_inputs, repeated
+from compress.deploy.latency import Repeated, natural_lengths, repeated
+from compress.deploy.latency_model import run_each
 from compress.deploy.targets import get_target
 from compress.finalize.front import Trials
 from compress.modeling.loading import load_config, load_tokenizer
 from compress.modeling.runners import Runner
 from compress.recipe import Recipe
 from compress.recipe.search import SearchSpec
-from compress.study.target import Shape, timing_shape
+from compress.study.latency import timing_inputs
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PerInput:
+    """A timing of calls that each ran `n` inputs, per input (what `Latency.of` reads)."""
+
+    p10_ms: float
+    median_ms: float
+    p90_ms: float
+    iqr_ms: float
+    cv: float
+    runs: int
+
+    @classmethod
+    def of(cls, t: Repeated, n: int) -> PerInput:
+        return cls(t.p10_ms / n, t.median_ms / n, t.p90_ms / n, t.iqr_ms / n, t.cv, t.runs)
 
 
 @dataclass(frozen=True)
@@ -48,35 +65,34 @@ class Entry:
     challenges: tuple[str, ...] = ()  # baselines this final student was picked to beat
 
 
-def _setup(recipe: Recipe, teacher_run: Path) -> tuple[Shape, int, Any, Any, dict[str, torch.Tensor]]:
-    """(shape, threads, tokenizer, task, feeds): what a timing session of this study runs with."""
-    shape, threads = timing_shape(recipe), recipe.threads or 1
-    torch.set_num_threads(threads)
-    tokenizer = load_tokenizer(str(teacher_run / "models" / "teacher"))
-    task = load_task(recipe.task, recipe.seed)
-    feeds = real_inputs(tokenizer, task.splits["train"]["text"].tolist(), shape.batch, shape.seq)
-    return shape, threads, tokenizer, task, feeds
-
-
 def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Frontier:
-    shape, threads, tokenizer, task, feeds = _setup(recipe, entries[0].run)
+    """Every form of `entries` (the teacher first) timed together on what the study's latency is measured on
+    (`study.latency.timing_inputs`: one padded batch, or real texts at their own lengths, per text), then batch 1
+    over `finalize.natural_texts` validation texts at their own lengths."""
+    threads = recipe.threads or 1
+    torch.set_num_threads(threads)
+    teacher_folder = entries[0].run / "models" / "teacher"
+    inputs, fp = timing_inputs(recipe, spec, teacher_folder)
     forms = {e.name: forms_on_disk(e.run, e.model, threads) for e in entries}
-    fns = {f"{e}/{f}": partial(r, feeds) for e, fs in forms.items() for f, (_, r) in fs.items()}
+    fns = {f"{e}/{f}": partial(run_each, r, inputs) for e, fs in forms.items() for f, (_, r) in fs.items()}
+    shape = f"seq {fp.seq}" if fp.shape == "padded" else f"{len(inputs)} texts at their own lengths, ~{fp.seq} tokens"
     log.info(
-        "final timing run: %d forms, %d repeats x %d calls each (seq %d, %d threads)",
+        "final timing run: %d forms, %d repeats x %d calls each (%s, %d threads)",
         len(fns),
         spec.finalize.repeats,
         spec.finalize.runs,
-        shape.seq,
+        shape,
         threads,
     )
-    timed, redone = repeated(fns, runs=spec.finalize.runs, repeats=spec.finalize.repeats, max_redo=3)
+    repeats, redone = repeated(fns, runs=spec.finalize.runs, repeats=spec.finalize.repeats, max_redo=3)
+    timed = {k: PerInput.of(t, len(inputs)) for k, t in repeats.items()}
+    tokenizer, task = load_tokenizer(str(teacher_folder)), load_task(recipe.task, recipe.seed)
     natural = _natural(forms, recipe, tokenizer, task, spec.finalize.natural_texts, recipe.seed)
     teacher = {f"teacher/{f}": timed[f"teacher/{f}"].p10_ms for f in forms["teacher"]}
     out = []
     for e in entries:
         config = load_config(str(e.run / "models" / e.model))
-        gflops = flops_per_sequence(config, shape.seq) * shape.batch / 1e9
+        gflops = flops_per_sequence(config, fp.seq) * fp.batch / 1e9
         timed_forms = {}
         for f, (ev, _) in forms[e.name].items():
             latency = Latency.of(
@@ -84,8 +100,9 @@ def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Fro
                 teacher,
                 runtime=ev.runtime,
                 precision=ev.precision,
-                batch=shape.batch,
-                seq=shape.seq,
+                batch=fp.batch,
+                seq=fp.seq,
+                shape=fp.shape,
                 threads=threads,
                 params=ev.latency.params if ev.latency else 0,
                 gflops=gflops,
@@ -108,7 +125,8 @@ def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Fro
         target=get_target(spec.target).name,
         reference=reference,
         reference_ms=teacher[reference],
-        seq=shape.seq,
+        seq=fp.seq,
+        latency_shape=fp.shape,
         threads=threads,
         runs=spec.finalize.runs,
         repeats=spec.finalize.repeats,
@@ -129,12 +147,15 @@ def time_trials(recipe: Recipe, spec: SearchSpec, teacher_run: Path, trials: Tri
     runs = [(n, s) for n, s in trials if (Path(s.path) / "metrics.json").is_file()]  # folders may have been deleted
     if len(runs) < 2:
         return []
-    _, threads, _, _, feeds = _setup(recipe, teacher_run)
-    fns = {f"teacher/{f}": partial(r, feeds) for f, (_, r) in forms_on_disk(teacher_run, "teacher", threads).items()}
+    threads = recipe.threads or 1
+    torch.set_num_threads(threads)
+    inputs, _ = timing_inputs(recipe, spec, teacher_run / "models" / "teacher")  # as the model predicts: same shape
+    forms = forms_on_disk(teacher_run, "teacher", threads)
+    fns = {f"teacher/{f}": partial(run_each, r, inputs) for f, (_, r) in forms.items()}
     for n, s in runs:
         form = forms_on_disk(Path(s.path), spec.student, threads, s.form).get(s.form)
         if form is not None:
-            fns[f"trial-{n}"] = partial(form[1], feeds)
+            fns[f"trial-{n}"] = partial(run_each, form[1], inputs)
     log.info(
         "latency model check: %d proxy trials re-timed beside the teacher's forms (%d repeats x %d calls)",
         sum(k.startswith("trial-") for k in fns),
@@ -150,7 +171,7 @@ def time_trials(recipe: Recipe, spec: SearchSpec, teacher_run: Path, trials: Tri
             trial=n,
             form=s.form,
             predicted_speedup=s.predicted_speedup,
-            p10_ms=t.p10_ms,
+            p10_ms=t.p10_ms / len(inputs),  # per input (per text at natural lengths)
             speedup=ref / t.p10_ms,
             reference=reference,
         )

@@ -157,6 +157,12 @@ class SearchSpec(BaseModel):
         "onnxruntime-int8",
         description="deploy target every trial is scored in (latency predicted, accuracy of that form)",
     )
+    latency_shape: Literal["padded", "natural"] = Field(
+        "padded",
+        description="what the search times and predicts: padded, the evaluate pass's batch x latency_seq; natural, "
+        "batch 1 over the task's validation texts at their own lengths (ms per text: a service answering one request "
+        "at a time), where the runtimes rank differently (OpenVINO compiles per input shape)",
+    )
     baselines: list[BaselineSpec] = Field(
         [], description="peer baselines timed with the final students: layerdrop, pruned"
     )
@@ -169,7 +175,9 @@ class SearchSpec(BaseModel):
         description="feasible only within this much of the teacher's validation score, task.metric (0.01 = 1 pt)",
     )
     latency_budget_ms: float | None = Field(
-        None, gt=0, description="feasible only at or below this predicted latency (p10 ms in the target)"
+        None,
+        gt=0,
+        description="feasible only at or below this predicted latency (p10 ms in the target; per text when natural)",
     )
     prune: bool = Field(
         True, description="stop a trial early when a finished trial that was as cheap was better at the same point"

@@ -37,12 +37,15 @@ class Page:
 
 def _headline(summary: ReportSummary) -> list[str]:
     metric, timing = summary.metric, summary.timing
-    how = (
-        f"timed together in one run ({timing.repeats} repeats x {timing.runs} calls, seq {timing.seq}, "
-        f"{timing.threads} threads, {timing.statistic})"
-        if timing
-        else "timed in the study's reference run (run `compress finalize` to time the final students with it)"
-    )
+    how = "timed in the study's reference run (run `compress finalize` to time the final students with it)"
+    if timing:
+        shape = f"seq {timing.seq}"
+        if timing.latency_shape == "natural":  # search.latency_shape: natural
+            shape = f"batch 1 over real texts at their own lengths (mean {timing.seq} tokens), per text"
+        how = (
+            f"timed together in one run ({timing.repeats} repeats x {timing.runs} calls, {shape}, "
+            f"{timing.threads} threads, {timing.statistic})"
+        )
     lines = [
         f"Deploy target: **{summary.target}**. Every speed-up is against the teacher's fastest deploy form, "
         f"**{summary.reference}**, {how}."

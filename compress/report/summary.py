@@ -65,6 +65,7 @@ class Rival(Row):
 
 class Timing(Summary):
     seq: int
+    latency_shape: str = "padded"  # natural: per text over real texts at their own lengths (seq: their mean tokens)
     threads: int
     runs: int
     repeats: int
@@ -228,7 +229,7 @@ def _paired(frontier: Frontier | None, rivals: pd.DataFrame) -> list[Closest | N
 def _timing(frontier: Frontier | None) -> Timing | None:
     if frontier is None:
         return None
-    keys = ("seq", "threads", "runs", "repeats", "repeats_redone")
+    keys = ("seq", "latency_shape", "threads", "runs", "repeats", "repeats_redone")
     return Timing(**{k: getattr(frontier, k) for k in keys})
 
 

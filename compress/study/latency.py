@@ -10,25 +10,28 @@ version, shape) is detected and recalibrated.
 from __future__ import annotations
 
 import logging
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from compress.core.arch import Architecture
 from compress.core.errors import CompressError
 from compress.core.groups import MATRICES, Groups
+from compress.data.encoding import single_batches
 from compress.data.sources import load_task
+from compress.data.splits import encode_split
 from compress.deploy.forms import forms_on_disk
 from compress.deploy.latency import real_inputs
-from compress.deploy.latency_model import LatencyModel, calibrate, fingerprint, load
+from compress.deploy.latency_model import Fingerprint, LatencyModel, calibrate, fingerprint, load
 from compress.deploy.targets import form_name, get_target
 from compress.modeling.loading import load_config, load_tokenizer
+from compress.modeling.runners import Batch
 from compress.recipe import Recipe
 from compress.recipe.search import SearchSpec
 from compress.study.space import reachable, reachable_layers
 from compress.study.target import pass_configs, timing_shape
 
 log = logging.getLogger(__name__)
+NATURAL_TEXTS = 32  # texts per timed call at natural lengths (search.latency_shape: natural)
 
 
 def _space_groups(recipe: Recipe, spec: SearchSpec) -> list[int]:
@@ -94,30 +97,45 @@ def model_path(folder: Path, spec: SearchSpec) -> Path:
     return folder / f"latency_model.{get_target(spec.target).name}.json"
 
 
+def timing_inputs(recipe: Recipe, spec: SearchSpec, teacher_folder: Path) -> tuple[list[Batch], Fingerprint]:
+    """What the study's latency is measured on, and the latency model's fingerprint for it.
+
+    padded (`search.latency_shape`): one batch of real training text filling the evaluate pass's batch x seq.
+    natural: NATURAL_TEXTS validation texts drawn by the recipe's seed (those finalize times at natural lengths come
+    from the same draw), each a batch of one at its own length; blocks are timed at their mean token count."""
+    target, threads = get_target(spec.target), recipe.threads or 1
+    tokenizer = load_tokenizer(str(teacher_folder))
+    task = load_task(recipe.task, recipe.seed)
+    if spec.latency_shape == "natural":
+        enc = encode_split(task, recipe.task, tokenizer, "validation", recipe.cache_path())
+        texts, tokens = single_batches(enc, NATURAL_TEXTS, recipe.seed)
+        return texts, fingerprint(target, max(1, round(tokens)), 1, threads, "natural")
+    shape = timing_shape(recipe)
+    feeds = real_inputs(tokenizer, task.splits["train"]["text"].tolist(), shape.batch, shape.seq)
+    return [feeds], fingerprint(target, shape.seq, shape.batch, threads)
+
+
 def latency_model(folder: Path, recipe: Recipe, spec: SearchSpec, *, calibrate_if_needed: bool = True) -> LatencyModel:
     """The study's latency model, loaded or (re)calibrated; says why it calibrates."""
     target = get_target(spec.target)
-    shape = timing_shape(recipe)
     threads = recipe.threads or 1
     path = model_path(folder, spec)
-    model, why = load(path, fingerprint(target, shape.seq, shape.batch, threads))
+    teacher_folder = folder / "reference" / "models" / "teacher"  # the fine-tuned teacher, with the task's label count
+    inputs, fp = timing_inputs(recipe, spec, teacher_folder)
+    model, why = load(path, fp)
     if model is not None:
         return model
     if not calibrate_if_needed:
         raise CompressError(f"{path}: {why}; run compress search (without --worker) to calibrate it first")
     log.info("calibrating the latency model for %s: %s", target.name, why)
-    teacher_folder = folder / "reference" / "models" / "teacher"  # the fine-tuned teacher, with the task's label count
     config = load_config(str(teacher_folder))
     archs, anchors = probes(recipe, spec, config)
-    texts = load_task(recipe.task, recipe.seed).splits["train"]["text"].tolist()
-    feeds = real_inputs(load_tokenizer(str(teacher_folder)), texts, shape.batch, shape.seq)
-    teacher = {k: partial(r, feeds) for k, (_, r) in forms_on_disk(folder / "reference", "teacher", threads).items()}
+    teacher = {k: r for k, (_, r) in forms_on_disk(folder / "reference", "teacher", threads).items()}
     in_target = form_name("teacher", target)
     reference = (Architecture.of(config), in_target) if in_target in teacher else None
     if reference:  # the real teacher anchors the fit; no random copy of it needed
         anchors = [a for a in anchors if a != reference[0]]
-    fp = fingerprint(target, shape.seq, shape.batch, threads)
-    model = calibrate(target, fp, archs, anchors, teacher, feeds, runs=spec.calibration_runs, reference=reference)
+    model = calibrate(target, fp, archs, anchors, teacher, inputs, runs=spec.calibration_runs, reference=reference)
     model.save(path)
     return model
 
