@@ -209,7 +209,7 @@ def calibrate(
         # blocks, small models measured up to 15% slower relative to the teacher than among a few models.
         mine = {f"teacher:{k}": partial(run_each, r, inputs) for k, r in teacher.items()}
         timed, _ = repeated(whole | mine, runs=runs, repeats=REPEATS, max_redo=2)
-        extra = {k: t.p10_ms / len(inputs) for k, t in timed.items()}
+        extra = {k: t.per(len(inputs)).p10_ms for k, t in timed.items()}
     teacher_ms = {k.split(":", 1)[1]: v for k, v in extra.items() if k.startswith("teacher:")}
     model = LatencyModel(fingerprint=fp, blocks=blocks, overhead_ms=overhead, teacher_ms=teacher_ms)
     pairs = [(a, extra[f"anchor:{i}"]) for i, a in enumerate(anchors)] + (

@@ -25,7 +25,7 @@ from compress.data.encoding import encode, single_batches
 from compress.data.sources import load_task
 from compress.deploy.flops import flops_per_sequence
 from compress.deploy.forms import forms_on_disk
-from compress.deploy.latency import Repeated, natural_lengths, repeated
+from compress.deploy.latency import natural_lengths, repeated
 from compress.deploy.latency_model import run_each
 from compress.deploy.targets import get_target
 from compress.finalize.front import Trials
@@ -36,22 +36,6 @@ from compress.recipe.search import SearchSpec
 from compress.study.latency import timing_inputs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PerInput:
-    """A timing of calls that each ran `n` inputs, per input (what `Latency.of` reads)."""
-
-    p10_ms: float
-    median_ms: float
-    p90_ms: float
-    iqr_ms: float
-    cv: float
-    runs: int
-
-    @classmethod
-    def of(cls, t: Repeated, n: int) -> PerInput:
-        return cls(t.p10_ms / n, t.median_ms / n, t.p90_ms / n, t.iqr_ms / n, t.cv, t.runs)
 
 
 @dataclass(frozen=True)
@@ -85,7 +69,7 @@ def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Fro
         threads,
     )
     repeats, redone = repeated(fns, runs=spec.finalize.runs, repeats=spec.finalize.repeats, max_redo=3)
-    timed = {k: PerInput.of(t, len(inputs)) for k, t in repeats.items()}
+    timed = {k: t.per(len(inputs)) for k, t in repeats.items()}
     tokenizer, task = load_tokenizer(str(teacher_folder)), load_task(recipe.task, recipe.seed)
     natural = _natural(forms, recipe, tokenizer, task, spec.finalize.natural_texts, recipe.seed)
     teacher = {f"teacher/{f}": timed[f"teacher/{f}"].p10_ms for f in forms["teacher"]}
@@ -171,7 +155,7 @@ def time_trials(recipe: Recipe, spec: SearchSpec, teacher_run: Path, trials: Tri
             trial=n,
             form=s.form,
             predicted_speedup=s.predicted_speedup,
-            p10_ms=t.p10_ms / len(inputs),  # per input (per text at natural lengths)
+            p10_ms=t.per(len(inputs)).p10_ms,  # per input (per text at natural lengths)
             speedup=ref / t.p10_ms,
             reference=reference,
         )
