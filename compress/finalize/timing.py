@@ -22,7 +22,7 @@ from compress.core.arch import Architecture
 from compress.core.frontier import Frontier, FrontierEntry, TrialTiming
 from compress.core.records import FormEval, Latency, NaturalLatency, fastest
 from compress.data.encoding import encode, single_batches
-from compress.data.sources import load_task
+from compress.data.sources import TaskData, load_task
 from compress.deploy.flops import flops_per_sequence
 from compress.deploy.forms import forms_on_disk
 from compress.deploy.latency import natural_lengths, repeated
@@ -49,14 +49,19 @@ class Entry:
     challenges: tuple[str, ...] = ()  # baselines this final student was picked to beat
 
 
+def _tokenizer_and_task(recipe: Recipe, teacher_run: Path) -> tuple[Any, TaskData]:
+    """The teacher's tokenizer (from the study's reference run) and the recipe's task, loaded once per timing run."""
+    return load_tokenizer(str(teacher_run / "models" / "teacher")), load_task(recipe.task, recipe.seed)
+
+
 def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Frontier:
     """Every form of `entries` (the teacher first) timed together on what the study's latency is measured on
     (`study.latency.timing_inputs`: one padded batch, or real texts at their own lengths, per text), then batch 1
     over `finalize.natural_texts` validation texts at their own lengths."""
     threads = recipe.threads or 1
     torch.set_num_threads(threads)
-    teacher_folder = entries[0].run / "models" / "teacher"
-    inputs, fp = timing_inputs(recipe, spec, teacher_folder)
+    tokenizer, task = _tokenizer_and_task(recipe, entries[0].run)
+    inputs, fp = timing_inputs(recipe, spec, tokenizer, task)
     forms = {e.name: forms_on_disk(e.run, e.model, threads) for e in entries}
     fns = {f"{e}/{f}": partial(run_each, r, inputs) for e, fs in forms.items() for f, (_, r) in fs.items()}
     shape = f"seq {fp.seq}" if fp.shape == "padded" else f"{len(inputs)} texts at their own lengths, ~{fp.seq} tokens"
@@ -70,7 +75,6 @@ def time_frontier(recipe: Recipe, spec: SearchSpec, entries: list[Entry]) -> Fro
     )
     repeats, redone = repeated(fns, runs=spec.finalize.runs, repeats=spec.finalize.repeats, max_redo=3)
     timed = {k: t.per(len(inputs)) for k, t in repeats.items()}
-    tokenizer, task = load_tokenizer(str(teacher_folder)), load_task(recipe.task, recipe.seed)
     natural = _natural(forms, recipe, tokenizer, task, spec.finalize.natural_texts, recipe.seed)
     teacher = {f"teacher/{f}": timed[f"teacher/{f}"].p10_ms for f in forms["teacher"]}
     out = []
@@ -133,7 +137,7 @@ def time_trials(recipe: Recipe, spec: SearchSpec, teacher_run: Path, trials: Tri
         return []
     threads = recipe.threads or 1
     torch.set_num_threads(threads)
-    inputs, _ = timing_inputs(recipe, spec, teacher_run / "models" / "teacher")  # as the model predicts: same shape
+    inputs, _ = timing_inputs(recipe, spec, *_tokenizer_and_task(recipe, teacher_run))  # as the model predicts
     forms = forms_on_disk(teacher_run, "teacher", threads)
     fns = {f"teacher/{f}": partial(run_each, r, inputs) for f, (_, r) in forms.items()}
     for n, s in runs:

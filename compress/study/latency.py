@@ -17,7 +17,7 @@ from compress.core.arch import Architecture
 from compress.core.errors import CompressError
 from compress.core.groups import MATRICES, Groups
 from compress.data.encoding import single_batches
-from compress.data.sources import load_task
+from compress.data.sources import TaskData, load_task
 from compress.data.splits import encode_split
 from compress.deploy.forms import forms_on_disk
 from compress.deploy.latency import real_inputs
@@ -97,15 +97,14 @@ def model_path(folder: Path, spec: SearchSpec) -> Path:
     return folder / f"latency_model.{get_target(spec.target).name}.json"
 
 
-def timing_inputs(recipe: Recipe, spec: SearchSpec, teacher_folder: Path) -> tuple[list[Batch], Fingerprint]:
-    """What the study's latency is measured on, and the latency model's fingerprint for it.
+def timing_inputs(recipe: Recipe, spec: SearchSpec, tokenizer: Any, task: TaskData) -> tuple[list[Batch], Fingerprint]:
+    """What the study's latency is measured on, and the latency model's fingerprint for it (`tokenizer`: the
+    teacher's; `task`: the recipe's task, loaded).
 
     padded (`search.latency_shape`): one batch of real training text filling the evaluate pass's batch x seq.
     natural: NATURAL_TEXTS validation texts drawn by the recipe's seed (those finalize times at natural lengths come
     from the same draw), each a batch of one at its own length; blocks are timed at their mean token count."""
     target, threads = get_target(spec.target), recipe.threads or 1
-    tokenizer = load_tokenizer(str(teacher_folder))
-    task = load_task(recipe.task, recipe.seed)
     if spec.latency_shape == "natural":
         enc = encode_split(task, recipe.task, tokenizer, "validation", recipe.cache_path())
         texts, tokens = single_batches(enc, NATURAL_TEXTS, recipe.seed)
@@ -121,7 +120,8 @@ def latency_model(folder: Path, recipe: Recipe, spec: SearchSpec, *, calibrate_i
     threads = recipe.threads or 1
     path = model_path(folder, spec)
     teacher_folder = folder / "reference" / "models" / "teacher"  # the fine-tuned teacher, with the task's label count
-    inputs, fp = timing_inputs(recipe, spec, teacher_folder)
+    tokenizer, task = load_tokenizer(str(teacher_folder)), load_task(recipe.task, recipe.seed)
+    inputs, fp = timing_inputs(recipe, spec, tokenizer, task)
     model, why = load(path, fp)
     if model is not None:
         return model
