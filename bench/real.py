@@ -14,6 +14,7 @@ The data is not in the repository (see README, "Real data"): lay it out as
 
     python bench/real.py --data real-data [--tasks STS-B,MRPC,CoNLL-2003] [--reuse]   # ~20 min a task, 2 cores
     python bench/real.py --template bench/templates/width.yaml --tasks SST-2,MRPC --out results/bench/width.json
+    python bench/real.py --template bench/templates/deep-ffn.yaml --tasks STS-B -s name=x -s passes.1.options.groups=1,1,1,1,4,4
 
 Writes results/bench/real.json (or --out) (keys `tasks.<name>.teacher`, `.student`, `.speedup`, `.groups`).
 """
@@ -79,11 +80,12 @@ def main() -> None:
     ap.add_argument("--template", type=Path, default=TEMPLATE, help="recipe template (default: compress glue's)")
     ap.add_argument("--reuse", action="store_true", help="summarize finished runs instead of running them again")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "real.json", help="the summary JSON")
+    ap.add_argument("-s", "--set", action="append", default=[], help="KEY=VALUE override of the template (repeatable)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
     out = ROOT / "results" / "bench"
     work = out / "real"
-    template = load_recipe(args.template, [f"output_dir={work}"])
+    template = load_recipe(args.template, [f"output_dir={work}", *args.set])
     results: dict[str, Any] = {}
     for name, (raw, metric) in recipes(args.data, template, args.tasks.split(","), work).items():
         done = work / raw["name"] / "metrics.json"
