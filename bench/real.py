@@ -14,7 +14,7 @@ The data is not in the repository (see README, "Real data"): lay it out as
 
     python bench/real.py --data real-data [--tasks STS-B,MRPC,CoNLL-2003] [--reuse]   # ~20 min a task, 2 cores
     python bench/real.py --template bench/templates/width.yaml --tasks SST-2,MRPC --out results/bench/width.json
-    python bench/real.py --template bench/templates/deep-ffn.yaml --tasks STS-B -s name=x -s passes.1.options.groups=1,1,1,1,4,4
+    python bench/real.py --tasks STS-B -s name=g4 -s passes.1.options.groups=1,1,1,1,4,4   # override the template
 
 Writes results/bench/real.json (or --out) (keys `tasks.<name>.teacher`, `.student`, `.speedup`, `.groups`).
 """
