@@ -15,6 +15,11 @@ The data is not in the repository (see README, "Real data"): lay it out as
     python bench/real.py --data real-data [--tasks STS-B,MRPC,CoNLL-2003] [--reuse]   # ~20 min a task, 2 cores
     python bench/real.py --template bench/templates/width.yaml --tasks SST-2,MRPC --out results/bench/width.json
     python bench/real.py --tasks STS-B -s name=g4 -s passes.1.options.groups=1,1,1,1,4,4   # override the template
+    python bench/real.py --reuse --also lean4 --also deep-ffn   # rows over the shipped ladder and two more runs
+
+`--also NAME` adds the finished runs of another template (results/bench/real/NAME-<task>, same teacher) to each
+task's ladder: every form keeps the speed-up it was timed at against the teacher's fastest form in its own run,
+and the row is the fastest form within one point over all of them (each form says its run).
 
 Writes results/bench/real.json (or --out) (keys `tasks.<name>.teacher`, `.student`, `.speedup`, `.groups`).
 """
@@ -38,7 +43,7 @@ from compress.recipe import Recipe, load_recipe, parse_recipe
 
 from common import ROOT, cpu
 
-OTHER = {  # non-GLUE tasks: folder under DATA, the task section, metric
+OTHER: dict[str, tuple[str, dict[str, Any], str]] = {  # non-GLUE tasks: folder under DATA, the task section, metric
     "CoNLL-2003": ("conll2003", {"kind": "token_classification", "metric": "f1"}, "f1"),
     "SQuAD": ("squad", {"kind": "question_answering", "metric": "f1", "max_length": 256}, "f1"),
 }
@@ -64,13 +69,36 @@ def recipes(data: Path, template: Recipe, names: list[str], work: Path) -> dict[
     return out
 
 
-def summarize(name: str, metric: str, metrics) -> dict[str, Any]:
-    """The glue table's row plus the best student at >= 2x and >= 3x."""
-    r = row(name, metric, metrics)
+def summarize(name: str, metric: str, runs: dict[str, Any]) -> dict[str, Any]:
+    """The glue table's row over one or more runs of the task (run name -> metrics) plus the best student at >= 2x
+    and >= 3x. Runs whose teachers scored differently are refused: their students were measured against different
+    teachers."""
+    rows = {run: row(name, metric, m) for run, m in runs.items()}
+    if len({round(r["teacher"], 6) for r in rows.values()}) > 1:
+        scores = ", ".join(f"{run} {r['teacher']:.4f}" for run, r in rows.items())
+        raise SystemExit(f"{name}: the runs' teachers differ ({scores}); --also needs runs with the same teacher")
+    close = [run for run, r in rows.items() if r["within_one_point"]]
+    best = (
+        max(close, key=lambda run: rows[run]["speedup"]) if close else max(rows, key=lambda run: rows[run]["student"])
+    )  # each run's row is its own pick by the same rule, so this is the pick over every run's forms
+    ladder = [f | {"run": run} for run, r in rows.items() for f in r["ladder"]]
+    r = rows[best] | {"run": best, "ladder": ladder}
     for x in (2, 3):
         fast = [f for f in r["ladder"] if (f["speedup"] or 0) >= x]
         r[f"best_at_{x}x"] = max(fast, key=lambda f: f["score"]) if fast else None
     return r
+
+
+def finished(work: Path, names: list[str], task: str) -> dict[str, Any]:
+    """The complete runs of templates `names` on `task` (never run here: --also only reads)."""
+    out = {}
+    for name in names:
+        path = work / f"{name}-{task}" / "metrics.json"
+        if path.is_file() and read_metrics(path).status == "complete":
+            out[name] = read_metrics(path)
+        else:
+            print(f"{task}: no finished run {path.parent.name} (--also {name}); left out")
+    return out
 
 
 def main() -> None:
@@ -81,6 +109,7 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="summarize finished runs instead of running them again")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "real.json", help="the summary JSON")
     ap.add_argument("-s", "--set", action="append", default=[], help="KEY=VALUE override of the template (repeatable)")
+    ap.add_argument("--also", action="append", default=[], help="another template's finished runs to rank beside")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
     out = ROOT / "results" / "bench"
@@ -93,14 +122,17 @@ def main() -> None:
             metrics = read_metrics(done)
         else:
             metrics = run_recipe(parse_recipe(raw, f"bench/real.py ({name})"), "bench/real.py").metrics
-        results[name] = summarize(name, metric, metrics) | {
-            "minutes": sum(p.seconds for p in metrics.passes) / 60,  # the run's own, also when --reuse reads it
+        runs = {template.name: metrics} | finished(work, args.also, name)
+        results[name] = summarize(name, metric, runs) | {
+            # the runs' own, also when --reuse reads them
+            "minutes": sum(p.seconds for m in runs.values() for p in m.passes) / 60,
             "max_train_samples": raw["task"].get("max_train_samples"),
         }
     glue = [r for n, r in results.items() if n in TASKS]
     summary = {
         "machine": cpu(),
         "template": str(args.template),
+        "also": args.also,
         "tasks": results,
         "glue_score": {
             "tasks": [r["task"] for r in glue],
@@ -121,7 +153,7 @@ def main() -> None:
             r["metric"],
             f"{100 * r['teacher']:.1f}",
             f"{100 * r['student']:.1f}" + ("" if r["within_one_point"] else " *"),
-            r["student_form"],
+            f"{r['run']}: {r['student_form']}" if args.also else r["student_form"],
             f"{r['speedup']:.2f}",
             cell(r["best_at_2x"]),
             cell(r["best_at_3x"]),

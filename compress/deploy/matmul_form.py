@@ -20,7 +20,8 @@ from compress.core.errors import CompressError
 from compress.modeling.heads import head_of
 
 # Bumped whenever an exported graph changes for the same model: latency models timed on the old graphs recalibrate.
-FORM_VERSION = 2  # 2: dense Q/K/V unfused where the target's runtime prefers it (`Layer`)
+# 2: dense Q/K/V unfused where the target's runtime prefers it (`Layer`); 3: OpenVINO int8 keeps the head fp32
+FORM_VERSION = 3
 
 
 class GroupedLinear(nn.Module):

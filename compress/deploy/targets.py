@@ -28,6 +28,7 @@ from compress.core.deps import installed
 from compress.core.errors import CompressError
 from compress.core.hashing import state_dict_hash
 from compress.deploy import executorch, openvino
+from compress.deploy.matmul_form import FORM_VERSION
 from compress.deploy.onnx import export, ort_runner, session
 from compress.deploy.quantize import onnxruntime_int8
 from compress.modeling.runners import Batch, Runner, torch_runner
@@ -151,11 +152,12 @@ def open_runner(target: Target, path: Path, threads: int | None) -> Runner:
 def cached_runner(
     model: torch.nn.Module, target: Target, cache_dir: Path, threads: int | None, calib: Calibration | None = None
 ) -> Runner:
-    """`model` in `target`, built once per set of weights into `cache_dir/deploy/` (the teacher's forms in every
-    trial)."""
+    """`model` in `target`, built once per set of weights and exporter version (`FORM_VERSION`: a changed graph or
+    int8 recipe is built anew) into `cache_dir/deploy/` (the teacher's forms in every trial)."""
     if target.runtime == "torch":
         return torch_runner(model, next(model.parameters()).device)  # where it is: never moved as a side effect
-    path = Path(cache_dir) / "deploy" / state_dict_hash(model) / target.name / target.artifact
+    key = f"{state_dict_hash(model)}-v{FORM_VERSION}"
+    path = Path(cache_dir) / "deploy" / key / target.name / target.artifact
     if not path.is_file():
         build(model, target, path, calib)
     return open_runner(target, path, threads)
