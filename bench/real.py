@@ -89,13 +89,21 @@ def summarize(name: str, metric: str, runs: dict[str, Any]) -> dict[str, Any]:
     return r
 
 
+def complete(path: Path) -> Any:
+    """The metrics at `path` if that run completed, else None."""
+    if not path.is_file():
+        return None
+    metrics = read_metrics(path)
+    return metrics if metrics.status == "complete" else None
+
+
 def finished(work: Path, names: list[str], task: str) -> dict[str, Any]:
     """The complete runs of templates `names` on `task` (never run here: --also only reads)."""
     out = {}
     for name in names:
         path = work / f"{name}-{task}" / "metrics.json"
-        if path.is_file() and read_metrics(path).status == "complete":
-            out[name] = read_metrics(path)
+        if (metrics := complete(path)) is not None:
+            out[name] = metrics
         else:
             print(f"{task}: no finished run {path.parent.name} (--also {name}); left out")
     return out
@@ -117,10 +125,8 @@ def main() -> None:
     template = load_recipe(args.template, [f"output_dir={work}", *args.set])
     results: dict[str, Any] = {}
     for name, (raw, metric) in recipes(args.data, template, args.tasks.split(","), work).items():
-        done = work / raw["name"] / "metrics.json"
-        if args.reuse and done.is_file() and read_metrics(done).status == "complete":
-            metrics = read_metrics(done)
-        else:
+        metrics = complete(work / raw["name"] / "metrics.json") if args.reuse else None
+        if metrics is None:
             metrics = run_recipe(parse_recipe(raw, f"bench/real.py ({name})"), "bench/real.py").metrics
         runs = {template.name: metrics} | finished(work, args.also, name)
         results[name] = summarize(name, metric, runs) | {
