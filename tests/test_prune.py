@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
 from compress.convert.build import convert
+from compress.core.arch import Architecture
 from compress.core.errors import CompressError
 from compress.core.groups import Groups
+from compress.core.records import Conversion
 from compress.deploy.flops import flops_per_sequence
+from compress.deploy.latency_model import anchor_model
 from compress.deploy.matmul_form import EncoderForInference
+from compress.modeling.squeezebert import head_segments
+from compress.passes.prune import _narrowed
 from compress.prune.ffn import check_squeeze_ratio, prune_bert_ffn, prune_squeezebert_ffn
-from compress.prune.heads import plan_heads
+from compress.prune.heads import original_heads, plan_heads
+from compress.prune.importance import head_scores
 from conftest import run_metrics, tiny_bert, write_tiny_recipe
 
 
@@ -91,6 +99,82 @@ def test_squeezebert_ffn_pruning_respects_groups(tmp_path):
     assert torch.allclose(_logits(student, b), _logits(again, b), atol=1e-6)
 
 
+def test_squeezebert_heads_prune_reload_and_export(tmp_path):
+    """Pruning a head equals silencing it (its value rows zeroed), in torch, after a reload and in the export form."""
+    teacher = tiny_bert(layers=2, hidden=32, heads=4, ffn=64)
+    student, _ = convert(teacher, None, Groups(2, 2, 2, 2, 2, 1), None, "identity")
+    b = _batch(seq=16)
+    scores = head_scores(student, "magnitude")
+    assert [len(s) for s in scores] == [4, 4] and head_segments(student.config) == 2
+    plan = plan_heads([torch.tensor([1.0, 2.0, 0.5, 4.0]), torch.tensor([3.0, 1.0, 2.0, 0.1])], 0.5, "layer", 2)
+    assert plan == {0: [0, 2], 1: [1, 3]}  # the weaker head of each group's pair
+    silenced = copy.deepcopy(student)
+    for i, heads in plan.items():
+        v = silenced.transformer.encoder.layers[i].attention.value
+        with torch.no_grad():
+            for h in heads:  # head size 8
+                v.weight[h * 8 : (h + 1) * 8] = 0
+                v.bias[h * 8 : (h + 1) * 8] = 0
+    student.prune_heads(plan)
+    layer = student.transformer.encoder.layers[0]
+    assert layer.attention.query.weight.shape == (16, 16, 1) and layer.post_attention.conv1d.weight.shape == (32, 8, 1)
+    assert torch.allclose(_logits(student, b), _logits(silenced, b), atol=1e-5)
+    assert Architecture.of(student.config).heads == [2, 2]
+    student.save_pretrained(tmp_path)
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()  # rebuilt from config.pruned_heads
+    assert torch.allclose(_logits(student, b), _logits(again, b), atol=1e-6)
+    form = EncoderForInference(student)
+    assert torch.allclose(
+        form(b["input_ids"], b["attention_mask"], b["token_type_ids"]), _logits(student, b), atol=1e-5
+    )
+    full = tiny_bert(layers=2, hidden=32, heads=4, ffn=64).config
+    assert flops_per_sequence(student.config, 128) < flops_per_sequence(full, 128)
+
+
+def test_second_head_pruning_counts_original_indices():
+    student, _ = convert(
+        tiny_bert(layers=1, hidden=32, heads=4, ffn=64), None, Groups(1, 1, 1, 1, 2, 2), None, "identity"
+    )
+    student.prune_heads({0: [1]})
+    # a second plan names slots of the heads still alive (0, 2, 3); prune_heads wants original indices
+    assert original_heads({0: [1]}, student.config) == {0: [2]}
+    student.prune_heads(original_heads({0: [1]}, student.config))
+    assert Architecture.of(student.config).heads == [2] and sorted(student.config.pruned_heads[0]) == [1, 2]
+
+
+def test_pruned_students_attention_targets_follow_the_heads_kept():
+    orders = [[3, 1, 0, 2], [0, 1, 2, 3]]  # student slot -> teacher head
+    conv = Conversion(teacher_layers=[1, 3], groups={}, intermediate_size=64, init="permuted", head_orders=orders)
+    config = tiny_bert(layers=2).config
+    config.pruned_heads = {0: [1, 2], 1: [0]}  # slots 1, 2 of layer 0: teacher heads 1 and 0
+    once = _narrowed(conv, {0: [1, 2], 1: [0]}, config, [4, 4])
+    assert once.head_orders == [[3, 2], [1, 2, 3]]
+    config.pruned_heads = {0: [1, 2, 3], 1: [0]}  # then original head 3 of layer 0 (slot 1 of the two left)
+    assert _narrowed(once, {0: [3]}, config, [2, 3]).head_orders == [[3], [1, 2, 3]]
+
+
+def test_squeezebert_heads_stay_even_over_groups():
+    student, _ = convert(
+        tiny_bert(layers=1, hidden=32, heads=4, ffn=64), None, Groups(2, 2, 2, 2, 1, 1), None, "identity"
+    )
+    with pytest.raises(CompressError, match="must keep the same number of heads"):
+        student.prune_heads({0: [0, 1]})  # both heads of group 0
+    with pytest.raises(CompressError, match=r"cannot lose evenly.*valid ratios: 0\.5"):
+        plan_heads([torch.ones(4)], 0.25, "layer", 2)
+    with pytest.raises(CompressError, match="use scope: layer"):
+        plan_heads([torch.ones(4)], 0.5, "global", 2)
+    odd, _ = convert(tiny_bert(layers=1, hidden=48, heads=6, ffn=64), None, Groups(4, 4, 4, 4, 1, 1), None, "identity")
+    with pytest.raises(CompressError, match="do not split evenly"):
+        odd.prune_heads({0: [0]})
+
+
+def test_latency_anchor_with_pruned_heads():
+    arch = Architecture(
+        hidden=64, head_size=16, heads=[2, 4], ffn=128, groups=dict(Groups(1, 1, 1, 1, 2, 2).as_dict()), labels=2
+    )
+    assert Architecture.of(anchor_model(arch).config) == arch
+
+
 def test_bad_ratios():
     student, _ = convert(
         tiny_bert(layers=1, hidden=32, heads=4, ffn=64), None, Groups(1, 1, 1, 1, 4, 4), None, "identity"
@@ -125,6 +209,27 @@ def test_prune_pass_distill_export_reload(tmp_path, tiny_csv, tiny_teacher_dir, 
     )
     assert m.reports["export"]["pruned"]["max_abs_diff"] < 1e-4 and "pruned.onnx" in m.evaluations
     assert AutoModelForSequenceClassification.from_pretrained(run / "models" / "pruned").config.pruned_heads
+
+
+@pytest.mark.integration
+def test_student_heads_pruned_then_distilled_with_attention_maps(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    """convert -> prune heads of the SqueezeBERT student -> distill with attention maps (each kept head learns from
+    its own teacher head) -> export; the pruned student reloads."""
+    passes = [
+        {"name": "convert", "options": {"student": "s", "groups": "1,1,1,1,2,2", "fit_samples": 32}},
+        {"name": "prune", "options": {"model": "s", "output": "s-h2", "head_ratio": 0.5, "importance": "taylor"}},
+        {"name": "distill", "options": {"epochs": 1, "students": ["s-h2"], "attention_weight": 1, "hidden_weight": 1}},
+        {"name": "export", "options": {"models": ["s-h2"], "targets": ["onnx", "openvino"], "int8": True}},
+    ]
+    code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
+    assert code == 0, err
+    run, m = run_metrics(tmp_path)
+    p = m.reports["prune"]["s-h2"]
+    assert p["heads_per_layer"] == [2, 2] and p["after"]["gflops"] < p["before"]["gflops"]
+    assert m.reports["export"]["s-h2"]["max_abs_diff"] < 1e-4
+    again = AutoModelForSequenceClassification.from_pretrained(run / "models" / "s-h2")
+    assert Architecture.of(again.config).heads == [2, 2]
+    assert {k: len(v) for k, v in p["heads_removed"].items()} == {"0": 2, "1": 2}
 
 
 @pytest.mark.parametrize(

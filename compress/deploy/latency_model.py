@@ -35,6 +35,7 @@ from compress.deploy.blocks import block, plan
 from compress.deploy.latency import repeated
 from compress.deploy.matmul_form import FORM_VERSION
 from compress.deploy.targets import Target, build, compile_module, get_target, open_runner
+from compress.modeling import squeezebert  # noqa: F401 - anchors with pruned heads
 from compress.modeling.runners import Batch, Runner, torch_runner
 
 log = logging.getLogger(__name__)
@@ -155,14 +156,15 @@ def load(path: Path, wanted: Fingerprint) -> tuple[LatencyModel | None, str]:
 
 
 def anchor_model(arch: Architecture) -> torch.nn.Module:
-    """A whole classifier of `arch` with random weights (uniform heads; groups 1 is BERT's inference form)."""
-    heads = arch.heads[0]
+    """A whole classifier of `arch` with random weights (groups 1 is BERT's inference form); layers with fewer heads
+    than the width holds lose their last ones (compress.modeling.squeezebert)."""
+    full = arch.hidden // arch.head_size
     g = arch.groups
     config = SqueezeBertConfig(
         hidden_size=arch.hidden,
         embedding_size=arch.hidden,
         num_hidden_layers=len(arch.heads),
-        num_attention_heads=heads,
+        num_attention_heads=full,
         intermediate_size=arch.ffn,
         num_labels=arch.labels,
         q_groups=g["q"],
@@ -173,7 +175,10 @@ def anchor_model(arch: Architecture) -> torch.nn.Module:
         output_groups=g["output"],
     )
     torch.manual_seed(0)
-    return SqueezeBertForSequenceClassification(config).eval()
+    net = SqueezeBertForSequenceClassification(config).eval()
+    if min(arch.heads) < full:
+        net.prune_heads({i: list(range(h, full)) for i, h in enumerate(arch.heads) if h < full})
+    return net
 
 
 def calibrate(

@@ -230,7 +230,7 @@ class EncoderForInference(nn.Module):
                         mats,
                         _ln(L.post_attention.layernorm),
                         _ln(L.output.layernorm),
-                        c.num_attention_heads,
+                        L.attention.num_attention_heads,  # per layer: pruned heads (compress.modeling.squeezebert)
                         fuse_dense_qkv,
                     )
                 )

@@ -18,6 +18,7 @@ from transformers import logging as hf_logging
 
 from compress.core.deps import package_path
 from compress.core.errors import CompressError, first_line
+from compress.modeling import squeezebert  # noqa: F401 - SqueezeBERT checkpoints with pruned heads load
 from compress.modeling.heads import head_of_config, model_class
 from compress.recipe.teacher import TeacherSpec
 from compress.tasks.kinds import KINDS

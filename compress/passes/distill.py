@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from pydantic import Field, PositiveInt, model_validator
 
+from compress.core.arch import Architecture
 from compress.core.errors import CompressError
 from compress.data.augment import augment, neighbours, word_tokens
 from compress.data.encoding import Encoded, encode, tokenizer_fingerprint
@@ -210,6 +211,17 @@ def _layer_maps(state: RunState, config: Distill.Config, name: str) -> tuple[Lay
         attention = _check_map(
             config.attention_map, list(enumerate(layers)), student, teacher, "attention_map", offset=0
         )
+        assert teacher is not None
+        ours, theirs = Architecture.of(student.config).heads, Architecture.of(teacher.config).heads
+        ordered = len(conv.head_orders) if conv else 0
+        odd = [(s, t) for s, t in attention if ours[s] != theirs[t] and s >= ordered]
+        if odd:
+            s, t = odd[0]
+            raise CompressError(
+                f"distill.attention_weight: student {name} layer {s} has {ours[s]} heads, teacher layer {t} "
+                f"{theirs[t]}, and no record of which teacher heads it kept (a student loaded from a folder); "
+                "set attention_weight: 0 for it, or convert and prune it in this run"
+            )
     return hidden, attention
 
 

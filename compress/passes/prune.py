@@ -10,14 +10,17 @@ import numpy as np
 from pydantic import Field, PositiveInt
 from transformers import PreTrainedModel
 
+from compress.core.arch import Architecture
 from compress.core.errors import CompressError
+from compress.core.records import Conversion
 from compress.data.encoding import MODEL_INPUTS, Encoded, batches
 from compress.deploy.flops import flops_per_sequence
 from compress.modeling.runners import count_parameters, predict
+from compress.modeling.squeezebert import check_heads_divisible, head_segments
 from compress.pipeline.registry import Pass, PassConfig
 from compress.pipeline.state import RunState
 from compress.prune.ffn import prune_bert_ffn, prune_squeezebert_ffn
-from compress.prune.heads import plan_heads
+from compress.prune.heads import original_heads, plan_heads
 from compress.prune.importance import accumulate_gradients, head_scores
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,9 @@ class Prune(Pass):
             description="name of the pruned copy (a new student); null prunes `model` in place",
         )
         ffn_ratio: float = Field(0.0, ge=0, lt=1, description="share of FFN channels removed in every layer")
-        head_ratio: float = Field(0.0, ge=0, lt=1, description="share of attention heads removed (BERT)")
+        head_ratio: float = Field(
+            0.0, ge=0, lt=1, description="share of attention heads removed (BERT, SqueezeBERT: evenly per group)"
+        )
         importance: Literal["magnitude", "taylor"] = Field(
             "magnitude", description="|w|^2, or |w * dL/dw| on task batches"
         )
@@ -49,19 +54,21 @@ class Prune(Pass):
         model, name = self._source(state, config), config.output or config.model
         val = state.encoded("validation")
         before = _measure(model, state, val)
+        alive = Architecture.of(model.config).heads
         heads = _prune(model, state, config)
+        if name != "teacher" and config.model in state.conversions:
+            state.conversions[name] = _narrowed(state.conversions[config.model], heads, model.config, alive)
         if name == "teacher":
             state.teacher = model
         else:
             state.students[name] = model
         after = _measure(model, state, val)
-        layers = range(model.config.num_hidden_layers)
         report = {
             "from": config.model,
             "importance": config.importance,
             "scope": config.scope,
             "heads_removed": heads,
-            "heads_per_layer": [model.config.num_attention_heads - len(heads.get(i, [])) for i in layers],
+            "heads_per_layer": Architecture.of(model.config).heads,
             "intermediate_size": model.config.intermediate_size,
             "before": before,
             "after": after,
@@ -93,13 +100,22 @@ class Prune(Pass):
             )
         source = models[config.model]
         kind = source.config.model_type
-        if config.head_ratio and kind != "bert":
-            raise CompressError(
-                f"prune.head_ratio needs a BERT model; {config.model} is {kind} (its attention width is tied to the "
-                "hidden size in transformers' config) - prune heads on the teacher, or prune only FFN channels "
-                "(ffn_ratio)"
-            )
+        if config.head_ratio and kind == "squeezebert":
+            check_heads_divisible(source.config)
         return (copy.deepcopy(source) if config.output else source).cpu().eval()
+
+
+def _narrowed(conv: Conversion, heads: dict[int, list[int]], config, alive: list[int]) -> Conversion:
+    """`conv` with each layer's head order cut to the heads that stay (distillation matches attention maps by it)."""
+    total = config.num_attention_heads
+    orders = conv.head_orders or [list(range(total))] * config.num_hidden_layers
+    pruned = {int(k): set(v) for k, v in (config.pruned_heads or {}).items()}
+    new = []
+    for i, order in enumerate(orders):
+        before = [h for h in range(total) if h not in pruned.get(i, set()) - set(heads.get(i, []))]
+        assert len(before) == alive[i] == len(order)
+        new.append([t for t, h in zip(order, before, strict=True) if h not in heads.get(i, [])])
+    return conv.model_copy(update={"head_orders": new})
 
 
 def _measure(model: PreTrainedModel, state: RunState, val: Encoded) -> dict[str, float]:
@@ -121,8 +137,13 @@ def _prune(model: PreTrainedModel, state: RunState, config: Prune.Config) -> dic
         accumulate_gradients(model, calib, state.task.kind)
     heads = {}
     if config.head_ratio:
-        heads = plan_heads(head_scores(model, config.importance), config.head_ratio, config.scope)
-        model.prune_heads(heads)  # transformers' own: config.pruned_heads makes from_pretrained redo it
+        squeeze = model.config.model_type == "squeezebert"
+        seg = head_segments(model.config) if squeeze else 1
+        slots = plan_heads(head_scores(model, config.importance), config.head_ratio, config.scope, seg)
+        heads = original_heads(slots, model.config)
+        # transformers' own for BERT (ours for SqueezeBERT, compress.modeling.squeezebert): config.pruned_heads
+        # makes from_pretrained redo it
+        model.prune_heads(heads)
         if config.importance == "taylor":
             accumulate_gradients(model, calib, state.task.kind)  # new modules: their gradients for the FFN ranking
     if config.ffn_ratio:

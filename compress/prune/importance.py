@@ -36,13 +36,27 @@ def score(w: torch.Tensor, importance: str) -> torch.Tensor:
 
 
 def head_scores(model, importance: str) -> list[torch.Tensor]:
-    """Per layer, one score per head: its Q/K/V rows and its columns of the attention output projection."""
+    """Per layer, one score per head: its Q/K/V rows and its columns of the attention output projection
+    (BERT's Linears, or SqueezeBERT's 1x1 convs, grouped or not)."""
+    if model.config.model_type == "squeezebert":
+        parts = [
+            (L.attention, (L.attention.query, L.attention.key, L.attention.value), L.post_attention.conv1d)
+            for L in model.transformer.encoder.layers
+        ]
+    else:
+        parts = [
+            (a.self, (a.self.query, a.self.key, a.self.value), a.output.dense)
+            for a in (layer.attention for layer in model.bert.encoder.layer)
+        ]
     out = []
-    for layer in model.bert.encoder.layer:
-        s, o = layer.attention.self, layer.attention.output.dense
-        d = s.attention_head_size
-        rows = sum(score(m.weight, importance).sum(1) for m in (s.query, s.key, s.value)) + score(
-            o.weight, importance
-        ).sum(0)
-        out.append(rows.reshape(-1, d).sum(1))
+    for att, qkv, post in parts:
+        rows = sum(score(m.weight, importance).flatten(1).sum(1) for m in qkv) + _input_scores(post, importance)
+        out.append(rows.reshape(-1, att.attention_head_size).sum(1))
     return out
+
+
+def _input_scores(m: torch.nn.Linear | torch.nn.Conv1d, importance: str) -> torch.Tensor:
+    """Summed importance of each input channel of a Linear or a (grouped) 1x1 conv."""
+    s = score(m.weight, importance).flatten(1)  # [out, in / groups]
+    g = getattr(m, "groups", 1)
+    return s.reshape(g, s.shape[0] // g, -1).sum(1).reshape(-1)  # group i's columns are inputs i*in/g ...
