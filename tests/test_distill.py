@@ -130,6 +130,19 @@ def test_student_with_other_tokenizer_is_refused(tmp_path, tiny_csv, tiny_teache
         dist().run(state, dc)
 
 
+def test_pruned_student_from_a_folder_cannot_match_attention_maps(tmp_path, tiny_csv, tiny_teacher_dir, tokenizer):
+    folder = tmp_path / "pruned"
+    pruned = tiny_bert(layers=2)
+    pruned.prune_heads({0: [1]})  # no record of which teacher head each kept head was
+    pruned.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    options = {"student_path": str(folder), "attention_weight": 1}
+    recipe, state = _state(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "distill", "options": options}])
+    ((dist, dc),) = resolve_passes(recipe)
+    with pytest.raises(CompressError, match="layer 0 has 3 heads, teacher layer 0 4.*set attention_weight: 0"):
+        dist().run(state, dc)
+
+
 def test_distill_without_student_says_add_convert(tmp_path, tiny_csv, tiny_teacher_dir):
     recipe, state = _state(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "distill"}])
     ((dist, dc),) = resolve_passes(recipe)
