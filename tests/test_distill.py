@@ -139,7 +139,7 @@ def test_pruned_student_from_a_folder_cannot_match_attention_maps(tmp_path, tiny
     options = {"student_path": str(folder), "attention_weight": 1}
     recipe, state = _state(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "distill", "options": options}])
     ((dist, dc),) = resolve_passes(recipe)
-    with pytest.raises(CompressError, match="layer 0 has 3 heads, teacher layer 0 4.*set attention_weight: 0"):
+    with pytest.raises(CompressError, match=r"layer 0 has 3 heads, teacher layer 0 4.*set attention_weight: 0"):
         dist().run(state, dc)
 
 

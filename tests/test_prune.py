@@ -246,3 +246,14 @@ def test_prune_bad_input(tmp_path, tiny_csv, tiny_teacher_dir, cli, options, nee
         "run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, [{"name": "prune", "options": options}])
     )
     assert code == 2 and needle in err, err
+
+
+def test_uneven_head_pruning_of_a_grouped_student_fails_in_one_line(tmp_path, tiny_csv, tiny_teacher_dir, cli):
+    passes = [
+        {"name": "convert", "options": {"student": "s", "groups": "2,2,2,2,2,2", "fit_samples": 32}},
+        {"name": "prune", "options": {"model": "s", "head_ratio": 0.25}},  # 1 of 4 heads: 2 groups cannot share it
+    ]
+    code, _, err = cli("run", write_tiny_recipe(tmp_path, tiny_csv, tiny_teacher_dir, passes))
+    assert code == 2 and "cannot lose evenly" in err and "valid ratios: 0.5" in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]  # after the run's log
+    assert errors == [err.strip().splitlines()[-1]]

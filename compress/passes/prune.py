@@ -7,6 +7,7 @@ import logging
 from typing import Literal
 
 import numpy as np
+import torch
 from pydantic import Field, PositiveInt
 from transformers import PreTrainedModel
 
@@ -100,8 +101,10 @@ class Prune(Pass):
             )
         source = models[config.model]
         kind = source.config.model_type
-        if config.head_ratio and kind == "squeezebert":
-            check_heads_divisible(source.config)
+        if config.head_ratio and kind == "squeezebert":  # refused before any work: heads even over the groups
+            heads = Architecture.of(source.config).heads
+            seg = check_heads_divisible(source.config)
+            plan_heads([torch.zeros(h) for h in heads], config.head_ratio, config.scope, seg)
         return (copy.deepcopy(source) if config.output else source).cpu().eval()
 
 
