@@ -177,6 +177,18 @@ def test_the_row_is_the_fastest_student_within_a_point_else_the_most_accurate():
     assert pick(forms, 0.83, score).form == "b.int8"  # none within a point: the most accurate
 
 
+def test_the_table_names_a_students_shape_with_its_heads():
+    from compress.glue.glue import markdown
+
+    base = {"task": "STS-B", "metric": "pearson", "teacher": 0.817, "student": 0.818, "student_form": "s.openvino-int8"}
+    base |= {"layers": 4, "hidden": 384, "speedup": 2.3, "reference": "teacher.openvino-int8"}
+    base |= {"groups": {"q": 1, "k": 1, "v": 1, "post_attention": 1, "intermediate": 2, "output": 2}}
+    rows = [base | {"heads": [4, 4, 4, 4]}, base | {"task": "MRPC", "heads": [4, 3, 4, 4]}, base | {"task": "RTE"}]
+    table = markdown({"rows": rows, "glue_score": {"teacher": 81.7, "student": 81.8}, "tasks": 3})
+    assert "| 4, 384, 4 heads, 1,1,1,1,2,2 |" in table and "| 4, 384, 4/3/4/4 heads, 1,1,1,1,2,2 |" in table
+    assert "| 4, 384, 1,1,1,1,2,2 |" in table  # no record of heads (an older run): none shown
+
+
 def test_real_file_quirks_are_read(tmp_path):
     """MRPC copies that start with a byte-order mark, QQP rows with a missing field or an extra tab: read, and the
     broken rows left out rather than shifted into the wrong columns."""

@@ -142,6 +142,7 @@ def row(name: str, metric: str, metrics: RunMetrics) -> dict[str, Any]:
         "groups": conv.groups if conv else None,
         "layers": len(conv.teacher_layers) if conv else None,
         "hidden": conv.hidden_size if conv else None,  # residual width (None: recorded before widths were searched)
+        "heads": [len(o) for o in conv.head_orders] if conv and conv.head_orders else None,  # per layer, after pruning
         "within_one_point": score(best) >= score(teacher) - ONE_POINT,
         "speedup": best.latency.speedup,
         "reference": best.latency.reference,
@@ -208,13 +209,17 @@ def markdown(summary: dict[str, Any]) -> str:
         "of the teacher (* none was: the most accurate). Speed-up against the teacher's fastest deploy form, timed "
         "in the same run.",
         "",
-        "| task | metric | teacher | student | student form | layers, width, groups (q,k,v,post,ffn in,out) | "
+        "| task | metric | teacher | student | student form | layers, width, heads, groups (q,k,v,post,ffn in,out) | "
         "x teacher's fastest |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in summary["rows"]:
         x = f"{r['speedup']:.2f}x ({r['reference']})" if r["speedup"] else "-"
         width = f"{r['hidden']}, " if r.get("hidden") else ""
+        heads = r.get("heads") or []
+        width += (
+            (f"{heads[0]} heads, " if len(set(heads)) == 1 else f"{'/'.join(map(str, heads))} heads, ") if heads else ""
+        )
         shape = f"{r['layers']}, {width}{','.join(map(str, r['groups'].values()))}" if r.get("groups") else "-"
         star = "" if r.get("within_one_point", True) else " *"
         lines.append(
