@@ -146,11 +146,11 @@ def test_pruned_students_attention_targets_follow_the_heads_kept():
     orders = [[3, 1, 0, 2], [0, 1, 2, 3]]  # student slot -> teacher head
     conv = Conversion(teacher_layers=[1, 3], groups={}, intermediate_size=64, init="permuted", head_orders=orders)
     config = tiny_bert(layers=2).config
-    config.pruned_heads = {0: [1, 2], 1: [0]}  # slots 1, 2 of layer 0: teacher heads 1 and 0
-    once = _narrowed(conv, {0: [1, 2], 1: [0]}, config, [4, 4])
+    once = _narrowed(conv, {0: [1, 2], 1: [0]}, config)  # slots 1, 2 of layer 0: teacher heads 1 and 0
     assert once.head_orders == [[3, 2], [1, 2, 3]]
-    config.pruned_heads = {0: [1, 2, 3], 1: [0]}  # then original head 3 of layer 0 (slot 1 of the two left)
-    assert _narrowed(once, {0: [3]}, config, [2, 3]).head_orders == [[3], [1, 2, 3]]
+    assert _narrowed(once, {0: [1]}, config).head_orders == [[3], [1, 2, 3]]  # then slot 1 of the two left
+    identity = conv.model_copy(update={"head_orders": []})  # no order recorded: the teacher's
+    assert _narrowed(identity, {1: [0, 3]}, config).head_orders == [[0, 1, 2, 3], [1, 2]]
 
 
 def test_squeezebert_heads_stay_even_over_groups():

@@ -216,10 +216,8 @@ def markdown(summary: dict[str, Any]) -> str:
     for r in summary["rows"]:
         x = f"{r['speedup']:.2f}x ({r['reference']})" if r["speedup"] else "-"
         width = f"{r['hidden']}, " if r.get("hidden") else ""
-        heads = r.get("heads") or []
-        width += (
-            (f"{heads[0]} heads, " if len(set(heads)) == 1 else f"{'/'.join(map(str, heads))} heads, ") if heads else ""
-        )
+        if heads := r.get("heads"):  # one number when every layer has the same
+            width += f"{heads[0] if len(set(heads)) == 1 else '/'.join(map(str, heads))} heads, "
         shape = f"{r['layers']}, {width}{','.join(map(str, r['groups'].values()))}" if r.get("groups") else "-"
         star = "" if r.get("within_one_point", True) else " *"
         lines.append(

@@ -55,10 +55,9 @@ class Prune(Pass):
         model, name = self._source(state, config), config.output or config.model
         val = state.encoded("validation")
         before = _measure(model, state, val)
-        alive = Architecture.of(model.config).heads
-        heads = _prune(model, state, config)
+        slots, heads = _prune(model, state, config)
         if name != "teacher" and config.model in state.conversions:
-            state.conversions[name] = _narrowed(state.conversions[config.model], heads, model.config, alive)
+            state.conversions[name] = _narrowed(state.conversions[config.model], slots, model.config)
         if name == "teacher":
             state.teacher = model
         else:
@@ -108,16 +107,11 @@ class Prune(Pass):
         return (copy.deepcopy(source) if config.output else source).cpu().eval()
 
 
-def _narrowed(conv: Conversion, heads: dict[int, list[int]], config, alive: list[int]) -> Conversion:
-    """`conv` with each layer's head order cut to the heads that stay (distillation matches attention maps by it)."""
-    total = config.num_attention_heads
-    orders = conv.head_orders or [list(range(total))] * config.num_hidden_layers
-    pruned = {int(k): set(v) for k, v in (config.pruned_heads or {}).items()}
-    new = []
-    for i, order in enumerate(orders):
-        before = [h for h in range(total) if h not in pruned.get(i, set()) - set(heads.get(i, []))]
-        assert len(before) == alive[i] == len(order)
-        new.append([t for t, h in zip(order, before, strict=True) if h not in heads.get(i, [])])
+def _narrowed(conv: Conversion, slots: dict[int, list[int]], config) -> Conversion:
+    """`conv` with each layer's head order cut to the heads that stay (distillation matches attention maps by it).
+    `slots`: the heads removed, as positions among those each layer had (no order recorded: the teacher's)."""
+    orders = conv.head_orders or [list(range(config.num_attention_heads))] * config.num_hidden_layers
+    new = [[t for s, t in enumerate(order) if s not in slots.get(i, [])] for i, order in enumerate(orders)]
     return conv.model_copy(update={"head_orders": new})
 
 
@@ -132,13 +126,17 @@ def _measure(model: PreTrainedModel, state: RunState, val: Encoded) -> dict[str,
     }
 
 
-def _prune(model: PreTrainedModel, state: RunState, config: Prune.Config) -> dict[int, list[int]]:
-    """Remove heads, then FFN channels, ranked by `config.importance` on training batches; the heads removed."""
+def _prune(
+    model: PreTrainedModel, state: RunState, config: Prune.Config
+) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """Remove heads, then FFN channels, ranked by `config.importance` on training batches; the heads removed, as
+    positions among each layer's heads before this pass and as original indices."""
     train = state.encoded("train")
     calib = list(batches(train, 32, np.arange(min(config.taylor_samples, len(train)))))
     if config.importance == "taylor":
         accumulate_gradients(model, calib, state.task.kind)
-    heads = {}
+    slots: dict[int, list[int]] = {}
+    heads: dict[int, list[int]] = {}
     if config.head_ratio:
         squeeze = model.config.model_type == "squeezebert"
         seg = head_segments(model.config) if squeeze else 1
@@ -155,4 +153,4 @@ def _prune(model: PreTrainedModel, state: RunState, config: Prune.Config) -> dic
         else:
             prune_squeezebert_ffn(model, config.ffn_ratio, config.importance)
     model.zero_grad(set_to_none=True)
-    return heads
+    return slots, heads
